@@ -1,0 +1,184 @@
+"""The ``xmkd`` command.
+
+``xmkd fit|validate|test|predict --config experiments/...yaml [--key.sub value ...]``
+    LightningCLI over any xmkd LightningModule/DataModule named by ``class_path`` in the YAML, plus
+    ``--experiment NAME`` (default: the config file's stem), ``--resume auto|RUN_DIR|CKPT`` and
+    ``--runs_dir DIR``. Every run lives in ``runs/<experiment>/version_<N>/`` (see ``xmkd.runs``).
+``xmkd data <tool> ...``
+    Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``.
+``xmkd pipeline <name> ...``
+    The multi-run jobs behind the make targets (pretraining + probes, detection tables, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help).
+DATA_TOOLS: dict[str, tuple[str, str]] = {
+    "synth-av": ("xmkd.data.synthetic_av", "write the synthetic audio-visual dataset (real mp4 files)"),
+    "synth-untrimmed": ("xmkd.data.synthetic_untrimmed", "write the synthetic untrimmed feature world"),
+    "inspect": ("xmkd.data.inspect", "summarise a dataset as JSON: counts, decoded samples, failures"),
+}
+PIPELINES: dict[str, tuple[str, str]] = {}
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    for name, (_, help_text) in tools.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in tools:
+        parser.parse_args(argv)  # prints usage and exits with the reason
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(tools[name][0])
+    tool_parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=tools[name][1])
+    module.add_arguments(tool_parser)
+    args = tool_parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+def run_lightning_cli(argv: list[str]) -> None:
+    # Imported here: Lightning takes seconds to import and the data tools do not need it.
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks.progress import ProgressBar
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from xmkd.callbacks import RunResultsWriter, SaveResolvedConfig, default_checkpoint_callbacks
+    from xmkd.runs import RUN_DIR_ENV, experiment_name, resolve_run_dir, resolve_wandb_mode, wandb_run_id
+
+    class XmkdCLI(LightningCLI):
+        run_dir: Path
+        experiment: str
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument(
+                "--experiment", type=str | None, default=None, help="run name; default: config stem"
+            )
+            parser.add_argument(
+                "--resume",
+                type=str | None,
+                default=None,
+                help="'auto' continues the newest run of this experiment from its last.ckpt (and W&B run); "
+                "or a run folder / .ckpt path",
+            )
+            parser.add_argument("--runs_dir", type=str, default="runs", help="root of the run folders")
+            parser.add_argument("--wandb_project", type=str, default="xmkd")
+            parser.add_argument(
+                "--checkpoint_every_n_steps",
+                type=int | None,
+                default=None,
+                help="also refresh last.ckpt every N optimiser steps (bounds the work lost to a kill -9)",
+            )
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand]
+            config_files = [str(p) for p in (config.get("config") or [])]
+            self.experiment = experiment_name(config_files, config.get("experiment"))
+            inherited = os.environ.get(RUN_DIR_ENV)
+            if inherited:  # a DDP worker re-executed by Lightning: use the folder rank zero chose
+                self.run_dir = Path(inherited)
+                resume_ckpt = None
+                if config.get("resume"):
+                    last = self.run_dir / "checkpoints" / "last.ckpt"
+                    resume_ckpt = last if last.is_file() else None
+            else:
+                resume = config.get("resume") if self.subcommand == "fit" else None
+                self.run_dir, resume_ckpt = resolve_run_dir(Path(config.runs_dir), self.experiment, resume)
+                os.environ[RUN_DIR_ENV] = str(self.run_dir)
+            config.trainer.default_root_dir = str(self.run_dir)
+            if resume_ckpt is not None and not config.get("ckpt_path"):
+                config.ckpt_path = str(resume_ckpt)
+            print(f"xmkd: run folder {self.run_dir}" + (f" (resuming {resume_ckpt})" if resume_ckpt else ""))
+
+        def _loggers(self) -> list[Any]:
+            loggers: list[Any] = [CSVLogger(save_dir=self.run_dir, name="", version="")]
+            mode = resolve_wandb_mode()
+            if mode != "disabled":
+                import wandb
+
+                loggers.append(
+                    WandbLogger(
+                        project=self.config[self.subcommand].wandb_project,
+                        name=f"{self.experiment}/{self.run_dir.name}",
+                        save_dir=str(self.run_dir),
+                        id=wandb_run_id(self.run_dir),
+                        resume="allow",
+                        offline=mode == "offline",
+                        settings=wandb.Settings(init_timeout=60, silent=True),
+                    )
+                )
+            return loggers
+
+        def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+            trainer_config = self.config_init[self.subcommand].trainer
+            extra: dict[str, Any] = {}
+            if trainer_config.get("logger") in (None, True):
+                extra["logger"] = self._loggers()
+            has_logger = trainer_config.get("logger") is not False
+            user_callbacks = list(trainer_config.get("callbacks") or [])
+            callbacks: list[Any] = [RunResultsWriter(self.run_dir)]
+            if (
+                not any(isinstance(c, ModelCheckpoint) for c in user_callbacks)
+                and trainer_config.get("enable_checkpointing") is not False
+            ):
+                monitor, mode = getattr(self.model, "checkpoint_monitor", (None, "max"))
+                callbacks += default_checkpoint_callbacks(
+                    self.run_dir, monitor, mode, self.config[self.subcommand].checkpoint_every_n_steps
+                )
+            if trainer_config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in user_callbacks
+            ):
+                callbacks.append(RichProgressBar(leave=True))
+            if has_logger and self.subcommand == "fit":
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
+            try:
+                from xmkd.data.bad_input import BadInputReport
+
+                callbacks.append(BadInputReport())
+            except ImportError:
+                pass
+            trainer_config.callbacks = user_callbacks + callbacks
+            return super().instantiate_trainer(**extra, **kwargs)
+
+    XmkdCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=SaveResolvedConfig,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=42,
+        args=argv,
+        auto_configure_optimizers=False,
+        parser_kwargs={"default_env": False},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "data":
+        return _tool_main("xmkd data", DATA_TOOLS, argv[1:])
+    if argv and argv[0] == "pipeline":
+        return _tool_main("xmkd pipeline", PIPELINES, argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Lightning subcommands:", ", ".join(LIGHTNING_SUBCOMMANDS))
+        print("Data tools:", ", ".join(DATA_TOOLS))
+        print("Pipelines:", ", ".join(PIPELINES) or "(none)")
+        return 0
+    run_lightning_cli(argv)
+    return 0
+
+
+if __name__ == "__main__":  # `python -m xmkd.cli`
+    sys.exit(main())

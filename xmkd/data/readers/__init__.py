@@ -1,0 +1,1 @@
+"""Annotation and split-file readers: one module per family of formats."""
