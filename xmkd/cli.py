@@ -25,7 +25,17 @@ DATA_TOOLS: dict[str, tuple[str, str]] = {
     "synth-untrimmed": ("xmkd.data.synthetic_untrimmed", "write the synthetic untrimmed feature world"),
     "inspect": ("xmkd.data.inspect", "summarise a dataset as JSON: counts, decoded samples, failures"),
 }
-PIPELINES: dict[str, tuple[str, str]] = {}
+PIPELINES: dict[str, tuple[str, str]] = {
+    "pretrain-xkd": (
+        "xmkd.pipelines.pretrain_xkd",
+        "XKD pretraining + online probe vs random init; exports encoders",
+    ),
+    "xkd-ablation": (
+        "xmkd.pipelines.pretrain_xkd_ablation",
+        "probe top-1 of rec only / + alignment / full XKD",
+    ),
+    "distill-detection": ("xmkd.pipelines.distill_detection", "RGB / aux / teacher / students table"),
+}
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -45,7 +55,10 @@ def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) ->
     return int(module.run(args) or 0)
 
 
-def run_lightning_cli(argv: list[str]) -> None:
+def run_lightning_cli(argv: list[str]) -> Any:
+    """Run one LightningCLI job in this process and return the CLI object (``.trainer``, ``.model``,
+    ``.datamodule``, ``.run_dir``, ``.experiment``), so pipelines can chain runs without subprocesses.
+    """
     # Imported here: Lightning takes seconds to import and the data tools do not need it.
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -150,18 +163,25 @@ def run_lightning_cli(argv: list[str]) -> None:
             trainer_config.callbacks = user_callbacks + callbacks
             return super().instantiate_trainer(**extra, **kwargs)
 
-    XmkdCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=SaveResolvedConfig,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=42,
-        args=argv,
-        auto_configure_optimizers=False,
-        parser_kwargs={"default_env": False},
-    )
+    inherited_run_dir = os.environ.get(RUN_DIR_ENV)
+    try:
+        return XmkdCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveResolvedConfig,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=42,
+            args=argv,
+            auto_configure_optimizers=False,
+            parser_kwargs={"default_env": False},
+        )
+    finally:
+        # The run folder is handed to DDP workers through the environment; a pipeline that runs
+        # several jobs in one process must not inherit the previous job's folder.
+        if inherited_run_dir is None:
+            os.environ.pop(RUN_DIR_ENV, None)
 
 
 def main(argv: list[str] | None = None) -> int:

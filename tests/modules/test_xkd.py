@@ -1,0 +1,203 @@
+"""One-step CPU training of each XKD variant on a tiny synthetic batch, plus the wiring checks."""
+
+import inspect
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xmkd.distill.ema import EMATeacherCallback
+from xmkd.modules.xkd import XKDPretrainer, load_exported_encoder, reconstruction_grid
+
+SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT (hop 143, centred)
+
+TINY = dict(
+    encoder_size="tiny",
+    encoder_depth=2,
+    num_frames=4,
+    img_size=32,
+    tubelet=2,
+    patch_size=16,
+    audio_frames=32,
+    audio_local_frames=16,
+    decoder_dim=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    head_hidden_dim=32,
+    head_bottleneck_dim=16,
+    head_out_dim=64,
+    warmup_epochs=0.0,
+    lr=1e-3,
+    recon_log_every_n_epochs=0,
+)
+
+
+class TinyClips(Dataset):
+    def __init__(self, n: int = 4, local_views: int = 2) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.video = torch.randn(n, 3, 4, 32, 32, generator=g)
+        self.local = torch.randn(n, local_views, 3, 2, 16, 16, generator=g)
+        self.audio = torch.randn(n, SAMPLES, generator=g) * 0.1
+        self.label = torch.tensor([0, 1, -1, 2])[:n]
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "video": self.video[i],
+            "video_local": self.local[i],
+            "audio": self.audio[i],
+            "label": self.label[i],
+        }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors on a shared 2-core box: a second OpenMP thread only adds contention (~20x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def trainer(**kw) -> pl.Trainer:
+    opts = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=1,
+        limit_val_batches=0,
+    )
+    opts.update(kw)
+    return pl.Trainer(**opts)
+
+
+@pytest.mark.parametrize("variant", ["xkd", "mas", "mats"])
+def test_one_training_step_per_variant(variant: str) -> None:
+    torch.manual_seed(0)
+    model = XKDPretrainer(variant=variant, num_local_views=2, **TINY)
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
+    t = trainer()
+    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    assert t.global_step == 1
+    metrics = t.callback_metrics
+    for key in (
+        "loss/da",
+        "loss/kd",
+        "loss/rec",
+        "loss/total",
+        "loss/rec_video",
+        "loss/rec_audio",
+        "ema/momentum",
+    ):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    expected_total = (metrics["loss/da"] + metrics["loss/kd"] + 5 * metrics["loss/rec"]) / 7
+    torch.testing.assert_close(metrics["loss/total"], expected_total)
+    # teachers: no gradient, not optimised, moved by EMA towards the (updated) student
+    teacher_params = list(model.teacher.parameters()) + list(model.teacher_heads.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in teacher_params)
+    optimised = {id(p) for g in t.optimizers[0].param_groups for p in g["params"]}
+    assert not optimised & {id(p) for p in teacher_params}
+    assert not any(mod.training for mod in model.teacher.modules())
+    key = "video.patch_embed.weight"
+    assert not torch.equal(model.student.state_dict()[key], student_before[key])
+    assert not torch.equal(model.teacher.state_dict()[key], teacher_before[key])
+    m = metrics["ema/momentum"].item()
+    torch.testing.assert_close(
+        model.teacher.state_dict()[key], m * teacher_before[key] + (1 - m) * model.student.state_dict()[key]
+    )
+    # centers moved from zero after the step
+    assert model.centers["video"].center.abs().sum() > 0
+    # sharing
+    shared = model.student["video"].blocks is model.student["audio"].blocks
+    assert shared == (variant in ("mas", "mats"))
+    teacher_shared = model.teacher["video"].blocks is model.teacher["audio"].blocks
+    assert teacher_shared == (variant == "mats")
+
+
+def test_probe_is_trained_on_detached_features_and_logged() -> None:
+    torch.manual_seed(0)
+    model = XKDPretrainer(probe_num_classes=3, loss_weights={"da": 0.0, "kd": 1.0, "rec": 5.0}, **TINY)
+    t = trainer(limit_val_batches=1, val_check_interval=1, check_val_every_n_epoch=None)
+    data = DataLoader(TinyClips(), batch_size=4)
+    t.fit(model, data, data)
+    assert "val/probe_top1" in t.callback_metrics and "val/probe_audio_top1" in t.callback_metrics
+    assert "loss/da" not in t.callback_metrics  # zero-weight term skipped
+    groups = t.optimizers[0].param_groups
+    probe_group = [g for g in groups if any(p is model.probes["video"].weight for p in g["params"])]
+    assert len(probe_group) == 1 and probe_group[0]["weight_decay"] == 0.0
+    # the probe's loss must not reach the encoder: a probe-only backward leaves encoder grads empty
+    model.zero_grad(set_to_none=True)
+    batch = next(iter(data))
+    model.train()
+    feats = {"video": model.student["video"].patch_mean(batch["video"]), "audio": torch.randn(4, 192)}
+    sum(model._probe_losses(feats, batch["label"]).values()).backward()
+    assert model.student["video"].patch_embed.weight.grad is None
+    assert model.probes["video"].weight.grad is not None
+
+
+def test_default_hparams_match_the_paper() -> None:
+    sig = inspect.signature(XKDPretrainer.__init__).parameters
+    assert sig["video_mask_ratio"].default == 0.85 and sig["audio_mask_ratio"].default == 0.80
+    assert sig["teacher_view"].default == "local" and sig["clip_grad"].default == 0.3
+    assert sig["weight_decay"].default == 0.3 and sig["betas"].default == (0.9, 0.95)
+    assert sig["ema_base_momentum"].default == 0.997 and sig["audio_teacher_temperature"].default == 0.07
+
+
+def test_reconstruction_pngs_are_written(tmp_path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    model = XKDPretrainer(**{**TINY, "recon_log_every_n_epochs": 1})
+    t = trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
+    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    pngs = sorted(
+        p.name for p in (tmp_path / "lightning_logs" / "version_0" / "reconstructions").glob("*.png")
+    )
+    assert pngs == ["audio_epoch0000.png", "video_epoch0000.png"]
+
+
+def test_ema_callback_is_attached_by_the_module() -> None:
+    model = XKDPretrainer(**TINY)
+    (cb,) = model.configure_callbacks()
+    assert isinstance(cb, EMATeacherCallback) and cb.base_momentum == 0.997
+
+
+def test_export_and_reload(tmp_path) -> None:
+    model = XKDPretrainer(variant="mas", **TINY)
+    paths = model.export_encoders(tmp_path)
+    assert set(paths) == {"student_video", "student_audio", "teacher_video", "teacher_audio"}
+    index = json.loads((tmp_path / "encoders.json").read_text())
+    assert index["variant"] == "mas" and index["files"]["teacher_audio"] == "teacher_audio.pt"
+    state = torch.load(paths["student_audio"], weights_only=True)
+    assert "blocks.0.attn.qkv.weight" in state
+    enc = load_exported_encoder(paths["student_video"]).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    torch.testing.assert_close(enc(x), model.student["video"].eval()(x))
+
+
+def test_reconstruction_grid_layout() -> None:
+    video = torch.randn(3, 4, 32, 32)
+    mask = torch.zeros(8, dtype=torch.bool)
+    mask[:4] = True
+    img = reconstruction_grid(video, mask, torch.randn(8, 3 * 2 * 16 * 16), "video", (2, 16, 16))
+    assert img.dtype.name == "uint8" and img.shape == (3 * 32, 2 * 32, 3)
+    # visible patches: the reconstruction row equals the input row
+    assert (img[64:, 16:32] == img[:32, 16:32]).all() or mask[1]
+    spec = torch.randn(1, 80, 32)
+    smask = torch.zeros(40, dtype=torch.bool)
+    simg = reconstruction_grid(spec, smask, torch.randn(40, 64), "audio", (4, 16))
+    assert simg.shape == (240, 32, 3)
+    assert (simg[160:] == simg[:80]).all()  # nothing masked: reconstruction == input
+
+
+def test_bad_config_names_the_key() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        XKDPretrainer(variant="bogus", **TINY)
+    with pytest.raises(ValueError, match="loss_weights"):
+        XKDPretrainer(loss_weights={"foo": 1.0}, **TINY)

@@ -1,0 +1,448 @@
+"""Vision Transformer encoders and MAE decoders for video (tubelets) and audio (spectrogram patches).
+
+Architecture as in XKD (METHODS.md part A): patch embedding = rearrange + Linear, learnable position
+embeddings, a CLS token, pre-norm blocks with MLP 4x and no qkv bias, a final LayerNorm. Attention runs
+through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on GPU); only when asked
+does the last block additionally compute the CLS->patch attention weights (one query row, cheap) for
+the teachers' feature refinement.
+
+Token layout: video (B, C, T, H, W) -> tokens ordered (t, h, w), each token's pixels ordered
+(pt, ph, pw, c); audio (B, 1, F, T) -> tokens ordered (f, t), pixels (pf, pt, c). The same
+``patchify_*`` functions produce the reconstruction targets, so encoder input and decoder output
+share one layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from xmkd.models.masking import gather_tokens
+
+Modality = Literal["video", "audio"]
+
+#: (width, depth, heads) of the standard ViT sizes.
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
+
+# --------------------------------------------------------------------------- patch helpers
+
+
+def patchify_video(video: Tensor, tubelet: int, patch: int) -> Tensor:
+    """(B, C, T, H, W) -> (B, T/t * H/p * W/p, t*p*p*C)."""
+    return rearrange(
+        video, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw c)", pt=tubelet, ph=patch, pw=patch
+    )
+
+
+def unpatchify_video(
+    patches: Tensor, grid: Sequence[int], tubelet: int, patch: int, channels: int = 3
+) -> Tensor:
+    """Inverse of :func:`patchify_video`; ``grid`` = (T/t, H/p, W/p)."""
+    t, h, w = grid
+    return rearrange(
+        patches,
+        "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
+        t=t,
+        h=h,
+        w=w,
+        pt=tubelet,
+        ph=patch,
+        pw=patch,
+        c=channels,
+    )
+
+
+def patchify_spectrogram(spec: Tensor, patch: Sequence[int] = (4, 16)) -> Tensor:
+    """(B, 1, F, T) or (B, F, T) -> (B, F/pf * T/pt, pf*pt*C) with ``patch`` = (pf, pt)."""
+    if spec.ndim == 3:
+        spec = spec.unsqueeze(1)
+    pf, pt = patch
+    return rearrange(spec, "b c (f pf) (t pt) -> b (f t) (pf pt c)", pf=pf, pt=pt)
+
+
+def unpatchify_spectrogram(patches: Tensor, grid: Sequence[int], patch: Sequence[int] = (4, 16)) -> Tensor:
+    """Inverse of :func:`patchify_spectrogram` -> (B, 1, F, T); ``grid`` = (F/pf, T/pt)."""
+    f, t = grid
+    pf, pt = patch
+    return rearrange(patches, "b (f t) (pf pt c) -> b c (f pf) (t pt)", f=f, t=t, pf=pf, pt=pt)
+
+
+def normalized_patch_target(patches: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-patch normalised pixels (MAE ``norm_pix_loss``): (x - mean) / sqrt(var + eps) per token.
+
+    The variance is the unbiased one, as in MAE.
+    """
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + eps).sqrt()
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """MSE averaged over the pixels of each patch, then over masked patches only (``mask`` True)."""
+    per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def interpolate_pos_embed(pos_embed: Tensor, old_grid: Sequence[int], new_grid: Sequence[int]) -> Tensor:
+    """Resize patch position embeddings (..., prod(old_grid), D) to ``new_grid`` (pure function).
+
+    Trilinear for 3-D video grids, bicubic for 2-D spectrogram grids, as when fine-tuning at a
+    larger input size (e.g. 112 -> 224). A CLS embedding, if any, must be split off by the caller.
+    Interpretation: local views (smaller crops) also use interpolated embeddings, as in DINO.
+    """
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if old_grid == new_grid:
+        return pos_embed
+    squeeze = pos_embed.ndim == 2
+    pe = pos_embed.unsqueeze(0) if squeeze else pos_embed
+    dim = pe.shape[-1]
+    if pe.shape[1] != math.prod(old_grid):
+        raise ValueError(
+            f"position embedding has {pe.shape[1]} tokens, expected {math.prod(old_grid)} for {old_grid}"
+        )
+    grid = pe.reshape(pe.shape[0], *old_grid, dim).movedim(-1, 1).float()
+    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(old_grid)]
+    out = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
+    out = out.movedim(1, -1).reshape(pe.shape[0], math.prod(new_grid), dim).to(pos_embed.dtype)
+    return out.squeeze(0) if squeeze else out
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (drops the residual branch), identity in eval or at p = 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention via SDPA; optionally also the CLS->patch attention weights."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).reshape(b, n, c))
+        cls_attn = None
+        if return_cls_attention:
+            # Only the CLS query row: (B, H, 1, N), in float32 for a well-defined softmax under bf16.
+            scale = q.shape[-1] ** -0.5
+            logits = (q[:, :, :1].float() @ k.float().transpose(-2, -1)) * scale
+            cls_attn = logits.softmax(dim=-1)[:, :, 0, 1:]
+        return out, cls_attn
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)); x + mlp(norm(x))."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        y, attn = self.attn(self.norm1(x), return_cls_attention)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, attn
+
+
+def make_blocks(
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = False,
+    drop_path: float = 0.0,
+) -> nn.ModuleList:
+    """``depth`` blocks with stochastic-depth rates rising linearly from 0 to ``drop_path``."""
+    rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path]
+    return nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+@dataclass
+class EncoderConfig:
+    """Everything needed to rebuild an encoder (saved as JSON next to exported weights).
+
+    ``input_size``: video (frames, height, width); audio (mel_bins, frames). ``patch_size``: video
+    (tubelet, patch, patch); audio (patch_freq, patch_time).
+    """
+
+    modality: Modality = "video"
+    input_size: tuple[int, ...] = (32, 112, 112)
+    patch_size: tuple[int, ...] = (4, 16, 16)
+    in_chans: int = 3
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = False
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(self.input_size)
+        self.patch_size = tuple(self.patch_size)
+        if len(self.input_size) != len(self.patch_size):
+            raise ValueError(f"input_size {self.input_size} and patch_size {self.patch_size} differ in rank")
+        for s, p in zip(self.input_size, self.patch_size):
+            if s % p:
+                raise ValueError(
+                    f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}"
+                )
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(s // p for s, p in zip(self.input_size, self.patch_size))
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def patch_dim(self) -> int:
+        return math.prod(self.patch_size) * self.in_chans
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"], d["patch_size"] = list(self.input_size), list(self.patch_size)
+        return d
+
+
+def video_encoder_config(
+    size: str = "base", num_frames: int = 32, img_size: int = 112, tubelet: int = 4, patch: int = 16, **kw
+) -> EncoderConfig:
+    dim, depth, heads = VIT_SIZES[size]
+    kw.setdefault("depth", depth)
+    return EncoderConfig(
+        "video", (num_frames, img_size, img_size), (tubelet, patch, patch), 3, dim, num_heads=heads, **kw
+    )
+
+
+def audio_encoder_config(
+    size: str = "base", mel_bins: int = 80, frames: int = 448, patch: Sequence[int] = (4, 16), **kw
+) -> EncoderConfig:
+    dim, depth, heads = VIT_SIZES[size]
+    kw.setdefault("depth", depth)
+    return EncoderConfig("audio", (mel_bins, frames), tuple(patch), 1, dim, num_heads=heads, **kw)
+
+
+class ViTEncoder(nn.Module):
+    """ViT over video tubelets or spectrogram patches.
+
+    ``blocks`` may be passed in to share the transformer between modalities (XKD-MAS/MATS); the
+    tokeniser, position embeddings, CLS token and final norm always stay per encoder.
+    """
+
+    def __init__(self, config: EncoderConfig, blocks: nn.ModuleList | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.patch_embed = nn.Linear(config.patch_dim, config.dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, config.dim))
+        self.apply(_init_weights)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if blocks is None:
+            blocks = make_blocks(
+                config.dim,
+                config.depth,
+                config.num_heads,
+                config.mlp_ratio,
+                config.qkv_bias,
+                config.drop_path,
+            )
+            blocks.apply(_init_weights)
+        elif len(blocks) != config.depth or blocks[0].attn.num_heads != config.num_heads:
+            raise ValueError("shared blocks do not match the encoder config")
+        self.blocks = blocks
+        self.norm = nn.LayerNorm(config.dim, eps=1e-6)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    def grid_of(self, x: Tensor) -> tuple[int, ...]:
+        spatial = x.shape[2:] if self.config.modality == "video" else x.shape[-2:]
+        for s, p in zip(spatial, self.config.patch_size):
+            if s % p:
+                raise ValueError(
+                    f"{self.config.modality} input of size {tuple(spatial)} is not divisible by "
+                    f"patch size {self.config.patch_size}"
+                )
+        return tuple(s // p for s, p in zip(spatial, self.config.patch_size))
+
+    def patchify(self, x: Tensor) -> Tensor:
+        if self.config.modality == "video":
+            return patchify_video(x, self.config.patch_size[0], self.config.patch_size[1])
+        return patchify_spectrogram(x, self.config.patch_size)
+
+    def tokens(self, x: Tensor, keep_indices: Tensor | None = None) -> Tensor:
+        """Patch tokens + position embeddings, the visible subset if ``keep_indices``, CLS first."""
+        grid = self.grid_of(x)
+        tok = self.patch_embed(self.patchify(x))
+        tok = tok + interpolate_pos_embed(self.pos_embed[:, 1:], self.config.grid, grid)
+        if keep_indices is not None:
+            tok = gather_tokens(tok, keep_indices)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tok.shape[0], -1, -1)
+        return torch.cat([cls, tok], dim=1)
+
+    def forward_with_attention(
+        self, x: Tensor, keep_indices: Tensor | None = None, return_attention: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Final-normed tokens (B, 1 + K, D) and the last block's CLS->patch attention (B, H, K)."""
+        h = self.tokens(x, keep_indices)
+        last = len(self.blocks) - 1
+        attn = None
+        for i, blk in enumerate(self.blocks):
+            h, a = blk(h, return_cls_attention=return_attention and i == last)
+            if a is not None:
+                attn = a
+        return self.norm(h), attn
+
+    def forward(self, x: Tensor, keep_indices: Tensor | None = None) -> Tensor:
+        """Final-normed tokens (B, 1 + K, D), CLS first."""
+        return self.forward_with_attention(x, keep_indices, return_attention=False)[0]
+
+    def patch_mean(self, x: Tensor) -> Tensor:
+        """Clip feature for evaluation: the mean of the patch tokens after the final norm (B, D)."""
+        return self(x)[:, 1:].mean(dim=1)
+
+
+def build_encoder(config: EncoderConfig | dict, blocks: nn.ModuleList | None = None) -> ViTEncoder:
+    if isinstance(config, dict):
+        config = EncoderConfig(**config)
+    return ViTEncoder(config, blocks)
+
+
+def save_exported_encoder(encoder: ViTEncoder, path: str | Path) -> Path:
+    """Write ``path`` (a plain state_dict) and ``path`` with suffix .json (the architecture)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    torch.save(state, path)
+    path.with_suffix(".json").write_text(json.dumps(encoder.config.to_dict(), indent=2))
+    return path
+
+
+def load_exported_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ViTEncoder:
+    """Rebuild an encoder written by :func:`save_exported_encoder` (weights_only load)."""
+    path = Path(path)
+    meta = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: exported encoder weights not found")
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: architecture JSON for {path.name} not found")
+    encoder = build_encoder(json.loads(meta.read_text()))
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    encoder.load_state_dict(state)
+    return encoder
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class MAEDecoder(nn.Module):
+    """MAE decoder: Linear enc->dim, mask tokens, ``depth`` blocks, Linear -> patch pixels.
+
+    Runs on the global view's full token grid (``num_patches``) with its own learnable position
+    embeddings; returns predictions for every patch (B, N, patch_dim), CLS dropped.
+    """
+
+    def __init__(
+        self,
+        num_patches: int,
+        encoder_dim: int,
+        patch_dim: int,
+        dim: int = 384,
+        depth: int = 4,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.num_patches = num_patches
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, dim))
+        self.blocks = make_blocks(dim, depth, num_heads, mlp_ratio)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, patch_dim)
+        self.apply(_init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, tokens: Tensor, restore_indices: Tensor) -> Tensor:
+        """``tokens`` (B, 1 + K, D_enc) from the encoder (CLS first); ``restore_indices`` (B, N)."""
+        x = self.embed(tokens)
+        b, k1, d = x.shape
+        n = restore_indices.shape[1]
+        if n != self.num_patches:
+            raise ValueError(f"decoder built for {self.num_patches} patches, mask has {n}")
+        fill = self.mask_token.expand(b, n + 1 - k1, d)
+        patches = torch.cat([x[:, 1:], fill], dim=1)
+        patches = gather_tokens(patches, restore_indices)
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x, _ = blk(x)
+        return self.pred(self.norm(x))[:, 1:]
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of (unique) parameters; shared tensors count once."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,602 @@
+"""XKD self-supervised pretraining (Sarkar & Etemad, AAAI 2024) as a thin LightningModule.
+
+Per step: masked reconstruction per modality (L_rec), cross-modal DINO distillation from each
+modality's EMA teacher to the other modality's student (L_kd), and multi-kernel MMD domain alignment
+between the video and audio head outputs (L_da); total = (w_da L_da + w_kd L_kd + w_rec L_rec) / sum(w).
+The math lives in ``xmkd.models`` and ``xmkd.distill``; this file wires views, teachers and logging.
+
+Batch (from the data layer): ``video`` (B, 3, T, H, W) normalised global view, ``video_local``
+(B, L, 3, t, h, w), ``audio`` (B, N) 16 kHz waveform (turned into a log-mel spectrogram on device),
+``label`` (B,) long, -1 where unknown (only the online probe reads it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from xmkd.distill.dino import DINOCenter, multi_view_dino_cross_entropy
+from xmkd.distill.ema import EMATeacherCallback, freeze_
+from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
+from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
+from xmkd.distill.refinement import refine_pair
+from xmkd.errors import ConfigError
+from xmkd.models.heads import DINOHead, mean_patch_tokens
+from xmkd.models.masking import TokenMask, random_masking
+from xmkd.models.vit import (
+    VIT_SIZES,
+    MAEDecoder,
+    ViTEncoder,
+    audio_encoder_config,
+    load_exported_encoder,
+    masked_mse,
+    normalized_patch_target,
+    save_exported_encoder,
+    unpatchify_spectrogram,
+    unpatchify_video,
+    video_encoder_config,
+)
+from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_lambda
+
+__all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
+
+MODALITIES = ("video", "audio")
+
+
+class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
+    """XKD / XKD-MAS / XKD-MATS pretraining.
+
+    Args:
+        variant: ``xkd`` (an encoder per modality), ``mas`` (students share the transformer blocks;
+            tokenisers, position embeddings, final norms, decoders and heads stay per modality;
+            separate teachers, whose blocks, being EMAs of the same shared blocks, stay equal), ``mats``
+            (the teachers share their blocks too). The paper uses 3 local views for MAS/MATS.
+        encoder_size: ``tiny`` | ``small`` | ``base`` (paper: base).
+        encoder_depth: override the number of blocks (None: the size's 12); for tiny test configs.
+        num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
+        mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
+        audio_local_frames: width of the audio local views (112 frames = 1 s).
+        audio_local_volume_jitter: interpretation: XKD jitters the local view's volume by +-0.2;
+            as the module only sees the spectrogram, a gain g is applied as the log-domain offset
+            2 ln(g) / std of the normalised log-mel (exact up to the log's eps). 0 disables.
+        video_mask_ratio, audio_mask_ratio: MAE masking of the global views (0.85 / 0.80).
+        decoder_dim, decoder_depth, decoder_heads: MAE decoders (384, 4, 6).
+        head_hidden_dim, head_bottleneck_dim, head_out_dim: DINO heads (2048, 256, 8192).
+        student_temperature, video_teacher_temperature, audio_teacher_temperature: 0.1 / 0.1 / 0.07.
+        center_momentum: EMA of the teacher centers (0.9).
+        teacher_view: which view the teachers see. ``local`` (default) is what the released code does
+            (it feeds the first local view) although its comment and the paper say the global view;
+            ``global`` feeds the unmasked global view.
+        num_local_views: local views per modality used as extra student views.
+        loss_weights: ``{"da": 1, "kd": 1, "rec": 5}``; divided by their sum when
+            ``normalize_loss_weights``. A zero weight skips the term (and the teachers if both
+            ``da`` and ``kd`` are zero).
+        feature_refinement: teachers pool refined (cross-modal attention weighted) patch tokens.
+        refinement_head_weighting: ``mean`` | ``softmax``; interpretation, see ``xmkd.distill.refinement``.
+        mmd_gammas: kernel gammas of the MMD, k = sum exp(-gamma ||x - y||^2).
+        align_teacher_outputs: L_da = (MMD(students) + MMD(teachers)) / 2 as released (the teacher
+            term carries no gradient; it is there so the logged value matches the reference).
+        lr, weight_decay, betas, warmup_epochs, min_lr_factor: AdamW (no decay on biases and
+            norms), linear warm-up then per-step cosine to ``min_lr_factor * lr``. The lr is used as
+            given (no hidden batch-size scaling).
+        clip_grad: per-tensor gradient clip (0.3); 0 disables.
+        clip_decoders: interpretation: the released code clips only the student encoders and heads
+            (False); True clips the decoders as well.
+        ema_base_momentum: teacher momentum, cosine to 1.0 over all optimiser steps.
+        drop_path: stochastic depth of the student encoders (0 in pretraining).
+        probe_num_classes: >0 trains an online linear probe (solo-learn style) on detached
+            mean-pooled student features, logged as ``val/probe_top1`` and ``val/probe_audio_top1``.
+        probe_lr: the probe's own lr (its group has no weight decay).
+        probe_view: interpretation: ``local`` trains the probe on the first (unmasked) local view's
+            features, already computed, so free; ``global`` runs an extra no-grad student pass on the
+            unmasked global view, matching validation exactly at a cost.
+        recon_log_every_n_epochs: log input / masked / reconstruction images every N epochs (0: never).
+    """
+
+    def __init__(
+        self,
+        variant: Literal["xkd", "mas", "mats"] = "xkd",
+        encoder_size: Literal["tiny", "small", "base"] = "base",
+        encoder_depth: int | None = None,
+        num_frames: int = 32,
+        img_size: int = 112,
+        tubelet: int = 4,
+        patch_size: int = 16,
+        mel_bins: int = 80,
+        audio_frames: int = 448,
+        audio_patch: tuple[int, int] = (4, 16),
+        audio_local_frames: int = 112,
+        audio_local_volume_jitter: float = 0.2,
+        video_mask_ratio: float = 0.85,
+        audio_mask_ratio: float = 0.80,
+        decoder_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_heads: int = 6,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+        head_out_dim: int = 8192,
+        student_temperature: float = 0.1,
+        video_teacher_temperature: float = 0.1,
+        audio_teacher_temperature: float = 0.07,
+        center_momentum: float = 0.9,
+        teacher_view: Literal["local", "global"] = "local",
+        num_local_views: int = 1,
+        loss_weights: dict[str, float] | None = None,
+        normalize_loss_weights: bool = True,
+        feature_refinement: bool = True,
+        refinement_head_weighting: Literal["mean", "softmax"] = "mean",
+        mmd_gammas: tuple[float, ...] = DEFAULT_GAMMAS,
+        align_teacher_outputs: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 0.3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_epochs: float = 30.0,
+        min_lr_factor: float = 0.0,
+        clip_grad: float = 0.3,
+        clip_decoders: bool = False,
+        ema_base_momentum: float = 0.997,
+        drop_path: float = 0.0,
+        probe_num_classes: int = 0,
+        probe_lr: float = 1e-3,
+        probe_view: Literal["local", "global"] = "local",
+        recon_log_every_n_epochs: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if variant not in ("xkd", "mas", "mats"):
+            raise ConfigError("variant", f"expected xkd | mas | mats, got {variant!r}")
+        if teacher_view not in ("local", "global"):
+            raise ConfigError("teacher_view", f"expected local | global, got {teacher_view!r}")
+        if num_local_views < 1 and teacher_view == "local":
+            raise ConfigError("num_local_views", "teacher_view=local needs at least one local view")
+        weights = {"da": 1.0, "kd": 1.0, "rec": 5.0} if loss_weights is None else dict(loss_weights)
+        if set(weights) - {"da", "kd", "rec"}:
+            raise ConfigError("loss_weights", f"unknown terms {sorted(set(weights) - {'da', 'kd', 'rec'})}")
+        self.loss_sum = WeightedLossSum(
+            {k: float(weights.get(k, 0.0)) for k in ("da", "kd", "rec")}, normalize_loss_weights
+        )
+
+        if encoder_size not in VIT_SIZES:
+            raise ConfigError("encoder_size", f"expected one of {sorted(VIT_SIZES)}, got {encoder_size!r}")
+        depth = {} if encoder_depth is None else {"depth": encoder_depth}
+        vcfg = video_encoder_config(
+            encoder_size, num_frames, img_size, tubelet, patch_size, drop_path=drop_path, **depth
+        )
+        acfg = audio_encoder_config(
+            encoder_size, mel_bins, audio_frames, audio_patch, drop_path=drop_path, **depth
+        )
+        video_encoder = ViTEncoder(vcfg)
+        shared = video_encoder.blocks if variant in ("mas", "mats") else None
+        self.student = nn.ModuleDict({"video": video_encoder, "audio": ViTEncoder(acfg, blocks=shared)})
+        self.decoders = nn.ModuleDict(
+            {
+                m: MAEDecoder(
+                    cfg.num_patches, cfg.dim, cfg.patch_dim, decoder_dim, decoder_depth, decoder_heads
+                )
+                for m, cfg in (("video", vcfg), ("audio", acfg))
+            }
+        )
+        self.heads = nn.ModuleDict(
+            {m: DINOHead(vcfg.dim, head_hidden_dim, head_bottleneck_dim, head_out_dim) for m in MODALITIES}
+        )
+        # MATS: one deepcopy of the dict keeps the shared blocks shared; MAS: separate copies.
+        if variant == "mas":
+            self.teacher = nn.ModuleDict({m: copy.deepcopy(self.student[m]) for m in MODALITIES})
+        else:
+            self.teacher = copy.deepcopy(self.student)
+        self.teacher_heads = copy.deepcopy(self.heads)
+        for m in MODALITIES:
+            # Teachers never use stochastic depth (they are in eval mode anyway).
+            freeze_(self.teacher[m])
+            freeze_(self.teacher_heads[m])
+        self.teacher.eval()
+        self.teacher_heads.eval()
+        self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in MODALITIES})
+        self.teacher_temperature = {"video": video_teacher_temperature, "audio": audio_teacher_temperature}
+
+        self.probes = nn.ModuleDict()
+        self.probe_acc = nn.ModuleDict()
+        if probe_num_classes > 0:
+            for m in MODALITIES:
+                self.probes[m] = nn.Linear(vcfg.dim, probe_num_classes)
+                self.probe_acc[m] = MulticlassAccuracy(probe_num_classes, top_k=1, average="micro")
+
+        # Built on first use and deliberately not registered as a submodule, so checkpoints do not
+        # depend on the feature extractor's buffers.
+        self._aux: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ teachers
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(student, teacher) pairs for :class:`EMATeacherCallback`; shared teacher tensors update once."""
+        return [(self.student[m], self.teacher[m]) for m in MODALITIES] + [
+            (self.heads[m], self.teacher_heads[m]) for m in MODALITIES
+        ]
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [EMATeacherCallback(self.hparams.ema_base_momentum, 1.0)]
+
+    def train(self, mode: bool = True) -> XKDPretrainer:
+        super().train(mode)
+        self.teacher.eval()
+        self.teacher_heads.eval()
+        return self
+
+    # ------------------------------------------------------------------ audio on device
+
+    def melspec(self, device: torch.device) -> Any:
+        mel = self._aux.get("melspec")
+        if mel is None:
+            from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
+
+            mel = self._aux["melspec"] = LogMelSpectrogram()
+        return mel.to(device) if isinstance(mel, nn.Module) else mel
+
+    def audio_spectrogram(self, waveform: Tensor) -> Tensor:
+        """(B, N) waveform -> (B, F, audio_frames) normalised log-mel, computed in float32."""
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            spec = self.melspec(waveform.device)(waveform.float())
+        if spec.ndim == 4:
+            spec = spec.squeeze(1)
+        frames = self.hparams.audio_frames
+        if spec.shape[-1] < frames or spec.shape[-2] != self.hparams.mel_bins:
+            raise ConfigError(
+                "audio_frames",
+                f"the batch's audio ({waveform.shape[-1]} samples) gives a {tuple(spec.shape[-2:])} spectrogram; "
+                f"the model expects {self.hparams.mel_bins} x {frames}",
+            )
+        return spec[..., :frames]
+
+    def audio_local_views(self, spec: Tensor) -> Tensor:
+        """(B, F, T) -> (B, L, F, audio_local_frames) random crops (data layer's transform)."""
+        from xmkd.data.transforms import spectrogram_local_views
+
+        views = spectrogram_local_views(spec, self.hparams.num_local_views, self.hparams.audio_local_frames)
+        views = views.squeeze(2) if views.ndim == 5 else views
+        jitter = self.hparams.audio_local_volume_jitter
+        if jitter > 0:
+            mel = self.melspec(spec.device)
+            std = float(getattr(mel, "std", 1.0)) if getattr(mel, "normalize", True) else 1.0
+            gain = 1.0 - jitter + 2.0 * jitter * torch.rand(views.shape[:2], device=views.device)
+            views = views + (2.0 * gain.log() / std)[..., None, None].to(views.dtype)
+        return views
+
+    # ------------------------------------------------------------------ losses
+
+    def _student_global(self, m: str, x: Tensor, mask: TokenMask) -> tuple[Tensor, Tensor]:
+        """Masked global view -> (pooled features (B, D), reconstruction loss)."""
+        enc = self.student[m]
+        tokens = enc(x, mask.keep_indices)
+        pred = self.decoders[m](tokens, mask.restore_indices)
+        target = normalized_patch_target(enc.patchify(x).float())
+        return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
+
+    def _student_local(self, m: str, views: Tensor) -> list[Tensor]:
+        """(B, L, ...) unmasked local views -> L pooled features (B, D), view-major batching."""
+        b, n = views.shape[:2]
+        flat = views.transpose(0, 1).reshape(b * n, *views.shape[2:])
+        return list(mean_patch_tokens(self.student[m](flat)).chunk(n))
+
+    @torch.no_grad()
+    def _teacher_outputs(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+        refine = self.hparams.feature_refinement
+        tokens, attn = {}, {}
+        for m in MODALITIES:
+            tokens[m], attn[m] = self.teacher[m].forward_with_attention(views[m], return_attention=refine)
+        if refine:
+            pooled = dict(
+                zip(
+                    MODALITIES,
+                    refine_pair(
+                        tokens["video"][:, 1:],
+                        attn["video"],
+                        tokens["audio"][:, 1:],
+                        attn["audio"],
+                        self.hparams.refinement_head_weighting,
+                    ),
+                )
+            )
+        else:
+            pooled = {m: mean_patch_tokens(tokens[m]) for m in MODALITIES}
+        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+
+    def compute_losses(
+        self,
+        video: Tensor,
+        video_local: Tensor,
+        spec: Tensor,
+        spec_local: Tensor,
+        update_centers: bool = True,
+    ) -> dict[str, Any]:
+        """All XKD terms for one batch; returns the total, log values and the pieces for the probe."""
+        hp = self.hparams
+        b = video.shape[0]
+        L = hp.num_local_views
+        if video_local.shape[1] < L or spec_local.shape[1] < L:
+            raise ConfigError(
+                "num_local_views",
+                f"batch has {video_local.shape[1]} video / {spec_local.shape[1]} audio local views, need {L}",
+            )
+        inputs = {"video": video, "audio": spec}
+        local = {"video": video_local[:, :L], "audio": spec_local[:, :L]}
+        ratios = {"video": hp.video_mask_ratio, "audio": hp.audio_mask_ratio}
+        masks, pooled_global, rec, student_out, pooled_local = {}, {}, {}, {}, {}
+        for m in MODALITIES:
+            n = self.student[m].config.num_patches
+            masks[m] = random_masking(b, n, ratios[m], device=video.device)
+            pooled_global[m], rec[m] = self._student_global(m, inputs[m], masks[m])
+            pooled_local[m] = self._student_local(m, local[m]) if L > 0 else []
+            student_out[m] = [self.heads[m](p).float() for p in [pooled_global[m], *pooled_local[m]]]
+
+        logs: dict[str, Tensor] = {
+            "loss/rec_video": rec["video"].detach(),
+            "loss/rec_audio": rec["audio"].detach(),
+        }
+        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da")
+        teacher_out: dict[str, Tensor] = {}
+        if need_teacher:
+            if hp.teacher_view == "local":
+                tviews = {m: local[m][:, 0] for m in MODALITIES}
+            else:
+                tviews = inputs
+            teacher_out = self._teacher_outputs(tviews)
+
+        tau_s = hp.student_temperature
+
+        def kd() -> Tensor:
+            v2a = multi_view_dino_cross_entropy(
+                student_out["audio"],
+                teacher_out["video"],
+                self.centers["video"].center,
+                tau_s,
+                self.teacher_temperature["video"],
+            )
+            a2v = multi_view_dino_cross_entropy(
+                student_out["video"],
+                teacher_out["audio"],
+                self.centers["audio"].center,
+                tau_s,
+                self.teacher_temperature["audio"],
+            )
+            logs["loss/kd_video_teacher_to_audio"] = v2a.detach()
+            logs["loss/kd_audio_teacher_to_video"] = a2v.detach()
+            return (v2a + a2v) / 2
+
+        def da() -> Tensor:
+            gammas = hp.mmd_gammas
+            students = mmd2(torch.cat(student_out["video"]), torch.cat(student_out["audio"]), gammas)
+            logs["loss/da_students"] = students.detach()
+            if not hp.align_teacher_outputs:
+                return students
+            with torch.no_grad():
+                teachers = mmd2(teacher_out["video"], teacher_out["audio"], gammas)
+            logs["loss/da_teachers"] = teachers
+            return (students + teachers) / 2
+
+        total, term_logs = self.combine_losses(
+            {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
+        )
+        logs.update(term_logs)
+        if update_centers and teacher_out and self.loss_sum.active("kd"):
+            for m in MODALITIES:
+                self.centers[m].update(teacher_out[m])
+        return {
+            "loss": total,
+            "logs": logs,
+            "masks": masks,
+            "pooled_local": pooled_local,
+            "pooled_global": pooled_global,
+        }
+
+    # ------------------------------------------------------------------ probe
+
+    def _probe_losses(self, features: dict[str, Tensor], label: Tensor) -> dict[str, Tensor]:
+        """Cross-entropy of each modality's probe on DETACHED features, labelled samples only."""
+        valid = label >= 0
+        if not self.probes or not bool(valid.any()):
+            return {}
+        return {
+            m: F.cross_entropy(self.probes[m](feat.detach().float()[valid]), label[valid])
+            for m, feat in features.items()
+        }
+
+    # ------------------------------------------------------------------ steps
+
+    def _batch_views(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        for key in ("video", "video_local", "audio"):
+            if key not in batch:
+                raise KeyError(f"XKDPretrainer batch has no '{key}' (keys: {sorted(batch)})")
+        spec = self.audio_spectrogram(batch["audio"])
+        spec_local = self.audio_local_views(spec)
+        return batch["video"], batch["video_local"], spec, spec_local
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        video, video_local, spec, spec_local = self._batch_views(batch)
+        out = self.compute_losses(video, video_local, spec, spec_local)
+        loss = out["loss"]
+        self.log_dict(out["logs"], on_step=True, on_epoch=False, prog_bar=False)
+        self.log("loss", out["logs"]["loss/total"], prog_bar=True, on_step=True, on_epoch=False)
+        if self.probes and "label" in batch:
+            if self.hparams.probe_view == "global":
+                with torch.no_grad():
+                    feats = {
+                        "video": self.student["video"].patch_mean(video),
+                        "audio": self.student["audio"].patch_mean(spec),
+                    }
+            else:
+                feats = {m: out["pooled_local"][m][0] for m in MODALITIES}
+            for m, probe_loss in self._probe_losses(feats, batch["label"]).items():
+                self.log(f"probe/loss_{m}", probe_loss, on_step=True, on_epoch=False)
+                loss = loss + probe_loss
+        if batch_idx == 0:
+            self._maybe_log_reconstructions(video, spec)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.probes or "label" not in batch:
+            return
+        label = batch["label"]
+        valid = label >= 0
+        if not bool(valid.any()):
+            return
+        feats = {"video": self.student["video"].patch_mean(batch["video"])}
+        if "audio" in batch:
+            feats["audio"] = self.student["audio"].patch_mean(self.audio_spectrogram(batch["audio"]))
+        for m, feat in feats.items():
+            preds = self.probes[m](feat.float()[valid])
+            metric = self.probe_acc[m]
+            metric.update(preds, label[valid])
+            name = "val/probe_top1" if m == "video" else "val/probe_audio_top1"
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=m == "video")
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        trainable = [
+            (n, p)
+            for n, p in self.named_parameters()
+            if not n.startswith(("teacher", "probes.")) and p.requires_grad
+        ]
+        groups = param_groups_weight_decay(trainable, hp.weight_decay)
+        if self.probes:
+            groups.append({"params": list(self.probes.parameters()), "weight_decay": 0.0, "lr": hp.probe_lr})
+        optimizer = build_adamw(groups, hp.lr, tuple(hp.betas))
+        total = int(self.trainer.estimated_stepping_batches)
+        max_epochs = self.trainer.max_epochs or 0
+        warmup = round(total * hp.warmup_epochs / max_epochs) if max_epochs > 0 else 0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_factor)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def clipped_parameters(self) -> list[Tensor]:
+        modules = [self.student, self.heads] + ([self.decoders] if self.hparams.clip_decoders else [])
+        seen: dict[int, Tensor] = {}
+        for mod in modules:
+            for p in mod.parameters():
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        if self.hparams.clip_grad > 0:
+            clip_grad_per_tensor_(self.clipped_parameters(), self.hparams.clip_grad)
+        if gradient_clip_val:  # the Trainer's own clipping, if also asked for
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    # ------------------------------------------------------------------ reconstructions
+
+    @torch.no_grad()
+    def _maybe_log_reconstructions(self, video: Tensor, spec: Tensor) -> None:
+        every = self.hparams.recon_log_every_n_epochs
+        if every <= 0 or self.current_epoch % every or self.trainer is None:
+            return
+        self._log_reconstructions(video[:1], spec[:1])
+
+    @rank_zero_only
+    def _log_reconstructions(self, video: Tensor, spec: Tensor) -> None:
+        images = {}
+        for m, x in (("video", video), ("audio", spec)):
+            enc = self.student[m]
+            mask = random_masking(
+                1, enc.config.num_patches, getattr(self.hparams, f"{m}_mask_ratio"), device=x.device
+            )
+            pred = self.decoders[m](enc(x, mask.keep_indices), mask.restore_indices)
+            images[m] = reconstruction_grid(
+                x[0], mask.mask[0], pred[0], enc.config.modality, enc.config.patch_size
+            )
+        log_dir = self.trainer.log_dir
+        if log_dir:
+            out = Path(log_dir) / "reconstructions"
+            out.mkdir(parents=True, exist_ok=True)
+            import matplotlib.pyplot as plt
+
+            for m, img in images.items():
+                plt.imsave(out / f"{m}_epoch{self.current_epoch:04d}.png", img)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="reconstructions", images=list(images.values()), caption=list(images))
+
+    # ------------------------------------------------------------------ export
+
+    def export_encoders(self, directory: str | Path) -> dict[str, Path]:
+        """Plain state_dicts + architecture JSON of the student and teacher encoders.
+
+        Writes ``{student,teacher}_{video,audio}.pt`` (each loadable with ``torch.load(...,
+        weights_only=True)`` and :func:`load_exported_encoder`), one ``.json`` per file, and an
+        ``encoders.json`` index with the variant and hyper-parameters.
+        """
+        directory = Path(directory)
+        paths = {}
+        for role, encoders in (("student", self.student), ("teacher", self.teacher)):
+            for m in MODALITIES:
+                paths[f"{role}_{m}"] = save_exported_encoder(encoders[m], directory / f"{role}_{m}.pt")
+        index = {
+            "method": "xkd",
+            "variant": self.hparams.variant,
+            "files": {k: p.name for k, p in paths.items()},
+            "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.hparams.items()},
+        }
+        (directory / "encoders.json").write_text(json.dumps(index, indent=2, default=str))
+        return paths
+
+
+def reconstruction_grid(
+    x: Tensor, mask: Tensor, pred: Tensor, modality: str, patch_size: tuple[int, ...], eps: float = 1e-6
+) -> np.ndarray:
+    """uint8 image with rows input / masked input / reconstruction (pure function).
+
+    ``x``: video (C, T, H, W) or spectrogram (1, F, T) / (F, T); ``mask`` (N,) True = masked;
+    ``pred`` (N, patch_dim) normalised-pixel predictions, de-normalised with each true patch's
+    mean and std as in MAE's visualisation; visible patches show the input. Video shows the first
+    frame of every tubelet side by side; each row shares one min-max scaling.
+    """
+    from xmkd.models.vit import patchify_spectrogram, patchify_video
+
+    x = x.detach().float().cpu()
+    pred = pred.detach().float().cpu()
+    mask = mask.detach().bool().cpu()
+    if modality == "video":
+        t, p = patch_size[0], patch_size[1]
+        patches = patchify_video(x.unsqueeze(0), t, p)[0]
+        grid = (x.shape[1] // t, x.shape[2] // p, x.shape[3] // p)
+    else:
+        x = x.reshape(1, *x.shape[-2:])
+        patches = patchify_spectrogram(x.unsqueeze(0), patch_size)[0]
+        grid = (x.shape[1] // patch_size[0], x.shape[2] // patch_size[1])
+    mean = patches.mean(-1, keepdim=True)
+    std = (patches.var(-1, keepdim=True) + eps).sqrt()
+    recon = torch.where(mask.unsqueeze(-1), pred * std + mean, patches)
+    masked = torch.where(mask.unsqueeze(-1), torch.zeros_like(patches) + patches.min(), patches)
+    rows = []
+    for pt in (patches, masked, recon):
+        if modality == "video":
+            v = unpatchify_video(pt.unsqueeze(0), grid, t, p, x.shape[0])[0]  # (C, T, H, W)
+            frames = v[:, ::t]  # first frame of each tubelet
+            rows.append(torch.cat(list(frames.unbind(1)), dim=-1).permute(1, 2, 0).numpy())  # (H, n*W, C)
+        else:
+            s = unpatchify_spectrogram(pt.unsqueeze(0), grid, patch_size)[0, 0].flip(0)  # low freq at bottom
+            rows.append(np.repeat(s.numpy()[..., None], 3, axis=-1))
+    scale_ref = rows[0]
+    lo, hi = float(scale_ref.min()), float(scale_ref.max())
+    rows = [np.clip((r - lo) / max(hi - lo, 1e-8), 0, 1) for r in rows]
+    img = np.concatenate(rows, axis=0)
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    return (img * 255).astype(np.uint8)
