@@ -1,0 +1,158 @@
+"""Synthetic audio-visual dataset: real h264/AAC files, annotation formats, folds, determinism, sync."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from xmkd.data import synthetic_av
+from xmkd.data.synthetic_av import (
+    class_name,
+    ensure_synthetic_av,
+    event_times,
+    fold_of_group,
+    make_synthetic_av,
+    trajectory,
+)
+from xmkd.data.video_io import probe, read_audio, read_clip
+from xmkd.errors import ConfigError
+
+TINY = {"classes": 3, "clips_per_class": 4, "duration": 2.0, "size": 32, "fps": 8.0, "clips_per_group": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "av"
+    info = make_synthetic_av(root, workers=1, seed=3, **TINY)
+    return root, info
+
+
+def test_files_are_real_h264_aac(tiny):
+    root, info = tiny
+    assert len(info["clips"]) == 12
+    for clip in info["clips"][:3]:
+        path = root / clip["path"]
+        meta = probe(path)
+        assert (meta.codec, meta.width, meta.height, meta.num_frames) == ("h264", 32, 32, 16)
+        assert meta.fps == pytest.approx(8.0) and meta.has_audio and meta.audio_sample_rate == 16000
+        assert read_clip(path, 0.0, 16).shape == (16, 32, 32, 3)
+        name = f"{clip['youtube_id']}_{clip['time_start']:06d}_{clip['time_end']:06d}.mp4"
+        assert path.name == name and path.parent.name == clip["class"]
+
+
+def test_annotation_files(tiny):
+    root, info = tiny
+    with open(root / "kinetics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["label", "youtube_id", "time_start", "time_end", "split"]
+    assert len(rows) == 12 and {r["split"] for r in rows} <= {"train", "val"}
+    for r in rows:
+        assert (
+            root
+            / "videos"
+            / r["label"]
+            / f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}.mp4"
+        ).exists()
+    class_ind = (root / "splits" / "classInd.txt").read_text().splitlines()
+    assert (
+        class_ind
+        == [f"{i + 1} {class_name(i)}" for i in range(3)]
+        == [f"{i + 1} {n}" for i, n in enumerate(info["classes"])]
+    )
+    group_of = {c["path"].removeprefix("videos/"): (c["label"], c["group"]) for c in info["clips"]}
+    for k in (1, 2, 3):
+        train = [line.split() for line in (root / "splits" / f"trainlist0{k}.txt").read_text().splitlines()]
+        test = (root / "splits" / f"testlist0{k}.txt").read_text().splitlines()
+        assert all(int(idx) == group_of[f][0] + 1 for f, idx in train)
+        assert sorted([f for f, _ in train] + test) == sorted(group_of)  # every clip once per fold
+        assert {group_of[f] for f, _ in train}.isdisjoint({group_of[f] for f in test})  # groups kept together
+        assert test, f"fold {k} has an empty test set"
+    assert info["counts"]["train"] == [9, 9, 9] and info["counts"]["test"] == [3, 3, 3]
+
+
+def test_fold_of_group_like_ucf101():
+    assert [fold_of_group(g, 25) for g in range(25)] == [0] * 7 + [1] * 7 + [2] * 7 + [None] * 4
+    assert [fold_of_group(g, 8) for g in range(8)] == [0, 0, 1, 1, 2, 2, None, None]
+
+
+def test_deterministic_by_seed(tiny, tmp_path):
+    root, info = tiny
+    again = make_synthetic_av(tmp_path / "again", workers=2, seed=3, **TINY)
+    assert again["clips"] == info["clips"]
+    for clip in info["clips"][:2]:
+        a = read_clip(root / clip["path"], 0.0, 16).float()
+        b = read_clip(tmp_path / "again" / clip["path"], 0.0, 16).float()
+        assert (a - b).abs().mean() < 1.0
+    other = make_synthetic_av(
+        tmp_path / "other", workers=1, seed=4, **{**TINY, "classes": 1, "clips_per_class": 1}
+    )
+    assert other["clips"][0]["youtube_id"] != info["clips"][0]["youtube_id"]
+
+
+def test_sound_events_line_up_with_turns(tiny):
+    root, info = tiny
+    checked = 0
+    for clip in info["clips"]:
+        wav = read_audio(root / clip["path"], 0.0, TINY["duration"]).numpy()
+        for e in clip["events_s"]:
+            s = int(e * 16000)
+            if s < 800 or s + 800 > len(wav):
+                continue
+            before, after = (
+                np.sqrt(np.mean(wav[s - 800 : s - 80] ** 2)),
+                np.sqrt(np.mean(wav[s + 80 : s + 800] ** 2)),
+            )
+            assert after > 2 * before, (clip["path"], e)
+            checked += 1
+    assert checked >= 5
+
+
+def test_event_times_are_direction_changes():
+    phase0, cps, dur = 0.3, 0.7, 4.0
+    events = event_times(phase0, cps, dur)
+    t = np.linspace(0, dur, 4001)
+    x, _ = trajectory("HorizontalBounce", phase0 + cps * t)
+    v = np.sign(np.diff(x))
+    turns = t[1:-1][v[1:] != v[:-1]]
+    np.testing.assert_allclose(turns, events, atol=2e-3)
+
+
+def test_classes_differ_in_motion_and_pitch():
+    specs = [synthetic_av.class_spec(i, 10) for i in range(10)]
+    keys = {(s["family"], s["cycles_per_s"]) for s in specs}
+    assert len(keys) == 10 and len({s["pitch_hz"] for s in specs}) == 10
+
+
+def test_ensure_skips_or_regenerates(tiny, tmp_path):
+    params = {**TINY, "classes": 1, "clips_per_class": 2, "seed": 5}
+    root = ensure_synthetic_av(tmp_path / "e", workers=1, **params)
+    marker = root / "dataset.json"
+    mtime = marker.stat().st_mtime_ns
+    assert ensure_synthetic_av(root, workers=1, **params) == root and marker.stat().st_mtime_ns == mtime
+    ensure_synthetic_av(root, workers=1, **{**params, "clips_per_class": 3})
+    assert len(json.loads(marker.read_text())["clips"]) == 3
+    assert len(list((root / "videos").rglob("*.mp4"))) == 3
+
+
+def test_bad_params_and_existing_dataset(tiny):
+    root, _ = tiny
+    with pytest.raises(ConfigError, match="already holds"):
+        make_synthetic_av(root, **TINY)
+    with pytest.raises(ConfigError, match="sample_rate"):
+        make_synthetic_av(root.parent / "x", sample_rate=8000)
+
+
+def test_cli_tool(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    synthetic_av.add_arguments(parser)
+    argv = "--classes 2 --clips-per-class 1 --duration 1 --size 32 --fps 8 --workers 1 --sample-rate 22050"
+    args = parser.parse_args(["--out", str(tmp_path / "cli"), *argv.split()])
+    assert synthetic_av.run(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clips"] == 2 and out["classes"] == 2
+    clip = next((tmp_path / "cli" / "videos").rglob("*.mp4"))
+    assert probe(clip).audio_sample_rate == 22050

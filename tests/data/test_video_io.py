@@ -1,0 +1,283 @@
+"""Decoding: frame choice and order, real-file quirks, audio lengths, and every bad-input case."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from tests.data.media import (
+    frame_index_of,
+    write_audio_only,
+    write_garbage,
+    write_one_frame_video,
+    write_truncated,
+    write_video,
+    write_video_only,
+    write_wav,
+    write_zero_byte,
+)
+from xmkd.data.video_io import probe, read_audio, read_clip, select_frames
+from xmkd.errors import MediaError, MissingAudioError
+
+UCF_MP3 = "ucf101/videos/v_ApplyEyeMakeup_g01_c01.avi"
+UCF_2997 = "ucf101/videos/v_BaseballPitch_g01_c01.avi"
+AV_AAC = "av/v_GGSY1Qvo990.mp4"
+WAV = "audio/mmaction2_test.wav"
+DEMO = "video/demo.mp4"
+
+
+def indices(clip: torch.Tensor) -> list[int]:
+    return [frame_index_of(f) for f in clip.numpy()]
+
+
+def full_sorted_decode(path) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Independent reference: decode every frame, sort by pts (seconds from the first frame)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(s)]
+        tb = float(s.time_base)
+    frames.sort(key=lambda x: x[0])
+    pts = np.array([p for p, _ in frames], dtype=np.float64)
+    return (pts - pts[0]) * tb, [a for _, a in frames]
+
+
+# ----------------------------------------------------------------------------- frame selection rule
+def test_select_frames_covers_target_whatever_the_input_order():
+    pts = [1, 3, 2, 5, 4, 7, 6]  # decoder order of a packed-B-frame AVI
+    targets = np.array([0.5, 1.0, 2.5, 3.0, 6.9, 7.0, 100.0])
+    chosen = [pts[i] for i in select_frames(pts, targets)]
+    # before the first frame -> first frame; otherwise the last pts <= target
+    assert chosen == [1, 1, 2, 3, 6, 7, 7]
+
+
+# ----------------------------------------------------------------------------- synthetic files
+def test_native_rate_returns_consecutive_frames(tmp_path):
+    path = write_video(tmp_path / "a.mp4", num_frames=40, fps=16, size=64, audio=False)
+    clip = read_clip(path, 0.0, 8)
+    assert clip.shape == (8, 64, 64, 3) and clip.dtype == torch.uint8
+    assert indices(clip) == list(range(8))
+    assert indices(read_clip(path, 1.0, 8)) == list(range(16, 24))
+
+
+def test_resampled_rate_picks_covering_frames(tmp_path):
+    path = write_video(tmp_path / "a.mp4", num_frames=64, fps=16, size=64, audio=False)
+    # 8 fps out of 16: every second frame; 6 fps: frame floor(16 * t)
+    assert indices(read_clip(path, 0.5, 6, fps=8)) == [8, 10, 12, 14, 16, 18]
+    expect = [int(np.floor(16 * (0.25 + i / 6) + 1e-9)) for i in range(6)]
+    assert indices(read_clip(path, 0.25, 6, fps=6)) == expect
+
+
+def test_seek_with_many_keyframes_matches_full_decode(tmp_path):
+    path = write_video(tmp_path / "g.mp4", num_frames=120, fps=24, size=64, audio=False, gop=12)
+    for start in (0.0, 1.3, 2.51, 4.0):
+        clip, pts = read_clip(path, start, 10, return_pts=True)
+        first = int(np.floor(start * 24 + 0.01))
+        assert indices(clip) == list(range(first, first + 10)), start
+        assert torch.all(pts[1:] > pts[:-1])
+
+
+def test_fractional_fps_2997(tmp_path):
+    path = write_video(tmp_path / "ntsc.mp4", num_frames=60, fps=Fraction(30000, 1001), size=64, audio=False)
+    info = probe(path)
+    assert info.fps == pytest.approx(29.97, abs=1e-3)
+    assert info.num_frames == 60
+    assert indices(read_clip(path, 1.001, 5)) == [30, 31, 32, 33, 34]
+
+
+def test_short_video_is_padded_by_looping(tmp_path):
+    path = write_video(tmp_path / "short.mp4", num_frames=10, fps=10, size=64, audio=False)
+    assert indices(read_clip(path, 0.6, 8)) == [6, 7, 8, 9, 6, 7, 8, 9]
+
+
+def test_one_frame_video(tmp_path):
+    path = write_one_frame_video(tmp_path / "one.mp4")
+    assert probe(path).num_frames == 1
+    assert indices(read_clip(path, 0.0, 4)) == [0, 0, 0, 0]
+
+
+def test_probe_synthetic(tmp_path):
+    path = write_video(
+        tmp_path / "p.mp4", num_frames=32, fps=16, size=(80, 48), audio=True, sample_rate=22050
+    )
+    info = probe(path)
+    assert (info.width, info.height, info.codec, info.num_frames) == (80, 48, "h264", 32)
+    assert info.fps == pytest.approx(16) and info.duration_s == pytest.approx(2.0, abs=0.07)
+    assert info.has_audio and info.audio_sample_rate == 22050
+    assert not probe(write_video_only(tmp_path / "v.mp4")).has_audio
+
+
+def test_audio_from_synthetic_aac_is_the_tone(tmp_path):
+    path = write_video(
+        tmp_path / "t.mp4", num_frames=32, fps=16, audio=True, sample_rate=22050, audio_freq=500
+    )
+    wav = read_audio(path, 0.5, 1.0, sample_rate=16000)
+    assert wav.shape == (16000,) and wav.dtype == torch.float32
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    assert np.argmax(spectrum) == pytest.approx(500, abs=2)  # 1 Hz bins over 1 s
+    assert wav.abs().max() == pytest.approx(0.5, abs=0.08)
+
+
+def test_audio_past_the_end_is_zero_padded(tmp_path):
+    path = write_wav(tmp_path / "t.wav", duration_s=1.0, sample_rate=16000)
+    wav = read_audio(path, 0.5, 1.0)
+    assert wav.shape == (16000,)
+    assert wav[:7000].abs().max() > 0.4 and wav[8100:].abs().max() == 0
+
+
+def test_wav_stereo_is_downmixed(tmp_path):
+    path = write_wav(tmp_path / "s.wav", duration_s=0.5, sample_rate=8000, channels=2, freq=300)
+    wav = read_audio(path, 0.0, 0.5, sample_rate=16000)
+    assert wav.shape == (8000,) and wav.abs().max() > 0.2
+
+
+# ----------------------------------------------------------------------------- bad input
+BAD_CASES = {
+    "missing": lambda d: d / "nope.mp4",
+    "zero_bytes": lambda d: write_zero_byte(d / "empty.mp4"),
+    "garbage": lambda d: write_garbage(d / "garbage.mp4"),
+    "truncated_moov_lost": lambda d: write_truncated(d / "trunc.mp4", 0.5),
+    "truncated_faststart": lambda d: write_truncated(d / "trunc_fs.mp4", 0.3, faststart=True),
+    "audio_only": lambda d: write_audio_only(d / "audio_only.mp4"),
+    "directory": lambda d: (d / "dir.mp4").mkdir() or d / "dir.mp4",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_video_raises_media_error_naming_the_file(tmp_path, case):
+    path = BAD_CASES[case](tmp_path)
+    with pytest.raises(MediaError) as err:
+        if case != "truncated_faststart":
+            probe(path)
+        read_clip(path, 0.0, 32)
+    assert str(path) in str(err.value) and err.value.reason
+
+
+@pytest.mark.parametrize("case", ["missing", "zero_bytes", "garbage", "truncated_moov_lost"])
+def test_bad_audio_raises_media_error(tmp_path, case):
+    path = BAD_CASES[case](tmp_path)
+    with pytest.raises(MediaError, match=str(path)):
+        read_audio(path, 0.0, 1.0)
+
+
+def test_no_audio_stream_raises_missing_audio(tmp_path):
+    path = write_video_only(tmp_path / "v.mp4")
+    with pytest.raises(MissingAudioError, match="no audio stream"):
+        read_audio(path, 0.0, 1.0)
+
+
+def test_start_beyond_end(tmp_path):
+    path = write_video(tmp_path / "a.mp4", num_frames=16, fps=16, audio=True)
+    with pytest.raises(MediaError, match="past the end"):
+        read_clip(path, 5.0, 4)
+    with pytest.raises(MediaError, match="past the end"):
+        read_audio(path, 5.0, 1.0)
+    with pytest.raises(MediaError, match="negative"):
+        read_clip(path, -1.0, 4)
+
+
+# ----------------------------------------------------------------------------- real files
+@pytest.mark.realdata
+def test_real_ucf_avi_out_of_order_frames_come_back_sorted(realdata):
+    path = realdata(UCF_MP3)
+    info = probe(path)
+    assert (info.fps, info.num_frames, info.codec, info.width, info.height) == (25.0, 164, "mpeg4", 320, 240)
+    assert info.has_audio and info.audio_sample_rate == 44100
+    # the container really does deliver frames out of pts order
+    with av.open(str(path)) as c:
+        raw = [f.pts for _, f in zip(range(12), c.decode(video=0))]
+    assert raw != sorted(raw)
+    ref_t, ref = full_sorted_decode(path)
+    for start in (0.0, 2.0, 5.0):
+        clip, pts = read_clip(path, start, 16, return_pts=True)
+        assert clip.shape == (16, 240, 320, 3)
+        assert torch.all(pts[1:] > pts[:-1])
+        first = round(start * 25)
+        np.testing.assert_allclose(pts.numpy(), ref_t[first : first + 16], atol=1e-9)
+        for i in (0, 7, 15):
+            assert torch.equal(clip[i], torch.from_numpy(ref[first + i]))
+
+
+@pytest.mark.realdata
+def test_real_ucf_2997_without_audio(realdata):
+    path = realdata(UCF_2997)
+    info = probe(path)
+    assert info.fps == pytest.approx(29.97, abs=1e-3) and info.num_frames == 107 and not info.has_audio
+    ref_t, ref = full_sorted_decode(path)
+    clip, pts = read_clip(path, 1.5, 16, fps=8, return_pts=True)
+    want = [int(np.searchsorted(ref_t, 1.5 + i / 8 + 1e-4, side="right") - 1) for i in range(16)]
+    np.testing.assert_allclose(pts.numpy(), ref_t[want], atol=1e-9)
+    assert torch.equal(clip[5], torch.from_numpy(ref[want[5]]))
+    with pytest.raises(MissingAudioError):
+        read_audio(path, 0.0, 1.0)
+
+
+@pytest.mark.realdata
+def test_real_mp4_with_aac(realdata):
+    path = realdata(AV_AAC)
+    info = probe(path)
+    assert info.codec == "h264" and info.fps == pytest.approx(19.62, abs=0.01)
+    assert (
+        info.has_audio and info.audio_sample_rate == 44100 and info.duration_s == pytest.approx(18.0, abs=0.2)
+    )
+    ref_t, ref = full_sorted_decode(path)
+    clip, pts = read_clip(path, 10.0, 16, return_pts=True)
+    first = int(np.searchsorted(ref_t, 10.0 + 1e-4, side="right") - 1)
+    np.testing.assert_allclose(pts.numpy(), ref_t[first : first + 16], atol=1e-9)
+    assert torch.equal(clip[-1], torch.from_numpy(ref[first + 15]))
+    wav = read_audio(path, 3.0, 4.0)
+    assert wav.shape == (64000,) and wav.std() > 0.01
+
+
+@pytest.mark.realdata
+def test_real_mp3_in_avi_and_wav(realdata):
+    avi = read_audio(realdata(UCF_MP3), 1.0, 4.0)
+    assert avi.shape == (64000,) and avi.std() > 0.01 and torch.isfinite(avi).all()
+    wav = read_audio(realdata(WAV), 1.0, 4.0)
+    assert wav.shape == (64000,) and wav.std() > 0.01
+    tail = read_audio(realdata(WAV), 5.0, 4.0)  # 6.6 s file: 1.6 s of sound then zeros
+    assert tail.shape == (64000,) and tail[:20000].std() > 0.01 and tail[-30000:].abs().max() == 0
+
+
+@pytest.mark.realdata
+def test_real_demo_mp4_without_audio(realdata):
+    path = realdata(DEMO)
+    info = probe(path)
+    assert (info.fps, info.num_frames, info.width, info.height) == (28.0, 280, 340, 256)
+    clip, pts = read_clip(path, 9.8, 16, return_pts=True)  # runs past the end: looped
+    assert clip.shape == (16, 256, 340, 3)
+    assert pts[0] == pytest.approx(9.786, abs=1e-3)
+    with pytest.raises(MediaError, match="past the end"):
+        read_clip(path, 10.5, 4)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", [UCF_MP3, AV_AAC, WAV])
+def test_seeked_audio_matches_a_read_from_the_start(realdata, rel):
+    """A clip read after a seek is sample-for-sample the same as the slice of a read from 0 s
+    (the resampler restarts on the stream's output-sample grid, and decoders get a pre-roll)."""
+    path = realdata(rel)
+    full = read_audio(path, 0.0, 6.0)
+    for start in (1.0, 2.5, 3.3):
+        part = read_audio(path, start, 2.0)
+        s = round(start * 16000)
+        torch.testing.assert_close(part, full[s : s + 32000], atol=1e-5, rtol=0)
+
+
+def test_seeked_audio_synthetic_22k(tmp_path):
+    path = write_video(
+        tmp_path / "a.mp4", num_frames=64, fps=16, audio=True, sample_rate=22050, audio_freq=3000
+    )
+    full = read_audio(path, 0.0, 3.0)
+    torch.testing.assert_close(read_audio(path, 1.7, 1.0), full[27200:43200], atol=1e-5, rtol=0)
+
+
+def test_avi_mpeg4_with_pcm_audio(tmp_path):
+    path = write_video(tmp_path / "a.avi", num_frames=30, fps=25, size=64, audio=True, codec="mpeg4")
+    info = probe(path)
+    assert (info.codec, info.num_frames, info.has_audio) == ("mpeg4", 30, True)
+    assert indices(read_clip(path, 0.4, 8)) == list(range(10, 18))
+    assert read_audio(path, 0.0, 1.0).abs().max() > 0.4

@@ -1,0 +1,274 @@
+"""``xmkd data inspect <dataset> ...``: what a dataset on disk holds, as one JSON object.
+
+Reads the annotations with the same readers the DataModules use, counts per split the videos
+listed and the ones found on disk, decodes ``--decode N`` of the found videos (checking that
+frames come back in time order and that an audio track, if any, decodes) and prints::
+
+    {"dataset": ..., "num_classes": int,
+     "splits": {"train": {"listed": int, "found": int, "missing_examples": [path, ...]}, ...},
+     "decoded": [{"video_id", "split", "path", "frames", "fps", "has_audio", "in_time_order",
+                  "duration_s", "shape"}, ...],
+     "failures": [{"path", "reason"}, ...]}
+
+Exit status: 0 when nothing failed, 1 when a decoded video failed, 2 when the annotations (or
+options) are unusable (the error, naming the file and line, goes to stderr).
+
+Examples::
+
+    xmkd data inspect ucf101 --root UCF-101 --splits ucfTrainTestlist --fold 1 --decode 2
+    xmkd data inspect hmdb51 --root hmdb51 --splits testTrainMulti_7030_splits --fold 1
+    xmkd data inspect kinetics --root k400/val --csv kinetics-400_val.csv [--classes ks.txt]
+    xmkd data inspect csv --root videos --csv train.csv [--test-csv test.csv]
+    xmkd data inspect synth [--root data/synth-av]
+
+Extension contract (untrimmed datasets live in ``xmkd.data.inspect_untrimmed``): if that module
+is importable, :func:`add_arguments` calls its ``register(subparsers)``, which adds one subparser
+per dataset (``subparsers.add_parser(name, ...)``, with its own options) and sets on each either
+``set_defaults(func=fn)`` with ``fn(args) -> int`` that prints the JSON object itself and returns
+the exit status, or ``set_defaults(inspect=fn)`` with ``fn(args) -> dict`` returning the object for
+:func:`run` to print (raising :class:`xmkd.errors.XmkdError` for unusable input). Use the same
+top-level keys where they apply: ``num_classes``, ``splits``, ``decoded``, ``failures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from xmkd.data.readers.trimmed import (
+    ClipRecord,
+    TrimmedAnnotations,
+    find_existing,
+    read_class_list,
+    read_csv_annotations,
+    read_hmdb51,
+    read_kinetics_csv,
+    read_ucf101,
+    synthetic_layout,
+)
+from xmkd.errors import BadInputError, Failure, MediaError, XmkdError
+
+SYNTHETIC_ROOT = "data/synth-av"
+DEFAULT_DECODE_FRAMES = 16
+MISSING_EXAMPLES = 3
+
+Inspector = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------------------------
+# pure parts
+
+
+def split_counts(records: Sequence[ClipRecord], exists: Sequence[bool]) -> dict[str, dict[str, Any]]:
+    """Per split: how many videos are listed, how many exist, and the first few missing paths."""
+    out: dict[str, dict[str, Any]] = {}
+    for record, ok in zip(records, exists):
+        entry = out.setdefault(record.split or "all", {"listed": 0, "found": 0, "missing_examples": []})
+        entry["listed"] += 1
+        if ok:
+            entry["found"] += 1
+        elif len(entry["missing_examples"]) < MISSING_EXAMPLES:
+            entry["missing_examples"].append(record.path)
+    return out
+
+
+def choose_for_decoding(records: Sequence[ClipRecord], exists: Sequence[bool], n: int) -> list[ClipRecord]:
+    """``n`` found records, taken in turn from each split (so train and test both get decoded)."""
+    by_split: dict[str, list[ClipRecord]] = {}
+    for record, ok in zip(records, exists):
+        if ok:
+            by_split.setdefault(record.split, []).append(record)
+    queues = [list(reversed(v)) for v in by_split.values()]
+    chosen: list[ClipRecord] = []
+    while len(chosen) < n and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop())
+    return chosen
+
+
+def decode_check(record: ClipRecord, num_frames: int = DEFAULT_DECODE_FRAMES) -> dict[str, Any]:
+    """Decode the first ``num_frames`` frames at the native rate and 1 s of audio (if any).
+
+    Raises :class:`~xmkd.errors.MediaError` when the file does not decode or its frames come back
+    out of presentation order.
+    """
+    from xmkd.data.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
+
+    info = probe(record.path)
+    start = record.start_s or 0.0
+    n = max(1, min(num_frames, info.num_frames))
+    clip, pts = read_clip(record.path, start, n, None, return_pts=True)
+    in_order = bool((pts[1:] > pts[:-1]).all()) if len(pts) > 1 else True
+    if not in_order:
+        raise MediaError(record.path, f"frames out of time order: pts {[round(float(p), 3) for p in pts]}")
+    result: dict[str, Any] = {
+        "video_id": record.video_id,
+        "split": record.split,
+        "path": record.path,
+        "frames": int(clip.shape[0]),
+        "fps": round(info.fps, 3),
+        "has_audio": info.has_audio,
+        "in_time_order": in_order,
+        "duration_s": round(info.duration_s, 3),
+        "shape": list(clip.shape),
+    }
+    if info.has_audio:
+        audio = read_audio(record.path, start, min(1.0, info.duration_s))
+        result["audio_samples_16k"] = int(audio.shape[0])
+    return result
+
+
+def inspect_annotations(ann: TrimmedAnnotations, dataset: str, decode: int, frames: int) -> dict[str, Any]:
+    """The JSON object for a trimmed dataset already read."""
+    exists = find_existing([r.path for r in ann.records])
+    decoded: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for record in choose_for_decoding(ann.records, exists, decode):
+        try:
+            decoded.append(decode_check(record, frames))
+        except BadInputError as e:
+            failures.append(Failure.from_error(e).as_dict())
+    return {
+        "dataset": dataset,
+        "source": ann.source,
+        "num_classes": ann.num_classes,
+        "splits": split_counts(ann.records, exists),
+        "decoded": decoded,
+        "failures": failures,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# per-dataset commands
+
+
+def _ucf101(args: argparse.Namespace) -> dict[str, Any]:
+    return inspect_annotations(
+        read_ucf101(args.splits, args.root, args.fold), "ucf101", args.decode, args.frames
+    )
+
+
+def _hmdb51(args: argparse.Namespace) -> dict[str, Any]:
+    return inspect_annotations(
+        read_hmdb51(args.splits, args.root, args.fold), "hmdb51", args.decode, args.frames
+    )
+
+
+def _synth(args: argparse.Namespace) -> dict[str, Any]:
+    videos, splits = synthetic_layout(args.root)
+    ann = read_ucf101(args.splits or splits, videos, args.fold)
+    return inspect_annotations(ann, "synth", args.decode, args.frames)
+
+
+def _kinetics(args: argparse.Namespace) -> dict[str, Any]:
+    classes = None
+    if args.classes:
+        is_file = os.path.isfile(args.classes)
+        classes = read_class_list(args.classes) if is_file else [c.strip() for c in args.classes.split(",")]
+    ann = read_kinetics_csv(args.csv, args.root, classes=classes)
+    return inspect_annotations(ann, "kinetics", args.decode, args.frames)
+
+
+def _csv(args: argparse.Namespace) -> dict[str, Any]:
+    ann = read_csv_annotations(args.csv, args.root, split="train")
+    if args.test_csv:
+        test = read_csv_annotations(args.test_csv, args.root, ann.class_names, split="test")
+        ann = TrimmedAnnotations(ann.records + test.records, ann.class_names, ann.source, ("train", "test"))
+    return inspect_annotations(ann, "csv", args.decode, args.frames)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode", type=int, default=0, metavar="N", help="decode N found videos (default 0)"
+    )
+    parser.add_argument(
+        "--frames", type=int, default=DEFAULT_DECODE_FRAMES, help="frames decoded per video (native rate)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One subparser per dataset; ``xmkd.data.inspect_untrimmed.register`` may add more."""
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+
+    for name, fn, what in (
+        ("ucf101", _ucf101, "UCF101: classInd.txt + trainlist0N/testlist0N.txt"),
+        ("hmdb51", _hmdb51, "HMDB51: <class>_test_splitN.txt"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--root", required=True, help="folder of the videos (<Class>/<file>.avi or flat)")
+        p.add_argument("--splits", required=True, help="folder of the split files")
+        p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
+        _common(p)
+        p.set_defaults(inspect=fn)
+
+    p = sub.add_parser("kinetics", help="Kinetics CSV: label,youtube_id,time_start,time_end,split[,is_cc]")
+    p.add_argument(
+        "--root", required=True, help="folder of the clips (<class>/<id>_<start>_<end>.mp4 or flat)"
+    )
+    p.add_argument("--csv", required=True, help="annotation CSV")
+    p.add_argument("--classes", help="class subset: a file with one name per line, or comma-separated names")
+    _common(p)
+    p.set_defaults(inspect=_kinetics)
+
+    p = sub.add_parser("csv", help="generic CSV: path,label[,start_s,end_s]")
+    p.add_argument("--root", required=True, help="folder the CSV paths are relative to")
+    p.add_argument("--csv", required=True, help="training CSV")
+    p.add_argument("--test-csv", dest="test_csv", help="test CSV (same classes)")
+    _common(p)
+    p.set_defaults(inspect=_csv)
+
+    p = sub.add_parser("synth", help="the synthetic audio-visual set (UCF101-style lists)")
+    p.add_argument("--root", default=SYNTHETIC_ROOT, help=f"the generated set (default {SYNTHETIC_ROOT})")
+    p.add_argument("--splits", default=None, help="default <root>/splits (videos: <root>/videos)")
+    p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
+    _common(p)
+    p.set_defaults(inspect=_synth)
+
+    try:
+        untrimmed = importlib.import_module("xmkd.data.inspect_untrimmed")
+    except ModuleNotFoundError as e:
+        if e.name != "xmkd.data.inspect_untrimmed":
+            raise  # the module exists but is broken: say so instead of hiding its datasets
+    else:
+        untrimmed.register(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the JSON object; 0 = all good, 1 = some decoded video failed, 2 = unusable input."""
+    inspect: Inspector | None = getattr(args, "inspect", None)
+    if inspect is None:  # an extension that prints its own JSON (see the contract above)
+        return int(args.func(args))
+    try:
+        result = inspect(args)
+    except XmkdError as e:
+        print(f"xmkd data inspect {args.dataset}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 1 if result.get("failures") else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xmkd.data.inspect ...`` (the same as ``xmkd data inspect ...``)."""
+    parser = argparse.ArgumentParser(prog="xmkd data inspect", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = [
+    "add_arguments",
+    "choose_for_decoding",
+    "decode_check",
+    "inspect_annotations",
+    "run",
+    "split_counts",
+]

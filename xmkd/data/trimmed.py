@@ -1,0 +1,636 @@
+"""Trimmed-video clips: clip samplers, a map-style dataset, and the LightningDataModule.
+
+One item of :class:`TrimmedVideoDataset` is one view of one listed video: for training one random
+temporal window (:class:`RandomClipSampler`); for evaluation every combination of ``K`` uniformly
+spaced windows (:class:`UniformClipSampler`) and the eval transform's spatial crops, so the
+dataset length is ``videos x clips x crops`` and every item carries its ``video_id`` for
+per-video score averaging. Samples are dicts (see CONTRIBUTING.md)::
+
+    {"video": (C, T, H, W) float, "audio": (N,) float (16 kHz, if with_audio), "label": int,
+     "video_id": str, "clip_index": int, "crop_index": int, ...transform keys (e.g. video_local),
+     "failures": [{"path", "reason"}, ...] (when items may be skipped)}
+
+Bad input: videos listed but absent on disk are handled up front (``missing``); a file that
+fails to decode is fatal or replaced by the next video (``on_bad_input``), the skipped file
+travelling with the sample under ``failures`` (see :mod:`xmkd.data.bad_input`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from xmkd.data.bad_input import collate_with_failures
+from xmkd.data.readers.trimmed import (
+    ClipRecord,
+    find_existing,
+    read_class_list,
+    read_csv_annotations,
+    read_hmdb51,
+    read_kinetics_csv,
+    read_ucf101,
+    synthetic_layout,
+)
+from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
+from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
+
+log = logging.getLogger(__name__)
+
+MissingAudioPolicy = Literal["error", "silence", "skip"]
+AUDIO_SAMPLE_RATE = 16000
+
+__all__ = [
+    "ClipSampler",
+    "MissingAudioPolicy",
+    "RandomClipSampler",
+    "TrimmedVideoDataModule",
+    "TrimmedVideoDataset",
+    "UniformClipSampler",
+    "find_existing",
+    "loop_pad",
+    "read_trimmed_annotations",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# clip samplers
+
+
+@runtime_checkable
+class ClipSampler(Protocol):
+    """Chooses where, inside a video of ``duration_s``, clip ``clip_index`` of ``num_clips`` starts."""
+
+    num_clips: int
+
+    def __call__(self, duration_s: float, clip_duration_s: float, clip_index: int) -> float: ...
+
+
+class RandomClipSampler:
+    """One uniformly random window per item (training); ``num_clips`` random windows per video.
+
+    ``num_clips > 1`` repeats every video that many times per epoch, each with a fresh random
+    window (e.g. the 25 augmented clips per video of the XKD linear-probe training set). Random
+    numbers come from torch's global generator, which DataLoader seeds per worker.
+    """
+
+    def __init__(self, num_clips: int = 1) -> None:
+        if num_clips < 1:
+            raise ConfigError("num_clips", f"must be >= 1, got {num_clips}")
+        self.num_clips = num_clips
+
+    def __call__(self, duration_s: float, clip_duration_s: float, clip_index: int) -> float:
+        latest = max(0.0, duration_s - clip_duration_s)
+        return float(torch.rand(()).item()) * latest
+
+    def __repr__(self) -> str:
+        return f"RandomClipSampler(num_clips={self.num_clips})"
+
+
+class UniformClipSampler:
+    """``num_clips`` windows spaced evenly from the start to the end of the video (testing).
+
+    Clip ``i`` of ``K`` starts at ``i / (K - 1) * (duration - clip_duration)``, so the first clip
+    starts at 0 and the last ends at the end of the video (pytorchvideo's
+    ``ConstantClipsPerVideoSampler``); ``K = 1`` takes the centre window
+    (interpretation: the papers say "uniformly sampled clips" without the exact placement).
+    A video shorter than the clip gives start 0 for every clip (the decoder loops the frames).
+    """
+
+    def __init__(self, num_clips: int = 3) -> None:
+        if num_clips < 1:
+            raise ConfigError("num_clips", f"must be >= 1, got {num_clips}")
+        self.num_clips = num_clips
+
+    def __call__(self, duration_s: float, clip_duration_s: float, clip_index: int) -> float:
+        if not 0 <= clip_index < self.num_clips:
+            raise IndexError(f"clip_index {clip_index} out of range for {self.num_clips} clips")
+        latest = max(0.0, duration_s - clip_duration_s)
+        if self.num_clips == 1:
+            return latest / 2
+        return latest * clip_index / (self.num_clips - 1)
+
+    def __repr__(self) -> str:
+        return f"UniformClipSampler(num_clips={self.num_clips})"
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def loop_pad(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Repeat the frames of a short clip cyclically up to ``num_frames`` (first dimension is time)."""
+    if frames.shape[0] == 0:
+        raise ValueError("cannot pad an empty clip")
+    if frames.shape[0] >= num_frames:
+        return frames[:num_frames]
+    index = torch.arange(num_frames) % frames.shape[0]
+    return frames[index]
+
+
+def _to_float_video(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> float (C, T, H, W) in [0, 1]: the sample format without a transform."""
+    return clip.permute(3, 0, 1, 2).float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# dataset
+
+
+class TrimmedVideoDataset(Dataset):
+    """Map-style dataset of clips from trimmed videos listed as :class:`ClipRecord`.
+
+    Args:
+        records: the videos (one split), e.g. ``read_ucf101(...).split("train")``.
+        sampler: where clips start; its ``num_clips`` multiplies the length.
+        transform: called on the uint8 ``(T, H, W, C)`` clip. It may return a tensor (the
+            ``video``) or a dict with a ``video`` key and more (``video_local``...). With
+            ``num_crops > 1`` it is called as ``transform(clip, crop_index=j)``. ``None``: the clip
+            as float ``(C, T, H, W)`` in [0, 1].
+        num_crops: spatial crops per clip produced by the (eval) transform; multiplies the length.
+        num_frames, fps: frames per clip and the rate they are taken at (``None``: the video's own
+            rate); a clip covers ``num_frames / fps`` seconds. Clips longer than the video loop.
+        audio_seconds: length of the audio window, from the clip start (``None``: the clip's length).
+        with_audio: decode the audio track (mono, 16 kHz) into ``audio``.
+        missing_audio: a video without an audio track when ``with_audio``: ``error`` raises
+            MissingAudioError (a bad input, so ``on_bad_input: skip`` skips it), ``silence`` gives
+            zeros, ``skip`` always replaces the item by the next video and records the failure.
+        missing: videos listed but absent on disk: ``error`` raises naming the first ones and the
+            count; ``skip`` drops them up front (logged; listed in ``missing_paths``).
+        on_bad_input: a file that fails to decode: ``error`` raises; ``skip`` replaces the item by
+            the same view of the next video and records the failure under ``failures``.
+        min_duration_s: videos shorter than this are bad input (XKD drops clips under 1.1 s).
+        max_tries: replacements tried for one item before giving up (a run of bad files that long
+            means the data, not a file, is broken).
+        decode_threads: FFmpeg threading; ``None`` = on in the main process, off in DataLoader
+            workers (the workers already use the cores).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ClipRecord],
+        sampler: ClipSampler | None = None,
+        transform: Callable[..., Any] | None = None,
+        num_frames: int = 16,
+        fps: float | None = None,
+        audio_seconds: float | None = None,
+        with_audio: bool = False,
+        missing_audio: MissingAudioPolicy = "error",
+        missing: BadInputPolicy = "error",
+        on_bad_input: BadInputPolicy = "error",
+        num_crops: int = 1,
+        min_duration_s: float = 0.0,
+        max_tries: int = 50,
+        decode_threads: bool | None = None,
+        audio_sample_rate: int = AUDIO_SAMPLE_RATE,
+    ) -> None:
+        _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
+        _check_choice("missing", missing, ("error", "skip"))
+        _check_choice("on_bad_input", on_bad_input, ("error", "skip"))
+        if num_frames < 1:
+            raise ConfigError("num_frames", f"must be >= 1, got {num_frames}")
+        if fps is not None and not fps > 0:
+            raise ConfigError("fps", f"must be > 0 or null, got {fps}")
+        if audio_seconds is not None and not audio_seconds > 0:
+            raise ConfigError("audio_seconds", f"must be > 0 or null, got {audio_seconds}")
+        if num_crops < 1:
+            raise ConfigError("num_crops", f"must be >= 1, got {num_crops}")
+        self.sampler: ClipSampler = sampler if sampler is not None else RandomClipSampler()
+        self.transform = transform
+        self.num_frames = num_frames
+        self.fps = fps
+        self.audio_seconds = audio_seconds
+        self.with_audio = with_audio
+        self.missing_audio = missing_audio
+        self.on_bad_input = on_bad_input
+        self.num_crops = num_crops
+        self.min_duration_s = min_duration_s
+        self.max_tries = max_tries
+        self.decode_threads = decode_threads
+        self.audio_sample_rate = audio_sample_rate
+        self.reports_failures = on_bad_input == "skip" or (with_audio and missing_audio == "skip")
+        self._info: dict[str, VideoInfo] = {}
+
+        records = list(records)
+        exists = find_existing([r.path for r in records])
+        self.missing_paths: list[str] = [r.path for r, ok in zip(records, exists) if not ok]
+        if self.missing_paths and missing == "error":
+            raise MediaError(
+                self.missing_paths[0],
+                f"{len(self.missing_paths)} of {len(records)} listed videos are missing on disk; first: "
+                + ", ".join(self.missing_paths[:5])
+                + " (set missing: skip to drop them)",
+            )
+        if self.missing_paths:
+            log.warning(
+                "%d of %d listed videos are missing on disk and skipped; first: %s",
+                len(self.missing_paths),
+                len(records),
+                ", ".join(self.missing_paths[:5]),
+            )
+        self.records: list[ClipRecord] = [r for r, ok in zip(records, exists) if ok]
+        self.listed = len(records)
+
+    # -- indexing -----------------------------------------------------------------------------
+
+    @property
+    def views_per_video(self) -> int:
+        return self.sampler.num_clips * self.num_crops
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views_per_video
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """Item index -> (video index, clip index, crop index)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        video, view = divmod(index, self.views_per_video)
+        clip, crop = divmod(view, self.num_crops)
+        return video, clip, crop
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video, clip, crop = self.locate(index)
+        failures: list[dict[str, str]] = []
+        for attempt in range(min(self.max_tries, len(self.records))):
+            record = self.records[(video + attempt) % len(self.records)]
+            try:
+                sample = self.load(record, clip, crop)
+            except MissingAudioError as e:
+                if not (self.missing_audio == "skip" or self.on_bad_input == "skip"):
+                    raise
+                failures.append(Failure.from_error(e).as_dict())
+            except BadInputError as e:
+                if self.on_bad_input != "skip":
+                    raise
+                failures.append(Failure.from_error(e).as_dict())
+            else:
+                if self.reports_failures:
+                    sample["failures"] = failures
+                return sample
+        raise MediaError(
+            failures[-1]["path"] if failures else self.records[video].path,
+            f"{len(failures)} consecutive videos failed to load (max_tries={self.max_tries}); "
+            f"first: {failures[0]['path']}: {failures[0]['reason']}"
+            if failures
+            else "no video could be loaded",
+        )
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def info(self, path: str) -> VideoInfo:
+        """``probe(path)``, cached (evaluation visits each video clips x crops times)."""
+        found = self._info.get(path)
+        if found is None:
+            found = self._info[path] = probe(path)
+        return found
+
+    def clip_start(self, record: ClipRecord, info: VideoInfo, clip_index: int) -> tuple[float, float]:
+        """(start of clip ``clip_index`` in the file in seconds, clip length in seconds)."""
+        clip_duration = self.num_frames / (self.fps or info.fps)
+        begin = record.start_s or 0.0
+        end = min(record.end_s, info.duration_s) if record.end_s is not None else info.duration_s
+        if end <= begin:
+            raise MediaError(
+                record.path,
+                f"clip bounds {begin:.2f}-{end:.2f} s lie outside the video ({info.duration_s:.2f} s)",
+            )
+        start = begin + self.sampler(end - begin, clip_duration, clip_index)
+        # Keep the start safely inside the decoded stream (durations in headers are approximate).
+        return min(start, max(begin, end - 1.0 / info.fps)), clip_duration
+
+    def load(self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0) -> dict[str, Any]:
+        """The sample for one view of one video; raises BadInputError subclasses for bad files."""
+        info = self.info(record.path)
+        if info.duration_s < self.min_duration_s:
+            raise MediaError(
+                record.path,
+                f"video lasts {info.duration_s:.2f} s, under min_duration_s={self.min_duration_s}",
+            )
+        start, clip_duration = self.clip_start(record, info, clip_index)
+        threads = self.decode_threads if self.decode_threads is not None else get_worker_info() is None
+        frames = read_clip(record.path, start, self.num_frames, self.fps, threads=threads)
+        frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
+        sample: dict[str, Any] = {}
+        if self.transform is None:
+            sample["video"] = _to_float_video(frames)
+        else:
+            out = (
+                self.transform(frames, crop_index=crop_index)
+                if self.num_crops > 1
+                else self.transform(frames)
+            )
+            if isinstance(out, Mapping):
+                if "video" not in out:
+                    raise ConfigError("transform", f"returned a dict without 'video' (keys {sorted(out)})")
+                sample.update(out)
+            else:
+                sample["video"] = out
+        if self.with_audio:
+            sample["audio"] = self._audio(record, info, start, clip_duration)
+        sample.update(
+            label=int(record.label),
+            video_id=record.video_id,
+            clip_index=int(clip_index),
+            crop_index=int(crop_index),
+        )
+        return sample
+
+    def _audio(self, record: ClipRecord, info: VideoInfo, start: float, clip_duration: float) -> torch.Tensor:
+        seconds = self.audio_seconds or clip_duration
+        num_samples = round(seconds * self.audio_sample_rate)
+        if not info.has_audio:
+            if self.missing_audio == "silence":
+                return torch.zeros(num_samples)
+            raise MissingAudioError(record.path, f"no audio stream (missing_audio={self.missing_audio})")
+        audio = read_audio(record.path, start, seconds, self.audio_sample_rate)
+        if audio.shape[0] != num_samples:  # read_audio pads already; guard the collate shape
+            audio = torch.nn.functional.pad(audio[:num_samples], (0, max(0, num_samples - audio.shape[0])))
+        return audio
+
+    def __repr__(self) -> str:
+        return (
+            f"TrimmedVideoDataset({len(self.records)} videos, {len(self)} items, {self.sampler!r}, "
+            f"crops={self.num_crops}, frames={self.num_frames}@{self.fps or 'native'} fps, audio={self.with_audio})"
+        )
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"must be one of {' | '.join(allowed)}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# DataModule
+
+TrimmedDatasetName = Literal["ucf101", "hmdb51", "kinetics", "csv", "synthetic"]
+TrainTransformName = Literal["xkd", "finetune", "eval", "none"]
+EvalTransformName = Literal["eval", "none"]
+SYNTHETIC_ROOT = "data/synth-av"
+
+
+def read_trimmed_annotations(
+    dataset: str,
+    root: str | os.PathLike,
+    splits: str | os.PathLike | None = None,
+    annotation: str | os.PathLike | None = None,
+    test_annotation: str | os.PathLike | None = None,
+    fold: int = 1,
+    classes: Sequence[str] | str | os.PathLike | None = None,
+) -> tuple[list[str], list[ClipRecord], list[ClipRecord]]:
+    """(class names, train records, test records) of a trimmed dataset, by reader name.
+
+    ``ucf101``/``hmdb51``/``synthetic`` read official-style split files from ``splits`` (the
+    synthetic set ships UCF101-style lists). ``kinetics`` and ``csv`` read ``annotation`` for
+    training and ``test_annotation`` for testing (with the training class list, so indices agree);
+    a Kinetics CSV given alone is divided by its ``split`` column (``train`` vs the rest).
+    ``classes`` (Kinetics only): a class subset, as a list or a file with one name per line.
+    """
+    if dataset in ("ucf101", "synthetic", "hmdb51"):
+        if splits is None:
+            raise ConfigError("splits", f"{dataset} needs the folder of its split files")
+        reader = read_hmdb51 if dataset == "hmdb51" else read_ucf101
+        ann = reader(splits, root, fold=fold)
+        return ann.class_names, ann.split("train"), ann.split("test")
+    if annotation is None:
+        raise ConfigError("annotation", f"{dataset} needs the training annotation CSV")
+    if dataset == "kinetics":
+        subset = read_class_list(classes) if isinstance(classes, (str, os.PathLike)) else classes
+        train = read_kinetics_csv(annotation, root, classes=subset)
+        if test_annotation is None:
+            return train.class_names, train.split("train"), [r for r in train.records if r.split != "train"]
+        test = read_kinetics_csv(test_annotation, root, classes=train.class_names)
+        return train.class_names, train.records, test.records
+    if dataset == "csv":
+        if classes is not None:
+            raise ConfigError("classes", "class subsets apply to kinetics only")
+        train = read_csv_annotations(annotation, root, split="train")
+        test_records: list[ClipRecord] = []
+        if test_annotation is not None:
+            test_records = read_csv_annotations(
+                test_annotation, root, train.class_names, split="test"
+            ).records
+        return train.class_names, train.records, test_records
+    raise ConfigError(
+        "dataset", f"must be one of ucf101 | hmdb51 | kinetics | csv | synthetic, got {dataset!r}"
+    )
+
+
+class TrimmedVideoDataModule(pl.LightningDataModule):
+    """Trimmed-video clips for XKD pretraining, linear probes and fine-tuning.
+
+    Train split -> ``train_dataloader`` (one random clip per video and epoch, or
+    ``train_clips_per_video``; shuffled; last partial batch dropped). Test split ->
+    ``val_dataloader`` and ``test_dataloader`` (``test_clips`` uniform clips x ``test_crops``
+    crops per video, each sample carrying its ``video_id`` for per-video averaging).
+
+    Args:
+        dataset: ``ucf101 | hmdb51 | kinetics | csv | synthetic``.
+        root: the videos (for ``synthetic``: the generated set, default ``data/synth-av``, written
+            on first use by ``prepare_data`` and read through the UCF101 reader from its lists).
+        splits: folder of the split files (UCF101 ``ucfTrainTestlist``, HMDB51
+            ``testTrainMulti_7030_splits``); for ``synthetic`` default ``<root>/splits``.
+        annotation, test_annotation: Kinetics / generic CSVs for training and testing.
+        fold: official fold (1-3) of UCF101/HMDB51.
+        classes: Kinetics class subset (e.g. Kinetics-Sound): names, or a file of names.
+        num_frames, fps: frames per clip and sampling rate (``None``: native); XKD: 32 at 8 fps.
+        audio_seconds: audio window (``None``: the clip length); ``with_audio``: decode it.
+        train_transform: ``xkd`` (global + local views), ``finetune`` (RandAugment recipe),
+            ``eval`` (centre crop, e.g. for linear-probe features) or ``none``.
+        eval_transform: ``eval`` (short side resize + ``test_crops`` crops) or ``none``.
+        crop_size, local_crop_size, local_frames, num_local_views, eval_short_side: view sizes.
+        batch_size: per device; ``eval_batch_size`` defaults to it.
+        missing, missing_audio, on_bad_input, min_duration_s: see :class:`TrimmedVideoDataset`.
+        synthetic_options: keyword arguments for ``ensure_synthetic_av`` (sizes of the generated set).
+    """
+
+    def __init__(
+        self,
+        dataset: TrimmedDatasetName = "synthetic",
+        root: str | None = None,
+        splits: str | None = None,
+        annotation: str | None = None,
+        test_annotation: str | None = None,
+        fold: int = 1,
+        classes: list[str] | str | None = None,
+        num_frames: int = 32,
+        fps: float | None = 8.0,
+        audio_seconds: float | None = None,
+        with_audio: bool = True,
+        train_transform: TrainTransformName = "xkd",
+        eval_transform: EvalTransformName = "eval",
+        crop_size: int = 112,
+        local_crop_size: int = 96,
+        local_frames: int = 8,
+        num_local_views: int = 1,
+        eval_short_side: int | None = None,
+        train_clips_per_video: int = 1,
+        test_clips: int = 3,
+        test_crops: int = 3,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        missing: BadInputPolicy = "error",
+        missing_audio: MissingAudioPolicy = "error",
+        on_bad_input: BadInputPolicy = "error",
+        min_duration_s: float = 0.0,
+        synthetic_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        _check_choice("dataset", dataset, ("ucf101", "hmdb51", "kinetics", "csv", "synthetic"))
+        _check_choice("train_transform", train_transform, ("xkd", "finetune", "eval", "none"))
+        _check_choice("eval_transform", eval_transform, ("eval", "none"))
+        if root is None and dataset != "synthetic":
+            raise ConfigError("root", f"{dataset} needs the folder holding the videos")
+        if test_crops not in (1, 3) and eval_transform == "eval":
+            raise ConfigError("test_crops", f"the eval transform takes 1 or 3 crops, got {test_crops}")
+        self.dataset = dataset
+        self.root = root if root is not None else SYNTHETIC_ROOT
+        self.splits = splits
+        self.annotation, self.test_annotation = annotation, test_annotation
+        self.fold, self.classes = fold, classes
+        self.num_frames, self.fps = num_frames, fps
+        self.audio_seconds, self.with_audio = audio_seconds, with_audio
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.crop_size, self.local_crop_size = crop_size, local_crop_size
+        self.local_frames, self.num_local_views = local_frames, num_local_views
+        self.eval_short_side = eval_short_side
+        self.train_clips_per_video, self.test_clips, self.test_crops = (
+            train_clips_per_video,
+            test_clips,
+            test_crops,
+        )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.missing, self.missing_audio, self.on_bad_input = missing, missing_audio, on_bad_input
+        self.min_duration_s = min_duration_s
+        self.synthetic_options = dict(synthetic_options or {})
+        self._class_names: list[str] | None = None
+        self._records: tuple[list[ClipRecord], list[ClipRecord]] | None = None
+        self.train_set: TrimmedVideoDataset | None = None
+        self.eval_set: TrimmedVideoDataset | None = None
+
+    # -- data --------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        if self.dataset == "synthetic":
+            from xmkd.data.synthetic_av import ensure_synthetic_av
+
+            ensure_synthetic_av(self.root, **self.synthetic_options)
+
+    def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
+        if self._records is None:
+            root, splits = self.root, self.splits
+            if self.dataset == "synthetic":
+                videos, default_splits = synthetic_layout(self.root)
+                root, splits = str(videos), splits or str(default_splits)
+            names, train, test = read_trimmed_annotations(
+                self.dataset,
+                root,
+                splits,
+                self.annotation,
+                self.test_annotation,
+                self.fold,
+                self.classes,
+            )
+            self._class_names, self._records = names, (train, test)
+        return self._records
+
+    def _dataset(self, train: bool) -> TrimmedVideoDataset:
+        records = self._read()[0 if train else 1]
+        if not records:
+            key = "annotation" if train else "test_annotation"
+            raise ConfigError(key, f"no {'training' if train else 'test'} videos listed for {self.dataset}")
+        common = dict(
+            num_frames=self.num_frames,
+            fps=self.fps,
+            audio_seconds=self.audio_seconds,
+            with_audio=self.with_audio,
+            missing_audio=self.missing_audio,
+            missing=self.missing,
+            on_bad_input=self.on_bad_input,
+            min_duration_s=self.min_duration_s,
+        )
+        if train:
+            return TrimmedVideoDataset(
+                records, RandomClipSampler(self.train_clips_per_video), self._train_transform(), **common
+            )
+        transform, crops = self._eval_transform()
+        return TrimmedVideoDataset(
+            records, UniformClipSampler(self.test_clips), transform, num_crops=crops, **common
+        )
+
+    def _train_transform(self) -> Callable[..., Any] | None:
+        from xmkd.data import transforms as T
+
+        if self.train_transform == "xkd":
+            return T.XKDVideoViews(
+                num_frames=self.num_frames,
+                size=self.crop_size,
+                local_frames=self.local_frames,
+                local_size=self.local_crop_size,
+                num_local_views=self.num_local_views,
+            )
+        if self.train_transform == "finetune":
+            return T.VideoTrainTransform(size=self.crop_size)
+        if self.train_transform == "eval":
+            return T.VideoEvalTransform(size=self.crop_size, short_side=self.eval_short_side, num_crops=1)
+        return None
+
+    def _eval_transform(self) -> tuple[Callable[..., Any] | None, int]:
+        from xmkd.data import transforms as T
+
+        if self.eval_transform == "eval":
+            transform = T.VideoEvalTransform(
+                size=self.crop_size, short_side=self.eval_short_side, num_crops=self.test_crops
+            )
+            return transform, self.test_crops
+        return None, 1
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._dataset(train=True)
+        if stage in (None, "fit", "validate", "test", "predict") and self.eval_set is None:
+            self.eval_set = self._dataset(train=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            raise RuntimeError("class_names are known after setup() (the annotations are read there)")
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # -- loaders -----------------------------------------------------------------------------
+
+    def _loader(self, dataset: TrimmedVideoDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_with_failures,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_set, train=False)
