@@ -1,0 +1,180 @@
+"""Detection LightningModules: teacher and student train with a real Trainer on tiny fake features;
+the teacher stays frozen (bit-identical weights, no gradient, not in the optimiser or state dict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from xmkd.errors import ConfigError
+from xmkd.modules.detection import (
+    AugmentedRGBStudent,
+    SingleStreamDetector,
+    TwoStreamTeacher,
+    figure_to_array,
+    per_class_ap_figure,
+    timeline_figure,
+)
+
+C, D_RGB, D_FLOW = 4, 6, 5
+HEAD = {"num_classes": C, "channels": 8, "num_blocks": 2, "plot_videos": 2, "plot_classes": 2}
+
+
+def fake_videos(n: int = 6, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        t = 6 + (i % 3) * 3
+        labels = (torch.rand(t, C, generator=g) < 0.3).float()
+        labels[0, i % C] = 1.0
+        out.append(
+            {
+                "features": {
+                    "rgb": torch.randn(t, D_RGB, generator=g),
+                    "flow": torch.randn(t, D_FLOW, generator=g),
+                },
+                "labels": labels,
+                "video_id": f"v{i}",
+            }
+        )
+    return out
+
+
+def collate(items: list[dict]) -> dict:
+    t = max(len(x["labels"]) for x in items)
+    mask = torch.zeros(len(items), t, dtype=torch.bool)
+    feats = {m: torch.zeros(len(items), t, items[0]["features"][m].shape[1]) for m in items[0]["features"]}
+    labels = torch.zeros(len(items), t, C)
+    for i, x in enumerate(items):
+        n = len(x["labels"])
+        mask[i, :n] = True
+        labels[i, :n] = x["labels"]
+        for m in feats:
+            feats[m][i, :n] = x["features"][m]
+    return {"features": feats, "labels": labels, "mask": mask, "video_id": [x["video_id"] for x in items]}
+
+
+def loader(shuffle: bool = False) -> DataLoader:
+    return DataLoader(fake_videos(), batch_size=3, shuffle=shuffle, collate_fn=collate)
+
+
+def trainer(root: Path, **kw) -> L.Trainer:
+    return L.Trainer(
+        default_root_dir=root, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1, num_sanity_val_steps=0, **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    teacher = TwoStreamTeacher(aux_modality="flow", rgb_dim=D_RGB, aux_dim=D_FLOW, **HEAD)
+    tr = trainer(root, max_steps=2, limit_val_batches=1)
+    tr.fit(teacher, loader(True), loader())
+    assert torch.isfinite(tr.callback_metrics["train/loss"])
+    assert "val/map" in tr.callback_metrics and "val/map_25" in tr.callback_metrics
+    path = root / "teacher.ckpt"
+    tr.save_checkpoint(path)
+    return path
+
+
+def test_student_trains_and_teacher_stays_frozen(teacher_ckpt: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    distill = {"atomic": 1.0, "gcr": 1.0, "abs": 1.0, "mars": 0.5, "fitnets": 0.1}
+    student = AugmentedRGBStudent(
+        teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, distill=distill, **HEAD
+    )
+    teacher = student.teacher
+    assert isinstance(teacher, TwoStreamTeacher)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ids = {id(p) for p in teacher.parameters()}
+    assert not ids & {id(p) for p in student.parameters()}
+    assert not any(k.startswith("_teacher") or "rgb_head" in k for k in student.state_dict())
+    proj_before = student.distill_losses["atomic"].student_proj[0].weight.clone()
+
+    tr = trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    tr.fit(student, loader(True), loader())
+
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert not teacher.training
+    opt_ids = {id(p) for group in tr.optimizers[0].param_groups for p in group["params"]}
+    assert not opt_ids & ids
+    assert not torch.equal(proj_before, student.distill_losses["atomic"].student_proj[0].weight)  # learnt
+    metrics = tr.callback_metrics
+    for name in ["det", *distill]:
+        assert torch.isfinite(metrics[f"train/loss_{name}"]), name
+    assert 0.0 <= float(metrics["val/map"]) <= 1.0
+    pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert any("timeline" in p for p in pngs), pngs
+
+
+def test_teacher_cache_hits_only_for_identical_inputs(teacher_ckpt: Path) -> None:
+    student = AugmentedRGBStudent(
+        teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, cache_teacher=True, **HEAD
+    )
+    calls = []
+    student.teacher.register_forward_hook(lambda *a: calls.append(1))
+    batch = collate(fake_videos()[:3])
+    first = student.teacher_outputs(batch)
+    second = student.teacher_outputs(batch)
+    assert len(calls) == 1
+    torch.testing.assert_close(first["embedding"], second["embedding"])
+    # the same videos padded differently in another batch: still a hit, same values at valid steps
+    regrouped = collate(fake_videos()[:2])
+    third = student.teacher_outputs(regrouped)
+    assert len(calls) == 1
+    torch.testing.assert_close(third["embedding"], first["embedding"][:2, : regrouped["mask"].shape[1]])
+    # a different crop of a video misses the cache and is recomputed
+    cropped = collate([{**v, "features": {m: f[1:] for m, f in v["features"].items()}, "labels": v["labels"][1:]}
+                       for v in fake_videos()[:3]])  # fmt: skip
+    student.teacher_outputs(cropped)
+    assert len(calls) == 2
+
+
+def test_student_config_errors(teacher_ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="teacher_checkpoint"):
+        AugmentedRGBStudent(teacher_checkpoint=str(tmp_path / "missing.ckpt"), rgb_dim=D_RGB, **HEAD)
+    with pytest.raises(ConfigError, match="unknown term"):
+        AugmentedRGBStudent(
+            teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, distill={"gcrr": 1.0}, **HEAD
+        )
+    with pytest.raises(ConfigError, match="has no 'pose'"):
+        SingleStreamDetector(modality="pose", input_dim=3, **HEAD)(collate(fake_videos()[:2]))
+
+
+def test_teacher_fusion_variants() -> None:
+    torch.manual_seed(0)
+    batch = collate(fake_videos()[:3])
+    late = TwoStreamTeacher(rgb_dim=D_RGB, aux_dim=D_FLOW, fusion="prob_mean", **HEAD).eval()
+    out = late(batch)
+    rgb, _ = late.rgb_head(batch["features"]["rgb"], batch["mask"])
+    aux, _ = late.aux_head(batch["features"]["flow"], batch["mask"])
+    torch.testing.assert_close(
+        out["logits"].sigmoid(), (rgb.sigmoid() + aux.sigmoid()) / 2, atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(out["embedding"], (out["rgb_embedding"] + out["aux_embedding"]) / 2)
+    fused = TwoStreamTeacher(rgb_dim=D_RGB, aux_dim=D_FLOW, fusion="feature", head="mstcn", **HEAD).eval()
+    out = fused(batch)
+    assert out["logits"].shape == (3, batch["mask"].shape[1], C) and "aux_embedding" not in out
+
+
+def test_plots_return_figures_and_arrays() -> None:
+    labels = np.zeros((20, 5))
+    labels[3:9, 2] = 1
+    labels[10:15, 4] = 1
+    scores = {"teacher": np.random.rand(20, 5), "student": np.random.rand(20, 5)}
+    fig = timeline_figure(labels, scores, max_classes=3, class_names=[f"c{i}" for i in range(5)])
+    assert len(fig.axes) == 3
+    assert fig.axes[0].get_ylabel() == "c2"  # most frequent ground-truth class first
+    image = figure_to_array(fig)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    bar = per_class_ap_figure(np.array([0.2, np.nan, 0.9]))
+    assert len(bar.axes[0].patches) == 2

@@ -1,0 +1,555 @@
+"""LightningModules for temporal action detection and Augmented-RGB distillation (METHODS.md B).
+
+- ``DetectionModule``: the shared base — a PDAN or MS-TCN head, masked BCE, Adam with
+  ReduceLROnPlateau on ``val/map``, per-frame mAP and the Charades 25-point mAP each validation epoch.
+- ``SingleStreamDetector``: one modality (RGB-only or aux-only baseline).
+- ``TwoStreamTeacher``: an RGB and an auxiliary (flow / pose) stream fused at logit level (default)
+  or at feature level.
+- ``AugmentedRGBStudent``: an RGB-only head trained with detection loss + the distillation terms a
+  config names; the teacher is frozen, in eval mode, outside the optimiser and outside DDP.
+
+Batches (``xmkd.data.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`` (B, T, C) 0/1,
+``mask`` (B, T) bool, ``video_id`` list[str]. The best checkpoint monitors ``MONITOR`` ("val/map", max).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import matplotlib
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+
+from xmkd.distill.detection import build_distill_losses
+from xmkd.errors import ConfigError
+from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
+from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the headless backend
+from matplotlib.figure import Figure
+
+MONITOR = "val/map"
+MONITOR_MODE = "max"
+DEFAULT_DISTILL = {"atomic": 1.0, "gcr": 1.0, "abs": 1.0}
+
+# --------------------------------------------------------------------------------------------------
+# plotting (pure: arrays in, figures / arrays out)
+
+
+def timeline_figure(
+    labels: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    classes: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    max_classes: int = 6,
+    title: str = "",
+) -> Figure:
+    """Ground truth vs each model's per-step scores over time, one row per class.
+
+    ``labels`` (T, C) 0/1, ``scores`` {name: (T, C) probabilities}, e.g. teacher / student / RGB
+    baseline. Default classes: those present in the ground truth, most frequent first (then the
+    classes the first model scores highest), at most ``max_classes``.
+    """
+    labels = np.asarray(labels)
+    if classes is None:
+        freq = labels.sum(0)
+        present = [int(c) for c in np.argsort(-freq, kind="stable") if freq[c] > 0]
+        if len(present) < max_classes and scores:
+            first = np.asarray(next(iter(scores.values())))
+            present += [int(c) for c in np.argsort(-first.max(0), kind="stable") if c not in present]
+        classes = present[:max_classes]
+    classes = list(classes)
+    fig, axes = plt.subplots(
+        len(classes), 1, figsize=(8, 1.2 * len(classes) + 0.6), sharex=True, squeeze=False
+    )
+    steps = np.arange(labels.shape[0])
+    for ax, c in zip(axes[:, 0], classes):
+        ax.fill_between(steps, 0, labels[:, c], step="mid", color="0.8", label="ground truth")
+        for name, s in scores.items():
+            ax.plot(steps, np.asarray(s)[:, c], lw=1.2, label=name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(class_names[c] if class_names else f"class {c}", rotation=0, ha="right", fontsize=8)
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=len(scores) + 1)
+    axes[-1, 0].set_xlabel("time step")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_ap_figure(ap: np.ndarray, class_names: Sequence[str] | None = None, title: str = "") -> Figure:
+    """Bar chart of per-class AP, sorted descending; NaN (classes without positives) left out."""
+    ap = np.asarray(ap, dtype=float)
+    keep = np.flatnonzero(~np.isnan(ap))
+    order = keep[np.argsort(-ap[keep], kind="stable")]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.08 * len(order) + 2), 3))
+    ax.bar(np.arange(len(order)), ap[order], width=0.9)
+    names = [class_names[c] if class_names else str(c) for c in order]
+    if len(order) <= 60:
+        ax.set_xticks(np.arange(len(order)), names, rotation=90, fontsize=6)
+    ax.set_ylabel("AP")
+    ax.set_ylim(0, 1)
+    ax.set_title(
+        title or f"per-class AP (mean {ap[keep].mean() if len(keep) else float('nan'):.3f})", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an (H, W, 3) uint8 array and close it."""
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
+
+
+def _save_png(fig: Figure, path: Path) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    path.write_bytes(buf.getvalue())
+    return figure_to_array(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# modules
+
+
+def batch_features(batch: Mapping[str, Any], modality: str) -> Tensor:
+    """The (B, T, D) features of one modality, with an error that names what the batch has."""
+    feats = batch.get("features", {})
+    if modality not in feats:
+        raise ConfigError("modality", f"the batch has no '{modality}' features; it has {sorted(feats)}")
+    return feats[modality]
+
+
+class DetectionModule(L.LightningModule):
+    """Base: detection head(s), masked BCE, Adam + ReduceLROnPlateau on ``val/map``, mAP metrics.
+
+    Subclasses implement ``forward(batch) -> {"logits", "embedding", "stage_logits", ...}``.
+
+    Args:
+        num_classes: 157 for Charades, 51 for TSU / PKU-MMD.
+        head: ``pdan`` (dilated attention) or ``mstcn`` (dilated residual convolutions).
+        channels, num_blocks, num_stages, dropout, stage_activation: head knobs (PDAN: 512, 5, 1, 0.5).
+        loss_all_stages: sum the BCE over all stages (MS-TCN) or only the last stage's.
+        lr, weight_decay: Adam (PDAN: 1e-4, 0).
+        lr_factor, lr_patience: ReduceLROnPlateau on ``val/map`` (PDAN: 0.5, 8).
+        class_names: for plots; ``plot_videos``: validation videos drawn as timelines each epoch
+            (0 = no plots); ``plot_classes``: classes per timeline.
+    """
+
+    # Read by the xmkd CLI to keep the best checkpoint (and by pipelines to pick it).
+    checkpoint_monitor = (MONITOR, MONITOR_MODE)
+
+    def __init__(
+        self,
+        num_classes: int = 157,
+        head: HeadKind = "pdan",
+        channels: int = 512,
+        num_blocks: int = 5,
+        num_stages: int = 1,
+        dropout: float = 0.5,
+        stage_activation: StageActivation = "softmax",
+        loss_all_stages: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        lr_factor: float = 0.5,
+        lr_patience: int = 8,
+        class_names: list[str] | None = None,
+        plot_videos: int = 4,
+        plot_classes: int = 6,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError("class_names", f"{len(class_names)} names for num_classes={num_classes}")
+        # called here, Lightning collects the init args of the subclass frames too (teacher: an instance)
+        self.save_hyperparameters(ignore=["teacher"])
+        self.val_map = PerFrameMAP()
+        self.val_map_25 = CharadesLocalizationMAP()
+        self._plot_buffer: list[dict[str, Any]] = []
+
+    def make_head(self, in_dim: int):
+        h = self.hparams
+        return build_head(
+            h.head,
+            in_dim,
+            h.num_classes,
+            h.channels,
+            h.num_blocks,
+            h.num_stages,
+            h.dropout,
+            h.stage_activation,
+        )
+
+    def detection_loss(self, stage_logits: Sequence[Tensor], labels: Tensor, mask: Tensor) -> Tensor:
+        used = stage_logits if self.hparams.loss_all_stages else stage_logits[-1:]
+        return sum(masked_bce(logits, labels, mask) for logits in used)
+
+    def shared_loss(self, out: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
+        return self.detection_loss(out["stage_logits"], batch["labels"], batch["mask"])
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        out = self(batch)
+        loss = self.shared_loss(out, batch)
+        bs = len(batch["mask"])
+        self.log("train/loss_det", loss, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    # validation -----------------------------------------------------------------------------------
+
+    def plot_scores(self, batch: Mapping[str, Any], out: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Per-model (B, T, C) probabilities drawn on the timelines; subclasses add teacher etc."""
+        return {type(self).__name__: out["logits"].sigmoid()}
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        out = self(batch)
+        labels, mask = batch["labels"], batch["mask"]
+        self.log("val/loss", self.shared_loss(out, batch), batch_size=len(mask), sync_dist=True)
+        probs = out["logits"].sigmoid()
+        self.val_map.update(probs, labels, mask)
+        self.val_map_25.update(probs, labels, mask)
+        if len(self._plot_buffer) < self.hparams.plot_videos:
+            scores = self.plot_scores(batch, out)
+            for i in range(len(mask)):
+                if len(self._plot_buffer) >= self.hparams.plot_videos:
+                    break
+                m = mask[i]
+                self._plot_buffer.append(
+                    {
+                        "video_id": str(batch["video_id"][i]),
+                        "labels": labels[i][m].float().cpu().numpy(),
+                        "scores": {k: v[i][m].float().cpu().numpy() for k, v in scores.items()},
+                    }
+                )
+
+    def on_validation_epoch_end(self) -> None:
+        # torchmetrics gathers the states of all processes in compute(): every rank gets the same value
+        self.log(MONITOR, self.val_map.compute().float(), prog_bar=True, sync_dist=True)
+        self.log("val/map_25", self.val_map_25.compute().float(), sync_dist=True)
+        ap = self.per_class_ap()  # read after compute(), before reset()
+        self.val_map.reset()
+        self.val_map_25.reset()
+        buffer, self._plot_buffer = self._plot_buffer, []
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero or self.hparams.plot_videos <= 0:
+            return
+        self._log_figures(ap, buffer)
+
+    def per_class_ap(self) -> np.ndarray:
+        """Per-class AP of the current validation epoch (NaN for classes without positives)."""
+        result = self.val_map.last_result  # set by PerFrameMAP.compute()
+        ap = result.ap.detach().cpu().numpy().astype(float)
+        ap[~result.valid.detach().cpu().numpy()] = np.nan
+        return ap
+
+    def _log_figures(self, ap: np.ndarray, buffer: list[dict[str, Any]]) -> None:
+        names = self.hparams.class_names
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
+        tag = f"epoch{self.current_epoch:03d}"
+        images: dict[str, np.ndarray] = {}
+        images["val/per_class_ap"] = _save_png(
+            per_class_ap_figure(ap, names), root / f"{tag}_per_class_ap.png"
+        )
+        for item in buffer:
+            fig = timeline_figure(
+                item["labels"], item["scores"], class_names=names, max_classes=self.hparams.plot_classes,
+                title=item["video_id"],
+            )  # fmt: skip
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["video_id"])
+            images[f"val/timeline/{item['video_id']}"] = _save_png(fig, root / f"{tag}_timeline_{safe}.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                for key, image in images.items():
+                    logger.log_image(key=key, images=[image], step=self.global_step)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=h.lr_factor, patience=h.lr_patience
+        )
+        # strict=False: a run without a validation loop has no val/map; the lr then stays constant
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": MONITOR, "interval": "epoch", "strict": False},
+        }
+
+
+class SingleStreamDetector(DetectionModule):
+    """One-modality detector: the RGB-only baseline (``modality="rgb"``) or an aux-only one."""
+
+    def __init__(self, modality: str = "rgb", input_dim: int = 1024, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.head = self.make_head(input_dim)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        stage_logits, emb = self.head.forward_stages(
+            batch_features(batch, self.hparams.modality), batch["mask"]
+        )
+        return {"logits": stage_logits[-1], "embedding": emb, "stage_logits": stage_logits}
+
+
+class TwoStreamTeacher(DetectionModule):
+    """RGB + auxiliary (flow or pose) streams, each a head, fused.
+
+    Args:
+        aux_modality: batch key of the auxiliary stream ("flow" or "pose").
+        rgb_dim, aux_dim: input feature dims (I3D: 1024; pose: 256).
+        fusion: ``logit_mean`` (the paper's standard, default), ``prob_mean`` (interpretation knob:
+            average probabilities; the fused logit is logit(mean prob)), or ``feature`` (concatenate
+            the two inputs into one head).
+        train_on: for late fusion, ``streams`` trains each stream with its own BCE (interpretation:
+            late fusion of two independently trained streams) and ``fused`` trains the fused logits.
+
+    ``forward`` returns ``logits`` (fused), ``embedding`` (mean of the streams' last-block outputs,
+    or the feature-fused head's), and for late fusion ``rgb_embedding`` / ``aux_embedding`` (MARS).
+    """
+
+    def __init__(
+        self,
+        aux_modality: str = "flow",
+        rgb_dim: int = 1024,
+        aux_dim: int = 1024,
+        fusion: Literal["logit_mean", "prob_mean", "feature"] = "logit_mean",
+        train_on: Literal["streams", "fused"] = "streams",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if fusion not in ("logit_mean", "prob_mean", "feature"):
+            raise ConfigError("fusion", f"expected logit_mean | prob_mean | feature, got {fusion!r}")
+        if fusion == "feature":
+            self.fused_head = self.make_head(rgb_dim + aux_dim)
+        else:
+            self.rgb_head = self.make_head(rgb_dim)
+            self.aux_head = self.make_head(aux_dim)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hparams.channels
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        mask = batch["mask"]
+        rgb = batch_features(batch, "rgb")
+        aux = batch_features(batch, self.hparams.aux_modality)
+        if self.hparams.fusion == "feature":
+            stage_logits, emb = self.fused_head.forward_stages(torch.cat([rgb, aux], -1), mask)
+            return {"logits": stage_logits[-1], "embedding": emb, "stage_logits": stage_logits}
+        rgb_logits, rgb_emb = self.rgb_head.forward_stages(rgb, mask)
+        aux_logits, aux_emb = self.aux_head.forward_stages(aux, mask)
+        fused = [self._fuse(a, b) for a, b in zip(rgb_logits, aux_logits)]
+        return {
+            "logits": fused[-1],
+            "embedding": (rgb_emb + aux_emb) / 2,
+            "rgb_embedding": rgb_emb,
+            "aux_embedding": aux_emb,
+            "stage_logits": fused,
+            "rgb_stage_logits": rgb_logits,
+            "aux_stage_logits": aux_logits,
+        }
+
+    def _fuse(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.hparams.fusion == "logit_mean":
+            return (a + b) / 2
+        p = (a.sigmoid() + b.sigmoid()) / 2
+        return torch.logit(p, eps=1e-6)
+
+    def shared_loss(self, out: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
+        if self.hparams.fusion != "feature" and self.hparams.train_on == "streams":
+            labels, mask = batch["labels"], batch["mask"]
+            return self.detection_loss(out["rgb_stage_logits"], labels, mask) + self.detection_loss(
+                out["aux_stage_logits"], labels, mask
+            )
+        return super().shared_loss(out, batch)
+
+
+class AugmentedRGBStudent(DetectionModule):
+    """RGB-only detector distilled from a frozen ``TwoStreamTeacher`` (Augmented-RGB).
+
+    Args:
+        teacher_checkpoint: a ``TwoStreamTeacher`` checkpoint; loaded frozen (eval, no grad), kept
+            out of the optimiser, the state dict and DDP. ``teacher`` passes an instance instead
+            (programmatic use; not saved in hparams). Give neither to load a trained student for
+            inference; then ``teacher_dims`` must hold the teacher's (embedding, aux) dims.
+        distill: term name -> weight, from ``xmkd.distill.detection.DISTILL_LOSSES``
+            (default {atomic: 1, gcr: 1, abs: 1}, the paper's alpha = beta = gamma = 1).
+        distill_options: term name -> keyword options of that term (e.g. {gcr: {mode: kl}}).
+        cache_teacher: keep the teacher outputs per ``video_id`` (on the CPU) and reuse them. Each
+            entry is keyed by a fingerprint of the video's input features (valid length and sums),
+            so a randomly cropped sequence simply misses the cache and is recomputed: the cache
+            only saves work when inputs are deterministic (whole sequences, ``max_len`` >= the
+            longest video), and is never wrong. Memory: about T x (E + C) floats per video.
+        baseline_checkpoint: an optional RGB-only ``SingleStreamDetector`` drawn on the timelines.
+    """
+
+    def __init__(
+        self,
+        teacher_checkpoint: str | None = None,
+        distill: dict[str, float] | None = None,
+        distill_options: dict[str, dict[str, Any]] | None = None,
+        cache_teacher: bool = False,
+        rgb_dim: int = 1024,
+        teacher_dims: tuple[int, int] | None = None,
+        baseline_checkpoint: str | None = None,
+        teacher: TwoStreamTeacher | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.distill_weights = dict(DEFAULT_DISTILL if distill is None else distill)
+        if teacher is None and teacher_checkpoint is not None:
+            teacher = self._load_frozen(TwoStreamTeacher, teacher_checkpoint, "teacher_checkpoint")
+        if teacher is not None:
+            self.set_teacher(teacher)
+            teacher_dims = (teacher.embedding_dim, teacher.hparams.channels)
+            self.hparams.teacher_dims = teacher_dims  # so a saved student rebuilds without the teacher
+        elif teacher_dims is None:
+            raise ConfigError(
+                "teacher_checkpoint", "give a teacher checkpoint (or teacher_dims to load a student)"
+            )
+        self._baseline: list[L.LightningModule] = []
+        if baseline_checkpoint is not None:
+            self._baseline.append(
+                self._load_frozen(SingleStreamDetector, baseline_checkpoint, "baseline_checkpoint")
+            )
+        self.head = self.make_head(rgb_dim)
+        try:
+            self.distill_losses = build_distill_losses(
+                self.distill_weights, self.hparams.channels, teacher_dims[0], teacher_dims[1], distill_options
+            )
+        except ValueError as e:
+            raise ConfigError("distill", str(e)) from e
+        self._teacher_keys = sorted({k for loss in self.distill_losses.values() for k in loss.teacher_keys})
+        self._cache: dict[str, tuple[tuple[float, ...], dict[str, Tensor]]] = {}
+
+    # the frozen teacher -------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_frozen(cls: type[L.LightningModule], path: str, key: str) -> L.LightningModule:
+        if not Path(path).is_file():
+            raise ConfigError(key, f"checkpoint not found: {path}")
+        return cls.load_from_checkpoint(path, map_location="cpu")
+
+    def set_teacher(self, teacher: TwoStreamTeacher) -> None:
+        """Attach a frozen teacher without registering it as a submodule (not in parameters(),
+        state_dict() or DDP's view); ``on_fit_start`` moves it to the student's device."""
+        teacher.eval()
+        teacher.requires_grad_(False)
+        object.__setattr__(self, "_teacher", teacher)
+
+    @property
+    def teacher(self) -> TwoStreamTeacher | None:
+        return self.__dict__.get("_teacher")
+
+    def _move_frozen(self) -> None:
+        for frozen in [self.teacher, *self._baseline]:
+            if frozen is not None:
+                frozen.to(self.device).eval()
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.distill_weights and self.teacher is None:
+            raise ConfigError(
+                "teacher_checkpoint", "distillation terms are configured but no teacher is loaded"
+            )
+        teacher = self.teacher
+        if (
+            teacher is not None
+            and "aux_embedding" in self._teacher_keys
+            and teacher.hparams.fusion == "feature"
+        ):
+            raise ConfigError("distill.mars", "MARS needs a late-fusion teacher (fusion != feature)")
+
+    def on_fit_start(self) -> None:
+        self._move_frozen()
+
+    def on_validation_start(self) -> None:
+        self._move_frozen()
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The teacher's outputs the configured terms read, from the cache when enabled and valid."""
+        teacher = self.teacher
+        if teacher is None:
+            raise ConfigError("teacher_checkpoint", "no teacher loaded")
+        teacher.eval()
+        if not self.hparams.cache_teacher:
+            out = teacher(batch)
+            return {k: out[k] for k in self._teacher_keys}
+        mask = batch["mask"]
+        fps = self._fingerprints(batch)
+        ids = [str(v) for v in batch["video_id"]]
+        hits = [self._cache.get(v) for v in ids]
+        if all(h is not None and h[0] == fp for h, fp in zip(hits, fps)):
+            out = {}
+            for k in self._teacher_keys:
+                rows = [h[1][k] for h in hits]
+                full = rows[0].new_zeros((len(rows), mask.shape[1], rows[0].shape[-1]))
+                for i, r in enumerate(rows):
+                    full[i, : len(r)] = r
+                out[k] = full.to(self.device, non_blocking=True)
+            return out
+        out = teacher(batch)
+        lengths = self._lengths(mask)
+        for i, v in enumerate(ids):
+            self._cache[v] = (fps[i], {k: out[k][i, : lengths[i]].cpu() for k in self._teacher_keys})
+        return {k: out[k] for k in self._teacher_keys}
+
+    @staticmethod
+    def _lengths(mask: Tensor) -> list[int]:
+        t = mask.shape[1]
+        last = torch.where(
+            mask.any(1), t - mask.flip(1).float().argmax(1), torch.zeros_like(mask[:, 0], dtype=torch.long)
+        )
+        return last.tolist()
+
+    def _fingerprints(self, batch: Mapping[str, Any]) -> list[tuple[float, ...]]:
+        mask = batch["mask"]
+        m = mask.unsqueeze(-1).to(torch.float64)
+        cols = [mask.sum(1).to(torch.float64)]
+        for f in batch["features"].values():
+            f64 = f.to(torch.float64) * m
+            cols += [
+                f64.sum((1, 2)),
+                (f64 * torch.arange(1, f.shape[1] + 1, device=f.device).view(1, -1, 1)).sum((1, 2)),
+            ]
+        return [tuple(row) for row in torch.stack(cols, 1).tolist()]
+
+    # training -----------------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        stage_logits, emb = self.head.forward_stages(batch_features(batch, "rgb"), batch["mask"])
+        return {"logits": stage_logits[-1], "embedding": emb, "stage_logits": stage_logits}
+
+    def distillation_terms(self, out: Mapping[str, Tensor], batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        if not self.distill_losses:
+            return {}
+        t_out = self.teacher_outputs(batch)
+        return {name: loss(out, t_out, batch["mask"]) for name, loss in self.distill_losses.items()}
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        out = self(batch)
+        bs = len(batch["mask"])
+        det = self.shared_loss(out, batch)
+        total = det
+        self.log("train/loss_det", det, batch_size=bs)
+        for name, value in self.distillation_terms(out, batch).items():
+            self.log(f"train/loss_{name}", value, batch_size=bs)
+            total = total + self.distill_weights[name] * value
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        return total
+
+    def plot_scores(self, batch: Mapping[str, Any], out: Mapping[str, Any]) -> dict[str, Tensor]:
+        scores = {"student": out["logits"].sigmoid()}
+        with torch.no_grad():
+            if self.teacher is not None:
+                scores["teacher"] = self.teacher(batch)["logits"].sigmoid()
+            for b in self._baseline:
+                scores["rgb baseline"] = b(batch)["logits"].sigmoid()
+        return scores
