@@ -6,7 +6,15 @@ STAMP := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format clean bench bench-decode bench-metrics
+# Optional arguments of the evaluation targets: DATA=dataset root, SPLITS=split files, CKPT=encoder.
+DATA ?=
+SPLITS ?=
+CKPT ?=
+XMKD := $(BIN)/xmkd
+
+.PHONY: install test test-fast lint format clean synth-av synth-untrimmed \
+	pretrain-xkd xkd-ablation distill-detection linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
+	bench bench-decode bench-metrics bench-xkd bench-pdan
 
 install: $(STAMP)
 
@@ -30,13 +38,37 @@ test: lint
 test-fast: lint
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-decode bench-metrics
+# --- data ---------------------------------------------------------------------------------------
+synth-av: install
+	$(XMKD) data synth-av --out data/synth-av
+
+synth-untrimmed: install
+	$(XMKD) data synth-untrimmed --out data/synth-untrimmed
+
+# --- the two methods ------------------------------------------------------------------------------
+pretrain-xkd: install
+	$(XMKD) pipeline pretrain-xkd
+
+xkd-ablation: install
+	$(XMKD) pipeline xkd-ablation
+
+distill-detection: install
+	$(XMKD) pipeline distill-detection
+
+# --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
+bench: bench-decode bench-metrics bench-pdan bench-xkd
 
 bench-decode: install
-	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
 
 bench-metrics: install
-	$(BIN)/python benchmarks/metrics.py
+	$(BIN)/python benchmarks/metrics.py --json runs/bench/metrics.json
+
+bench-pdan: install
+	$(BIN)/python benchmarks/pdan_throughput.py --json runs/bench/pdan.json
+
+bench-xkd: install
+	$(BIN)/python benchmarks/xkd_throughput.py --json runs/bench/xkd.json
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache build *.egg-info
