@@ -13,8 +13,8 @@ CKPT ?=
 XMKD := $(BIN)/xmkd
 
 .PHONY: install test test-fast lint format clean synth-av synth-untrimmed \
-	pretrain-xkd xkd-ablation distill-detection linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
-	bench bench-decode bench-metrics bench-xkd bench-pdan
+	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
+	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract
 
 install: $(STAMP)
 
@@ -55,8 +55,26 @@ xkd-ablation: install
 distill-detection: install
 	$(XMKD) pipeline distill-detection
 
+distill-detection-raw: install
+	$(XMKD) pipeline distill-detection-raw
+
+# --- downstream evaluation (DATA=, SPLITS=, CKPT=, DATASET= for real data; synthetic by default) ---
+EVAL_ARGS = $(if $(DATA),--dataset $(or $(DATASET),$(1)) --data $(DATA)) $(if $(SPLITS),--splits $(SPLITS)) $(if $(CKPT),--ckpt $(CKPT))
+
+linear-eval: install
+	$(XMKD) pipeline linear-eval $(call EVAL_ARGS,ucf101)
+
+finetune-ucf101: install
+	$(XMKD) pipeline finetune --recipe ucf101 $(call EVAL_ARGS,ucf101) --out runs/finetune-ucf101
+
+finetune-hmdb51: install
+	$(XMKD) pipeline finetune --recipe hmdb51 $(call EVAL_ARGS,hmdb51) --out runs/finetune-hmdb51
+
+eval-ablation: install
+	$(XMKD) pipeline eval-ablation
+
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
-bench: bench-decode bench-metrics bench-pdan bench-xkd
+bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract
 
 bench-decode: install
 	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
@@ -69,6 +87,9 @@ bench-pdan: install
 
 bench-xkd: install
 	$(BIN)/python benchmarks/xkd_throughput.py --json runs/bench/xkd.json
+
+bench-extract: install
+	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache build *.egg-info

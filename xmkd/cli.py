@@ -6,6 +6,8 @@
     ``--runs_dir DIR``. Every run lives in ``runs/<experiment>/version_<N>/`` (see ``xmkd.runs``).
 ``xmkd data <tool> ...``
     Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``.
+``xmkd compute-flow ...``, ``xmkd extract-features ...``
+    The raw-video chain: optical flow, then sliding-window features for the detection readers.
 ``xmkd pipeline <name> ...``
     The multi-run jobs behind the make targets (pretraining + probes, detection tables, ...).
 """
@@ -24,6 +26,15 @@ DATA_TOOLS: dict[str, tuple[str, str]] = {
     "synth-av": ("xmkd.data.synthetic_av", "write the synthetic audio-visual dataset (real mp4 files)"),
     "synth-untrimmed": ("xmkd.data.synthetic_untrimmed", "write the synthetic untrimmed feature world"),
     "inspect": ("xmkd.data.inspect", "summarise a dataset as JSON: counts, decoded samples, failures"),
+    "synth-untrimmed-raw": (
+        "xmkd.data.synthetic_raw_untrimmed",
+        "write raw synthetic untrimmed mp4 videos + Charades CSVs",
+    ),
+}
+# Top-level tools of the raw-video chain: `xmkd compute-flow ...`, `xmkd extract-features ...`.
+CHAIN_TOOLS: dict[str, tuple[str, str]] = {
+    "compute-flow": ("xmkd.data.flow", "dense optical flow (OpenCV DIS), quantised uint8, resumable"),
+    "extract-features": ("xmkd.features.extract", "sliding-window features per video, resumable"),
 }
 PIPELINES: dict[str, tuple[str, str]] = {
     "pretrain-xkd": (
@@ -35,6 +46,22 @@ PIPELINES: dict[str, tuple[str, str]] = {
         "probe top-1 of rec only / + alignment / full XKD",
     ),
     "distill-detection": ("xmkd.pipelines.distill_detection", "RGB / aux / teacher / students table"),
+    "linear-eval": (
+        "xmkd.pipelines.linear_eval",
+        "linear-SVM protocol on every fold (C by grouped CV on train)",
+    ),
+    "finetune": (
+        "xmkd.pipelines.finetune",
+        "fine-tune an exported encoder on every fold (UCF101/HMDB51 recipe)",
+    ),
+    "eval-ablation": (
+        "xmkd.pipelines.eval_ablation",
+        "random vs reconstruction-only vs XKD: SVM + fine-tune table",
+    ),
+    "distill-detection-raw": (
+        "xmkd.pipelines.distill_detection_raw",
+        "raw video -> flow -> features -> teacher/student table",
+    ),
 }
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -190,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         return _tool_main("xmkd data", DATA_TOOLS, argv[1:])
     if argv and argv[0] == "pipeline":
         return _tool_main("xmkd pipeline", PIPELINES, argv[1:])
+    if argv and argv[0] in CHAIN_TOOLS:
+        return _tool_main("xmkd", CHAIN_TOOLS, argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         print("Lightning subcommands:", ", ".join(LIGHTNING_SUBCOMMANDS))
         print("Data tools:", ", ".join(DATA_TOOLS))
+        print("Raw-video tools:", ", ".join(CHAIN_TOOLS))
         print("Pipelines:", ", ".join(PIPELINES) or "(none)")
         return 0
     run_lightning_cli(argv)
