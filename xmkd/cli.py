@@ -94,6 +94,7 @@ def run_lightning_cli(argv: list[str]) -> Any:
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     from xmkd.callbacks import RunResultsWriter, SaveResolvedConfig, default_checkpoint_callbacks
+    from xmkd.fault import AtomicCheckpointIO, PreemptionCheckpoint, ResumeState
     from xmkd.runs import RUN_DIR_ENV, experiment_name, resolve_run_dir, resolve_wandb_mode, wandb_run_id
 
     class XmkdCLI(LightningCLI):
@@ -181,6 +182,12 @@ def run_lightning_cli(argv: list[str]) -> Any:
                 callbacks.append(RichProgressBar(leave=True))
             if has_logger and self.subcommand == "fit":
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
+            if self.subcommand == "fit":
+                # Preemption (SIGTERM/SIGUSR1) saves last.ckpt and exits cleanly; RNG and data
+                # position travel in the checkpoint so a resume continues bit-exactly.
+                callbacks += [PreemptionCheckpoint(self.run_dir / "checkpoints"), ResumeState()]
+            if not trainer_config.get("plugins"):
+                trainer_config.plugins = [AtomicCheckpointIO()]
             try:
                 from xmkd.data.bad_input import BadInputReport
 

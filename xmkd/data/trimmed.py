@@ -39,6 +39,7 @@ from xmkd.data.readers.trimmed import (
 )
 from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
+from xmkd.fault import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +616,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     def _loader(self, dataset: TrimmedVideoDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
+        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,

@@ -38,6 +38,7 @@ from xmkd.data.readers.untrimmed import (
     read_tsu_json,
 )
 from xmkd.errors import BadInputPolicy, ConfigError, Failure, FeatureError
+from xmkd.fault import ResumableDataLoader
 
 AlignPolicy = Literal["resample", "error"]
 UntrimmedFormat = Literal["charades_csv", "pdan_json", "tsu", "pkummd", "synthetic"]
@@ -510,7 +511,8 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a DataLoader")
-        return DataLoader(
+        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault
+        return ResumableDataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
