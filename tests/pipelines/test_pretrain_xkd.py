@@ -1,0 +1,249 @@
+"""The pretrain-xkd pipeline: its random-init control probe, its bookkeeping, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xmkd.models.vit import load_exported_encoder
+from xmkd.pipelines import pretrain_xkd
+from xmkd.pipelines.pretrain_xkd import XKDWithRandomInitProbe, fit_argv, step_time_summary
+
+SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT
+
+TINY = dict(
+    encoder_size="tiny",
+    encoder_depth=1,
+    num_frames=4,
+    img_size=32,
+    tubelet=2,
+    patch_size=16,
+    audio_frames=32,
+    audio_patch=(16, 16),
+    audio_local_frames=16,
+    decoder_dim=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    head_hidden_dim=32,
+    head_bottleneck_dim=16,
+    head_out_dim=64,
+    warmup_epochs=0.0,
+    lr=1e-3,
+    probe_num_classes=3,
+    probe_lr=0.05,
+    probe_view="global",
+    recon_log_every_n_epochs=0,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TinyClips(Dataset):
+    def __init__(self, n: int = 4) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.video = torch.randn(n, 3, 4, 32, 32, generator=g)
+        self.local = torch.randn(n, 1, 3, 2, 16, 16, generator=g)
+        self.audio = torch.randn(n, SAMPLES, generator=g) * 0.1
+        self.label = torch.arange(n) % 3
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "video": self.video[i],
+            "video_local": self.local[i],
+            "audio": self.audio[i],
+            "label": self.label[i],
+        }
+
+
+def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=steps,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, DataLoader(TinyClips(), batch_size=4))
+    return trainer
+
+
+@pytest.mark.parametrize("probe_view", ["global", "local"])
+def test_control_probe_trains_on_frozen_initial_encoders(probe_view: str):
+    torch.manual_seed(0)
+    model = XKDWithRandomInitProbe(**{**TINY, "probe_view": probe_view})
+    control = model.random_init_encoders
+    assert control is not None
+    initial = {k: v.clone() for k, v in model.student.state_dict().items()}
+    assert all(torch.equal(v, control.state_dict()[k]) for k, v in initial.items())
+    for m in ("video", "audio"):  # the control probe starts as the real probe
+        real, ctrl = model.probes[m].state_dict(), model.probes[f"random_init_{m}"].state_dict()
+        assert all(torch.equal(v, ctrl[k]) for k, v in real.items())
+    probe_before = model.probes["random_init_video"][1].weight.clone()
+    fit(model)
+    # The student trained, the control encoders did not move, and the control probe did learn.
+    assert not torch.equal(
+        model.student.state_dict()["video.patch_embed.weight"], initial["video.patch_embed.weight"]
+    )
+    assert all(torch.equal(v, control.state_dict()[k]) for k, v in initial.items())
+    assert not torch.equal(model.probes["random_init_video"][1].weight, probe_before)
+    optimizer = model.trainer.optimizers[0]
+    probe_group = [g for g in optimizer.param_groups if g["initial_lr"] == TINY["probe_lr"]]
+    probe_params = {id(p) for g in probe_group for p in g["params"]}
+    assert {id(p) for p in model.probes["random_init_audio"].parameters()} <= probe_params
+    assert not any(p.requires_grad for p in control.parameters())
+    assert len(model.step_times) == 2
+
+
+def test_control_probe_is_scored_in_validation():
+    torch.manual_seed(0)
+    model = XKDWithRandomInitProbe(**TINY)
+    fit(model, steps=1)
+    evaluator = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    metrics = evaluator.validate(model, DataLoader(TinyClips(), batch_size=4), verbose=False)[0]
+    assert {"val/probe_top1", "val/random_init_probe_top1", "val/random_init_probe_audio_top1"} <= set(
+        metrics
+    )
+    # Scored independently: accuracy of the control probe computed by hand on the same clips.
+    data = TinyClips()
+    model.eval()
+    with torch.no_grad():
+        feats = model.random_init_encoders["video"].patch_mean(data.video)
+        preds = model.probes["random_init_video"](feats).argmax(-1)
+    assert metrics["val/random_init_probe_top1"] == pytest.approx((preds == data.label).float().mean().item())
+
+
+def test_step_time_summary_skips_epoch_starts():
+    times = [(math.nan, 5.0), (0.5, 1.0), (0.1, 2.0), (0.3, 3.0), (math.nan, 9.0), (0.1, 1.0)]
+    s = step_time_summary(times)
+    assert s["step_s_median"] == pytest.approx(1.5)  # median of 1, 2, 3, 1
+    assert s["data_wait_s_median"] == pytest.approx(0.2)  # median of 0.5, 0.1, 0.3, 0.1
+    assert s["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
+    assert step_time_summary([])["step_s_median"] is None
+
+
+def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():
+    argv = fit_argv(
+        "x.yaml", "exp", "runs", max_epochs=3, max_steps=7, overrides=["data.init_args.batch_size=2"]
+    )
+    assert argv[:3] == ["fit", "--config", "x.yaml"]
+    assert "--model.class_path=xmkd.pipelines.pretrain_xkd.XKDWithRandomInitProbe" in argv
+    assert {"--trainer.max_epochs=3", "--trainer.max_steps=7", "--data.init_args.batch_size=2"} <= set(argv)
+
+
+def _value(v: object) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def tiny_pipeline_overrides(tmp_path: Path) -> list[str]:
+    synth = {
+        "classes": 2,
+        "clips_per_class": 6,
+        "clips_per_group": 1,
+        "duration": 1.5,
+        "size": 32,
+        "fps": 8.0,
+    }
+    model = {k: v for k, v in TINY.items() if k not in ("warmup_epochs", "lr")} | {"probe_num_classes": 2}
+    model["audio_patch"] = list(model["audio_patch"])
+    data = {
+        "root": str(tmp_path / "synth"),
+        "synthetic_options": synth,
+        "num_frames": 4,
+        "audio_seconds": 0.3,
+        "crop_size": 32,
+        "local_crop_size": 16,
+        "local_frames": 2,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "num_workers": 0,
+    }
+    return (
+        ["trainer.logger=false", "trainer.enable_progress_bar=false"]
+        + [f"model.init_args.{k}={_value(v)}" for k, v in model.items()]
+        + [f"data.init_args.{k}={_value(v)}" for k, v in data.items()]
+    )
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
+    parser = argparse.ArgumentParser()
+    pretrain_xkd.add_arguments(parser)
+    args = parser.parse_args(
+        ["--runs-dir", str(tmp_path / "runs"), "--max-steps", "2"]
+        + [a for o in tiny_pipeline_overrides(tmp_path) for a in ("--override", o)]
+    )
+    assert pretrain_xkd.run(args) == 0
+    out = tmp_path / "runs" / "pretrain-xkd"
+    results = json.loads((out / "results.json").read_text())
+    for key in ("probe_top1", "probe_top1_random_init", "probe_audio_top1", "probe_audio_top1_random_init"):
+        assert 0.0 <= results[key] <= 1.0
+    assert results["num_classes"] == 2 and results["chance"] == 0.5
+    assert results["steps"] == results["steps_random_init"] == 2
+    assert results["val_clips"] == 4 and results["wall_s"] > 0 and results["fit_cpu_s"] > 0
+    assert Path(results["runs"]["pretrain"]).is_dir()
+    assert set(results["encoders"]) == {"student_video", "student_audio", "teacher_video", "teacher_audio"}
+    for path in results["encoders"].values():
+        state = torch.load(path, weights_only=True)
+        assert isinstance(state, dict) and "pos_embed" in state
+        encoder = load_exported_encoder(path)
+        assert encoder.config.depth == 1
+    assert "random init" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ablation_runs_each_loss_combination(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from xmkd.pipelines import pretrain_xkd_ablation as ablation
+
+    parser = argparse.ArgumentParser()
+    ablation.add_arguments(parser)
+    args = parser.parse_args(
+        ["--runs-dir", str(tmp_path / "runs"), "--max-steps", "1"]
+        + [a for o in tiny_pipeline_overrides(tmp_path) for a in ("--override", o)]
+    )
+    assert ablation.run(args) == 0
+    results = json.loads((tmp_path / "runs" / "xkd-ablation" / "results.json").read_text())
+    assert results["complete"] and [r["name"] for r in results["rows"]] == ["rec", "rec+da", "xkd"]
+    weights = [r["loss_weights"] for r in results["rows"]]
+    assert weights == [w for _, _, w in ablation.ABLATIONS]
+    for row in results["rows"]:
+        config = (Path(row["run_dir"]) / "config.yaml").read_text()
+        assert "loss_weights" in config and row["steps"] == 1
+    table = capsys.readouterr().out
+    assert "(a) reconstruction only" in table and "(c) + cross-modal KD (full XKD)" in table
+
+
+def test_ablation_table_lists_every_row():
+    from xmkd.pipelines.pretrain_xkd_ablation import ablation_table
+
+    row = dict(
+        probe_top1=0.5,
+        probe_audio_top1=0.75,
+        probe_top1_random_init=0.25,
+        probe_audio_top1_random_init=None,
+        steps=10,
+        fit_s=3.0,
+    )
+    table = ablation_table([{**row, "description": "(a) x"}, {**row, "description": "(b) y"}], chance=0.1)
+    lines = table.splitlines()
+    assert "chance 10.0%" in lines[0] and len(lines) == 5
+    assert "50.0%" in lines[3] and "75.0%" in lines[3] and "25.0%" in lines[3] and "n/a" in lines[3]

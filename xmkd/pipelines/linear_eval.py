@@ -1,0 +1,355 @@
+"""``xmkd pipeline linear-eval``: the linear-SVM protocol on every official fold, mean and std.
+
+    xmkd pipeline linear-eval                                   # synthetic set, make pretrain-xkd's encoder
+    xmkd pipeline linear-eval --dataset ucf101 --data UCF-101/ --splits ucfTrainTestlist/ --ckpt enc.pt
+    xmkd pipeline linear-eval --config experiments/eval/svm_vitb_esc50.yaml --data ESC-50/ --ckpt audio.pt
+
+Features are extracted once for the union of the folds' videos (UCF101 / HMDB51 folds re-split the
+same videos; ESC-50 folds partition them), ``--train-clips`` augmented clips per video and the
+multi-view test views, then each fold selects its train / test videos, chooses C by grouped CV on
+its training videos only, fits and scores (see :mod:`xmkd.eval.svm`). Writes
+``<out>/results.json`` with per-fold and mean/std video-level and clip-level top-1 / top-5, the
+encoder, the protocol settings and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from xmkd.errors import ConfigError
+
+DATASETS = ("synthetic", "ucf101", "hmdb51", "esc50")
+FOLDS = {"synthetic": (1, 2, 3), "ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc50": (1, 2, 3, 4, 5)}
+SYNTHETIC_DATA = "data/synth-av-xkd"
+PRETRAIN_DIR = Path("runs/pretrain-xkd/encoders")
+#: The synthetic set of ``make pretrain-xkd`` (experiments/xkd/xkd_tiny_synthetic.yaml).
+SYNTHETIC_OPTIONS = {"classes": 10, "clips_per_class": 24, "duration": 4.0, "size": 64, "fps": 8.0}
+HOP_LENGTH, SAMPLE_RATE = 143, 16000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML of these options (keys with underscores)")
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    parser.add_argument("--data", default=None, help="dataset root (videos; ESC-50: the release folder)")
+    parser.add_argument("--splits", default=None, help="split files folder (UCF101 / HMDB51)")
+    parser.add_argument(
+        "--ckpt", default=None, help="exported encoder .pt (default: make pretrain-xkd's student)"
+    )
+    parser.add_argument("--modality", choices=("video", "audio"), default=None, help="default: the encoder's")
+    parser.add_argument("--folds", type=int, nargs="+", default=None, help="default: all official folds")
+    parser.add_argument("--train-clips", type=int, default=None, help="augmented clips per training video")
+    parser.add_argument("--test-clips", type=int, default=3)
+    parser.add_argument("--test-crops", type=int, default=None, help="1 or 3 (default 3; synthetic 1)")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate clips are sampled at")
+    parser.add_argument("--eval-short-side", type=int, default=None)
+    parser.add_argument("--train-augment", choices=("crop-flip", "none"), default="crop-flip")
+    parser.add_argument("--c-grid", type=float, nargs="+", default=None)
+    parser.add_argument("--cv-folds", type=int, default=3)
+    parser.add_argument("--normalize", choices=("standard", "l2", "none"), default="standard")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--device", default=None, help="default: cuda if available")
+    parser.add_argument("--out", default="runs/linear-eval")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def apply_config(
+    args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None
+) -> argparse.Namespace:
+    """Fill options from ``--config`` where the command line left the default."""
+    if not args.config:
+        return args
+    loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+    for key, value in loaded.items():
+        attr = key.replace("-", "_")
+        if not hasattr(args, attr):
+            raise ConfigError(key, f"unknown option in {args.config}")
+        if parser_defaults is None or getattr(args, attr) == parser_defaults.get(attr):
+            setattr(args, attr, value)
+    return args
+
+
+def default_encoder(modality: str = "video", pretrain_if_missing: bool = True) -> Path:
+    """``runs/pretrain-xkd/encoders/student_<modality>.pt``, running ``make pretrain-xkd``'s job if absent."""
+    path = PRETRAIN_DIR / f"student_{modality}.pt"
+    if not path.is_file() and pretrain_if_missing:
+        print(f"xmkd: {path} not found; running `xmkd pipeline pretrain-xkd` first", flush=True)
+        from xmkd.cli import main
+
+        code = main(["pipeline", "pretrain-xkd"])
+        if code:
+            raise ConfigError("ckpt", f"pretrain-xkd failed (exit {code}); pass an encoder with --ckpt")
+    if not path.is_file():
+        raise ConfigError("ckpt", f"{path} not found; pass an exported encoder with --ckpt")
+    return path
+
+
+def audio_seconds_for(frames: int) -> float:
+    """Seconds of 16 kHz audio giving at least ``frames`` XKD spectrogram frames."""
+    return math.ceil((frames - 1) * HOP_LENGTH / SAMPLE_RATE * 100 + 1) / 100
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def fold_splits(dataset: str, root: str, splits: str | None, folds: list[int]) -> tuple[list[str], dict]:
+    """Class names and, per fold, (train records, test records)."""
+    if dataset == "esc50":
+        from xmkd.data.readers.esc50 import read_esc50
+
+        out = {}
+        for k in folds:
+            ann = read_esc50(root, k)
+            out[k] = (ann.split("train"), ann.split("test"))
+        return ann.class_names, out
+    from xmkd.data.trimmed import read_trimmed_annotations
+
+    out = {}
+    names: list[str] = []
+    for k in folds:
+        names, train, test = read_trimmed_annotations(dataset, root, splits, fold=k)
+        out[k] = (train, test)
+    return names, out
+
+
+_UCF_GROUP_RE = re.compile(r"_g(\d+)_c\d+$")
+
+
+def cv_group_map(dataset: str, data_root: str, records: list) -> dict[int, int]:
+    """Video code -> CV group, so C-selection folds hold out whole groups as the official splits do.
+
+    UCF101: the actor/scene group ``gXX`` of ``v_Class_gXX_cYY``; synthetic: the generator's scene
+    group (``dataset.json``); other datasets: none (each video its own group).
+    """
+    from xmkd.metrics.classification import encode_video_id
+
+    out: dict[int, int] = {}
+    if dataset == "ucf101":
+        for r in records:
+            m = _UCF_GROUP_RE.search(r.video_id)
+            if m:
+                out[encode_video_id(r.video_id)] = int(m.group(1))
+    elif dataset == "synthetic":
+        info = Path(data_root).parent / "dataset.json"
+        if info.is_file():
+            for clip in json.loads(info.read_text()).get("clips", []):
+                video_id = Path(clip["path"]).stem
+                out[encode_video_id(video_id)] = int(clip["group"])
+    return out
+
+
+def union_records(per_fold: dict) -> list:
+    seen: dict[str, Any] = {}
+    for train, test in per_fold.values():
+        for r in [*train, *test]:
+            seen.setdefault(r.video_id, r)
+    return list(seen.values())
+
+
+def build_datasets(
+    args: argparse.Namespace, records: list, encoder_config: Any, modality: str
+) -> tuple[Any, Any, int]:
+    """(augmented training clips, multi-view test views, crops per test clip) over ``records``."""
+    if modality == "audio":
+        from xmkd.data.readers.esc50 import AudioClipDataset
+        from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataset, UniformClipSampler
+
+        seconds = audio_seconds_for(encoder_config.input_size[1])
+        if args.dataset == "esc50":
+            train = AudioClipDataset(records, seconds, args.train_clips, random=True)
+            test = AudioClipDataset(records, seconds, args.test_clips, random=False)
+            return train, test, 1
+        common = dict(
+            num_frames=1, fps=args.fps, audio_seconds=seconds, with_audio=True, missing_audio="silence"
+        )
+        train = TrimmedVideoDataset(records, RandomClipSampler(args.train_clips), **common)
+        test = TrimmedVideoDataset(records, UniformClipSampler(args.test_clips), **common)
+        return train, test, 1
+    from xmkd.data import transforms as T
+    from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataset, UniformClipSampler
+
+    frames, size = encoder_config.input_size[0], encoder_config.input_size[1]
+    if args.train_augment == "crop-flip":
+        # Interpretation: "augmented clips" = random temporal window + random resized crop + flip
+        # (no RandAugment / erasing, which belong to the fine-tuning recipe).
+        augment = T.VideoTrainTransform(size=size, scale=(0.25, 1.0), randaug_num_ops=0, erase_p=0.0)
+    else:
+        augment = T.VideoEvalTransform(size=size, short_side=args.eval_short_side, num_crops=1)
+    common = dict(num_frames=frames, fps=args.fps, with_audio=False)
+    train = TrimmedVideoDataset(records, RandomClipSampler(args.train_clips), augment, **common)
+    crops = args.test_crops
+    eval_t = T.VideoEvalTransform(size=size, short_side=args.eval_short_side, num_crops=crops)
+    test = TrimmedVideoDataset(
+        records, UniformClipSampler(args.test_clips), eval_t, num_crops=crops, **common
+    )
+    return train, test, crops
+
+
+def feature_function(encoder: torch.nn.Module, modality: str) -> Any:
+    """batch -> (B, D) clip features of the frozen encoder (patch mean after the final norm)."""
+    if modality == "video":
+        return lambda batch: encoder.patch_mean(batch["video"])
+    from xmkd.data.audio import LogMelSpectrogram
+
+    frames = encoder.config.input_size[1]
+    mel = LogMelSpectrogram(n_mels=encoder.config.input_size[0])
+
+    def audio_features(batch: dict[str, Any]) -> torch.Tensor:
+        wave = batch["audio"]
+        spec = mel.to(wave.device)(wave.float())[..., :frames]
+        return encoder.patch_mean(spec)
+
+    return audio_features
+
+
+# ---------------------------------------------------------------------------- protocol
+
+
+def summarize(
+    folds: list[dict[str, Any]],
+    keys: tuple[str, ...] = ("video_top1", "clip_top1", "video_top5", "clip_top5"),
+) -> dict:
+    """Mean and (population) std over folds of each metric."""
+    out: dict[str, Any] = {"mean": {}, "std": {}}
+    for k in keys:
+        values = [f[k] for f in folds if f.get(k) is not None]
+        if values:
+            out["mean"][k] = float(np.mean(values))
+            out["std"][k] = float(np.std(values))
+    return out
+
+
+def evaluate_encoder(args: argparse.Namespace, encoder_path: Path) -> dict[str, Any]:
+    """Extract features once, run the SVM protocol on every fold; the results dict."""
+    from xmkd.eval.svm import DEFAULT_C_GRID, extract_features, svm_protocol
+    from xmkd.metrics.classification import encode_video_ids
+    from xmkd.modules.classifier import load_encoder_for_eval
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder = load_encoder_for_eval(encoder_path).to(device).eval()
+    modality = args.modality or encoder.config.modality
+    if modality != encoder.config.modality:
+        raise ConfigError(
+            "modality", f"{encoder_path} is a {encoder.config.modality} encoder, not {modality}"
+        )
+    folds = args.folds or list(FOLDS[args.dataset])
+    names, per_fold = fold_splits(args.dataset, args.data, args.splits, folds)
+    records = union_records(per_fold)
+    train_set, test_set, crops = build_datasets(args, records, encoder.config, modality)
+    feature_fn = feature_function(encoder, modality)
+    t0 = time.perf_counter()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with autocast:
+        train_feats = extract_features(feature_fn, train_set, device, args.batch_size, args.num_workers)
+        t1 = time.perf_counter()
+        test_feats = extract_features(
+            feature_fn, test_set, device, args.batch_size, args.num_workers, num_crops=crops
+        )
+    t2 = time.perf_counter()
+    groups = cv_group_map(args.dataset, args.data, records)
+    if groups:
+        train_feats = train_feats.with_cv_groups(groups)
+    fold_results = []
+    for k in folds:
+        train_records, test_records = per_fold[k]
+        train = train_feats.of_videos(encode_video_ids([r.video_id for r in train_records]).tolist())
+        test = test_feats.of_videos(encode_video_ids([r.video_id for r in test_records]).tolist())
+        result = svm_protocol(
+            train, test, len(names), tuple(args.c_grid or DEFAULT_C_GRID), args.cv_folds, args.normalize,
+            seed=args.seed,
+        )  # fmt: skip
+        fold_results.append({"fold": k, **result.as_dict()})
+        print(
+            f"linear-eval {args.dataset} fold {k}: video top-1 {result.video_top1:.3f}, clip top-1 "
+            f"{result.clip_top1:.3f} (C={result.c:g})",
+            flush=True,
+        )
+    t3 = time.perf_counter()
+    return {
+        "dataset": args.dataset,
+        "encoder": str(encoder_path),
+        "modality": modality,
+        "protocol": {
+            "train_clips_per_video": args.train_clips,
+            "test_clips": args.test_clips,
+            "test_crops": crops,
+            "train_augment": args.train_augment,
+            "c_grid": list(args.c_grid or DEFAULT_C_GRID),
+            "cv_folds": args.cv_folds,
+            "normalize": args.normalize,
+            "c_selection": "grouped CV on the training videos only"
+            + (" (groups: UCF101-style scene groups)" if groups else " (groups: videos)"),
+        },
+        "folds": fold_results,
+        **summarize(fold_results),
+        "timing_s": {
+            "train_features": t1 - t0,
+            "test_features": t2 - t1,
+            "svm": t3 - t2,
+            "train_clips": len(train_feats),
+            "test_views": len(test_feats),
+        },
+        "device": str(device),
+    }
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    synthetic = args.dataset == "synthetic"
+    if args.data is None:
+        if not synthetic:
+            raise ConfigError("data", f"--data is required for {args.dataset}")
+        from xmkd.data.synthetic_av import ensure_synthetic_av
+        from xmkd.data.trimmed import synthetic_layout
+
+        root = ensure_synthetic_av(SYNTHETIC_DATA, **SYNTHETIC_OPTIONS)
+        videos, splits = synthetic_layout(root)
+        args.data, args.splits = str(videos), args.splits or str(splits)
+    elif synthetic and args.splits is None:
+        from xmkd.data.trimmed import synthetic_layout
+
+        videos, splits = synthetic_layout(args.data)
+        args.data, args.splits = str(videos), str(splits)
+    if args.dataset in ("ucf101", "hmdb51") and args.splits is None:
+        raise ConfigError("splits", f"--splits is required for {args.dataset}")
+    if args.train_clips is None:
+        args.train_clips = {"synthetic": 5, "esc50": 100}.get(args.dataset, 25)
+    if args.test_crops is None:
+        args.test_crops = 1 if synthetic or args.dataset == "esc50" else 3
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    from xmkd.runs import write_json
+
+    defaults = vars(_defaults())
+    args = resolve_defaults(apply_config(args, defaults))
+    modality = args.modality or ("audio" if args.dataset == "esc50" else "video")
+    encoder_path = Path(args.ckpt) if args.ckpt else default_encoder(modality)
+    start = time.perf_counter()
+    results = evaluate_encoder(args, encoder_path)
+    results["wall_s"] = time.perf_counter() - start
+    out = Path(args.out)
+    write_json(out / "results.json", results)
+    mean, std = results["mean"], results["std"]
+    print(
+        f"linear-eval {args.dataset}: video top-1 {mean['video_top1']:.3f} ± {std['video_top1']:.3f}, clip top-1 "
+        f"{mean['clip_top1']:.3f} ± {std['clip_top1']:.3f} over folds {[f['fold'] for f in results['folds']]} "
+        f"-> {out / 'results.json'}"
+    )
+    return 0
+
+
+def _defaults() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([])
