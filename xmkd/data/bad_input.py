@@ -93,7 +93,7 @@ class BadInputReport(pl.Callback):
         self._check(stage, final=False)
 
     def _check(self, stage: str, final: bool) -> None:
-        bad = len(self.logs.get(stage, ()))
+        bad = self._bad_files(stage)
         seen = bad + self.good.get(stage, 0)
         if bad == 0 or (not final and seen < self.min_items):
             return
@@ -105,13 +105,19 @@ class BadInputReport(pl.Callback):
                 f"{self.max_fraction:.1%}); check the dataset root and decoders.\n{summary}"
             )
 
+    def _bad_files(self, stage: str) -> int:
+        """Distinct bad files: under ``skip`` a run of k consecutive bad files is walked past by k
+        items, so the raw failure list holds the same file up to k times."""
+        failure_log = self.logs.get(stage)
+        return len(failure_log.unique()) if failure_log is not None else 0
+
     def _reset(self, stage: str) -> None:
         self.logs.pop(stage, None)
         self.good.pop(stage, None)
 
     def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         failure_log = self.logs.get(stage, FailureLog())
-        count = len(failure_log)
+        count = self._bad_files(stage)
         self.totals[stage] = self.totals.get(stage, 0) + count
         if stage in self.logs:
             self._check(stage, final=True)

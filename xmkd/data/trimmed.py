@@ -532,6 +532,11 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             if self.dataset == "synthetic":
                 videos, default_splits = synthetic_layout(self.root)
                 root, splits = str(videos), splits or str(default_splits)
+            elif not os.path.isdir(root):  # else every video would be reported missing, one by one
+                raise ConfigError(
+                    "root",
+                    f"dataset root {root} is not an existing folder (expected the {self.dataset} videos)",
+                )
             names, train, test = read_trimmed_annotations(
                 self.dataset,
                 root,

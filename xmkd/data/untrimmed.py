@@ -503,6 +503,11 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        if not self.feature_root.is_dir():
+            raise ConfigError(
+                "feature_root",
+                f"{self.feature_root} is not an existing folder (expected <feature_root>/<modality>/)",
+            )
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._dataset(self.hparams.train_subset, train=True)
         if self.eval_set is None:

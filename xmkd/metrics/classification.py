@@ -98,16 +98,21 @@ class VideoLevelAccuracy(Metric):
         self.clip_indices.append(clips)
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.scores:
+        # len(), not truthiness: after a DDP sync torchmetrics has already concatenated each list
+        # state into one tensor, whose truth value is ambiguous.
+        if len(self.scores) == 0:
             raise ValueError(f"{type(self).__name__}: no clips were added with update()")
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         codes, clips = dim_zero_cat(self.video_codes), dim_zero_cat(self.clip_indices)
         known = clips >= 0
         if bool(known.any()):  # drop repeated (video, clip) pairs, keeping the first
-            pairs = torch.stack([codes, torch.where(known, clips, -torch.arange(1, clips.numel() + 1))], 1)
+            order = torch.arange(clips.numel(), device=clips.device)
+            pairs = torch.stack([codes, torch.where(known, clips, -(order + 1))], 1)
             _, inverse = torch.unique(pairs, dim=0, return_inverse=True)
-            first = torch.full((int(inverse.max()) + 1,), clips.numel(), dtype=torch.int64)
-            first.scatter_reduce_(0, inverse, torch.arange(clips.numel()), reduce="amin")
+            first = torch.full(
+                (int(inverse.max()) + 1,), clips.numel(), dtype=torch.int64, device=clips.device
+            )
+            first.scatter_reduce_(0, inverse, order, reduce="amin")
             keep = torch.sort(first).values
             scores, labels, codes = scores[keep], labels[keep], codes[keep]
         video, inverse = torch.unique(codes, return_inverse=True)

@@ -188,7 +188,8 @@ class PerFrameMAP(Metric):
         return self.last_result
 
     def compute(self) -> Tensor:
-        preds = dim_zero_cat(self.preds) if self.preds else None
+        # len(), not truthiness: after a DDP sync each list state is already one concatenated tensor
+        preds = dim_zero_cat(self.preds) if len(self.preds) else None
         if preds is None or preds.numel() == 0:
             raise ValueError(f"{type(self).__name__}: no frames were added with update()")
         self.last_result = per_frame_map(preds, dim_zero_cat(self.targets), class_chunk=self.class_chunk)
@@ -307,7 +308,7 @@ class CharadesLocalizationMAP(Metric):
         return self.last_result
 
     def compute(self) -> Tensor:
-        if not self.preds:
+        if len(self.preds) == 0:  # a list, or one tensor after a DDP sync
             raise ValueError(f"{type(self).__name__}: no videos were added with update()")
         self.last_result = per_frame_map(dim_zero_cat(self.preds), dim_zero_cat(self.targets))
         return torch.tensor(self.last_result.map, dtype=torch.float64)
