@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
+from xmkd.models import temporal
 from xmkd.models.temporal import (
     DilatedAttention,
     TemporalDetectionHead,
+    _dropout_threshold,
     dilated_attention,
     dilated_attention_reference,
     masked_bce,
+    residual_dropout,
 )
 
 
@@ -49,16 +53,148 @@ def test_dal_matches_loop(d: int) -> None:
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize(("t", "d"), [(6, 1), (6, 2), (4, 8)])
-def test_dal_custom_backward(t: int, d: int) -> None:
+@pytest.fixture
+def single_thread():
+    """Tiny problems run single-threaded: on a shared 2-core machine, every op split over two threads
+    waits for a descheduled worker (the old and the new head alike take 10x longer)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run with 1 and 2 intra-op threads (the DAL spreads its windows over that many Python threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+# window budgets (elements of (B, T, C)): whole batch, two videos per window, time windows of 1 and
+# 2 steps (halos cross windows, dk/dv accumulate across them), the default
+WINDOWS = [10**9, 2 * 6 * 3, 3, 6, temporal.CPU_WINDOW_ELEMENTS]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("t", "d", "relu"), [(6, 1, False), (6, 2, True), (4, 8, False), (7, 3, True)])
+def test_dal_custom_backward(
+    t: int, d: int, relu: bool, window: int, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(temporal, "CPU_WINDOW_ELEMENTS", window)
     torch.manual_seed(1)
-    qkv = torch.randn(2, t, 9, dtype=torch.float64, requires_grad=True)
+    qkv = torch.randn(3, t, 9, dtype=torch.float64, requires_grad=True)
     rel = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, r: dilated_attention(a, r, d), (qkv, rel))
-    g = torch.randn(2, t, 3, dtype=torch.float64)
-    ours = torch.autograd.grad((dilated_attention(qkv, rel, d) * g).sum(), (qkv, rel))
-    ref = torch.autograd.grad((dilated_attention_reference(qkv, rel, d) * g).sum(), (qkv, rel))
-    for a, b in zip(ours, ref):
+
+    def oracle(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        out = dilated_attention_reference(a, r, d)
+        return out.relu() if relu else out
+
+    ours = dilated_attention(qkv, rel, d, relu=relu)
+    torch.testing.assert_close(ours, oracle(qkv, rel))
+    f = partial(dilated_attention, dilation=d, relu=relu)
+    assert torch.autograd.gradcheck(f, (qkv, rel), fast_mode=True)
+    g = torch.randn(3, t, 3, dtype=torch.float64)
+    grads = torch.autograd.grad((ours * g).sum(), (qkv, rel))
+    expected = torch.autograd.grad((oracle(qkv, rel) * g).sum(), (qkv, rel))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_dal_float32_large_logits_match_reference() -> None:
+    """exp is computed as exp2 with log2(e) folded into q: float32 stays within rounding of the oracle,
+    also where the logits are large enough that the softmax saturates."""
+    torch.manual_seed(2)
+    qkv = (torch.randn(4, 40, 3 * 64) * torch.tensor([8.0, 1.0, 1.0]).repeat_interleave(64)).requires_grad_()
+    rel = torch.randn(3, 64, requires_grad=True)
+    g = torch.randn(4, 40, 64)
+    ours = dilated_attention(qkv, rel, 4, relu=True)
+    oracle = dilated_attention_reference(qkv, rel, 4).relu()
+    torch.testing.assert_close(ours, oracle, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((ours * g).sum(), (qkv, rel))
+    expected = torch.autograd.grad((oracle * g).sum(), (qkv, rel))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_threshold() -> None:
+    threshold, scale = _dropout_threshold(0.5)
+    assert (threshold, scale) == (0, 2.0)  # int16 draws < 0: keep probability exactly 1/2
+    threshold, scale = _dropout_threshold(0.1)
+    keep = (threshold + 2**15) / 2**16
+    assert abs(keep - 0.9) <= 2**-17 and scale == pytest.approx(1 / keep, rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_residual_dropout_values_rate_and_gradient(p: float, threads: int) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 50, 64), torch.randn(4, 50, 64)
+    valid = torch.ones(4, 50, 1)
+    valid[1, 30:] = 0
+    torch.manual_seed(1)
+    out = residual_dropout(x, y, valid, p, training=True)
+    _, scale = _dropout_threshold(p)
+    kept = torch.isclose(out, (x + scale * y) * valid, rtol=1e-6, atol=1e-6)
+    dropped = torch.isclose(out, x * valid, rtol=1e-6, atol=1e-6)
+    assert bool((kept | dropped).all())
+    on = valid.expand_as(x).bool()
+    n = on.sum().item()
+    rate = (kept & ~dropped)[on].double().mean().item()
+    assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
+    assert out[1, 30:].abs().max() == 0
+    # same seed, same mask; the backward uses the forward's draw
+    torch.manual_seed(1)
+    torch.testing.assert_close(residual_dropout(x, y, valid, p, training=True), out)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    g = torch.randn_like(x)
+    torch.manual_seed(1)
+    dx, dy = torch.autograd.grad((residual_dropout(xg, yg, valid, p, True) * g).sum(), (xg, yg))
+    torch.testing.assert_close(dx, g * valid)
+    torch.testing.assert_close(dy, g * valid * torch.where(kept & ~dropped, scale, 0.0))
+    # eval mode and p = 0 are the plain residual
+    torch.testing.assert_close(residual_dropout(x, y, valid, p, training=False), (x + y) * valid)
+
+
+def test_residual_dropout_gradcheck() -> None:
+    x = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    valid = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2], dtype=torch.float64).unsqueeze(-1)
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(3)  # the same draw at every call
+        return residual_dropout(a, b, valid, 0.5, training=True)
+
+    assert torch.autograd.gradcheck(f, (x, y))
+
+
+def pdan_head_oracle(head: TemporalDetectionHead, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """PDAN stage by plain autograd ops (the released code's structure): 1x1 in, blocks
+    ``(h + proj(relu(DAL(h)))) * valid`` with the oracle DAL, 1x1 out; eval mode (no dropout)."""
+    (stage,) = head.stages
+    h = stage.inp(x) * valid
+    for block in stage.blocks:
+        att = dilated_attention_reference(
+            block.attention.qkv(h), block.attention.rel, block.attention.dilation
+        )
+        h = (h + block.proj(att.relu())) * valid
+    return stage.out(h) * valid
+
+
+def test_pdan_head_matches_plain_autograd_oracle() -> None:
+    torch.manual_seed(0)
+    head = TemporalDetectionHead("pdan", in_dim=6, num_classes=5, channels=8, num_blocks=4).double().eval()
+    x = torch.randn(3, 20, 6, dtype=torch.float64)
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, 12:] = False
+    labels = (torch.rand(3, 20, 5) < 0.3).double()
+    logits, _ = head(x, mask)
+    expected = pdan_head_oracle(head, x, mask.unsqueeze(-1).double())
+    torch.testing.assert_close(logits, expected)
+    params = list(head.parameters())
+    grads = torch.autograd.grad(masked_bce(logits, labels, mask), params)
+    oracle_grads = torch.autograd.grad(masked_bce(expected, labels, mask), params)
+    for a, b in zip(grads, oracle_grads):
         torch.testing.assert_close(a, b)
 
 
@@ -107,7 +243,7 @@ def test_masked_bce_matches_loop() -> None:
     assert masked_bce(logits2, labels, mask).item() == pytest.approx(total / n, rel=1e-6)
 
 
-def test_pdan_learns_a_tiny_problem() -> None:
+def test_pdan_learns_a_tiny_problem(single_thread: None) -> None:
     torch.manual_seed(0)
     head = TemporalDetectionHead("pdan", in_dim=4, num_classes=2, channels=16, num_blocks=2, dropout=0.0)
     x = torch.randn(4, 12, 4)

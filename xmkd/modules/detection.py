@@ -273,7 +273,7 @@ class DetectionModule(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="max", factor=h.lr_factor, patience=h.lr_patience
         )
