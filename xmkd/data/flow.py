@@ -41,7 +41,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -53,6 +53,7 @@ import torch
 
 from xmkd.data.video_io import probe, select_frames
 from xmkd.errors import ConfigError, Failure, FeatureError, MediaError
+from xmkd.parallel import process_pool
 
 FlowMethod = Literal["dis", "farneback"]
 DEFAULT_BOUND = 20.0
@@ -420,7 +421,7 @@ def compute_flow_folder(
                 record(*_flow_job(job))
                 bar.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 pending: set[Future] = {pool.submit(_flow_job, j) for j in jobs}
                 try:
                     while pending:

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +38,7 @@ import av
 import numpy as np
 
 from xmkd.errors import ConfigError
+from xmkd.parallel import process_pool
 
 FAMILIES = ("HorizontalBounce", "VerticalBounce", "Circle", "FigureEight", "DiagonalBounce")
 TEMPOS = ("Slow", "Fast", "Faster", "Fastest")
@@ -345,7 +345,7 @@ def make_synthetic_av(out: str | os.PathLike, workers: int | None = None, **para
     ]
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             all_events = list(pool.map(_make_clip, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
     else:
         all_events = [_make_clip(j) for j in jobs]

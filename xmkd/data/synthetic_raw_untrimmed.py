@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 
 from xmkd.data.readers.untrimmed import CHARADES_CSV_COLUMNS, Segment
 from xmkd.errors import ConfigError
+from xmkd.parallel import process_pool
 
 FORMAT = "xmkd-synthetic-raw-untrimmed"
 VERSION = 1
@@ -248,7 +248,7 @@ def make_synthetic_raw_untrimmed(
     jobs = [(asdict(p), plan, str(root / "videos" / f"{vid}.mp4")) for plan, vid in zip(plans, ids)]
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             list(pool.map(_make_video, jobs))
     else:
         for job in jobs:
