@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 DATA ?=
 SPLITS ?=
 CKPT ?=
+# Extra pipeline options, e.g. `make distill-detection ARGS="--seeds 1 --epochs 5"`.
+ARGS ?=
 XMKD := $(BIN)/xmkd
 
 .PHONY: install test test-fast lint format clean synth-av synth-untrimmed \
@@ -47,16 +49,16 @@ synth-untrimmed: install
 
 # --- the two methods ------------------------------------------------------------------------------
 pretrain-xkd: install
-	$(XMKD) pipeline pretrain-xkd
+	$(XMKD) pipeline pretrain-xkd $(ARGS)
 
 xkd-ablation: install
-	$(XMKD) pipeline xkd-ablation
+	$(XMKD) pipeline xkd-ablation $(ARGS)
 
 distill-detection: install
-	$(XMKD) pipeline distill-detection
+	$(XMKD) pipeline distill-detection $(ARGS)
 
 distill-detection-raw: install
-	$(XMKD) pipeline distill-detection-raw
+	$(XMKD) pipeline distill-detection-raw $(ARGS)
 
 # --- downstream evaluation (DATA=, SPLITS=, CKPT=, DATASET= for real data; synthetic by default) ---
 EVAL_ARGS = $(if $(DATA),--dataset $(or $(DATASET),$(1)) --data $(DATA)) $(if $(SPLITS),--splits $(SPLITS)) $(if $(CKPT),--ckpt $(CKPT))
@@ -71,7 +73,7 @@ finetune-hmdb51: install
 	$(XMKD) pipeline finetune --recipe hmdb51 $(call EVAL_ARGS,hmdb51) --out runs/finetune-hmdb51
 
 eval-ablation: install
-	$(XMKD) pipeline eval-ablation
+	$(XMKD) pipeline eval-ablation $(ARGS)
 
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
 bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract

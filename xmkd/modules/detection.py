@@ -14,6 +14,7 @@ Batches (``xmkd.data.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`
 
 from __future__ import annotations
 
+import contextvars
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -435,7 +436,10 @@ class AugmentedRGBStudent(DetectionModule):
     def _load_frozen(cls: type[L.LightningModule], path: str, key: str) -> L.LightningModule:
         if not Path(path).is_file():
             raise ConfigError(key, f"checkpoint not found: {path}")
-        return cls.load_from_checkpoint(path, map_location="cpu")
+        # LightningCLI builds the student inside its "given hyperparameters" context; loading the
+        # teacher in that context would hand it the student's hyperparameters. A fresh context
+        # loads the teacher with its own.
+        return contextvars.Context().run(cls.load_from_checkpoint, path, map_location="cpu")
 
     def set_teacher(self, teacher: TwoStreamTeacher) -> None:
         """Attach a frozen teacher without registering it as a submodule (not in parameters(),

@@ -1,0 +1,114 @@
+"""``xmkd pipeline distill-detection``: the pure helpers against hand-worked values, and a tiny end-to-end
+run (2 rows + the teacher a student needs, 1 seed, 1 epoch, a 16-video world) checking the files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmkd.errors import ConfigError
+from xmkd.pipelines import distill_detection as dd
+
+
+def test_rows_keep_table_order_and_students_pull_in_the_teacher():
+    assert dd.parse_rows("gcr,rgb") == ["rgb", "teacher", "gcr"]
+    assert dd.parse_rows("aux") == ["aux"]
+    assert dd.parse_rows("all") == list(dd.ROWS)
+    assert len(dd.ROWS) == 14  # rgb, aux, teacher, full student, 3 single terms, 7 baselines
+    with pytest.raises(ConfigError, match="unknown row"):
+        dd.parse_rows("rgb,fitnet")
+
+
+def test_seeds_count_or_list():
+    assert dd.parse_seeds("3") == [0, 1, 2]
+    assert dd.parse_seeds("4,7") == [4, 7]
+    for bad in ("x", "1,1", "0"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            dd.parse_seeds(bad)
+
+
+def test_carve_validation_moves_only_training_videos():
+    entries = {f"v{i}": {"subset": "training", "duration": 1.0, "actions": []} for i in range(10)}
+    entries |= {f"t{i}": {"subset": "testing", "duration": 1.0, "actions": []} for i in range(3)}
+    carved = dd.carve_validation(entries, 0.2, seed=0)
+    subsets = [e["subset"] for e in carved.values()]
+    assert subsets.count("validation") == 2 and subsets.count("training") == 8
+    assert all(carved[f"t{i}"]["subset"] == "testing" for i in range(3))
+    assert carved == dd.carve_validation(entries, 0.2, seed=0)  # deterministic
+    assert entries["v0"]["subset"] == "training"  # input untouched
+    with pytest.raises(ConfigError, match="val-fraction"):
+        dd.carve_validation(entries, 1.0)
+
+
+def test_summary_mean_and_sample_std():
+    row = dd.ROWS["student"]
+    per_seed = {
+        0: {"map": 0.2, "map_25": 0.1},
+        1: {"map": 0.4, "map_25": 0.3},
+        2: {"map": 0.3, "map_25": 0.2},
+    }
+    e = dd.summarize_row(row, per_seed)
+    assert e["name"] == "student" and e["seeds"] == [0.2, 0.4, 0.3]
+    assert e["map_mean"] == pytest.approx(0.3) and e["map_std"] == pytest.approx(0.1)  # sqrt(0.02 / 2)
+    assert e["map_25_mean"] == pytest.approx(0.2) and e["map_25_std"] == pytest.approx(0.1)
+    assert dd.summarize_row(row, {0: {"map": 0.5, "map_25": 0.5}})["map_std"] is None
+    table = dd.markdown_table([dd.summarize_row(dd.ROWS["rgb"], {0: {"map": 0.25, "map_25": 0.2}}), e])
+    assert "| 30.0 ± 10.0 |" in table and "+5.0" in table
+
+
+def test_inference_parameters_leave_out_training_only_parts():
+    class Student(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(3, 2)  # 8
+            self.distill_losses = torch.nn.ModuleDict({"fitnets": torch.nn.Linear(2, 5)})  # 15
+
+    assert dd.inference_parameters(Student()) == 8
+    assert dd.inference_parameters(torch.nn.Linear(4, 4)) == 20
+
+
+@pytest.mark.slow
+def test_pipeline_tiny_run_writes_results_and_table(tmp_path: Path):
+    parser = argparse.ArgumentParser()
+    dd.add_arguments(parser)
+    args = parser.parse_args(
+        ["--rows", "rgb,gcr", "--seeds", "1", "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+         "--feature-root", str(tmp_path / "world"), "--synthetic-videos", "16"]
+    )  # fmt: skip
+    assert dd.run(args) == 0
+    out = tmp_path / "runs" / "distill-detection"
+    results = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names == ["rgb", "teacher", "gcr"]
+    for r in results["rows"]:
+        assert len(r["seeds"]) == 1 and r["map_std"] is None
+        assert math.isclose(r["map_mean"], r["seeds"][0]) and 0.0 <= r["map_mean"] <= 1.0
+        assert 0.0 <= r["map_25_mean"] <= 1.0
+        run_dir = Path(r["runs"][0])
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
+        assert json.loads((run_dir / "results.json").read_text())["test"]["map"] == pytest.approx(
+            r["map_mean"]
+        )
+    cost = results["inference_cost"]
+    assert cost["student_row"] == "gcr" and cost["videos"] == results["data"]["test_videos"]
+    assert 0 < cost["student_params"] < cost["teacher_params"] and cost["student_ms"] > 0
+    table = (out / "table.md").read_text()
+    assert "| RGB only |" in table and "parameters" in table
+    # the student distilled from this seed's teacher
+    student_cfg = (Path(results["rows"][2]["runs"][0]) / "config.yaml").read_text()
+    assert "teacher-seed0" in student_cfg
+    assert results["complete"] is True
+    # --resume reuses every finished run: no new run folder, the same scores, the cost re-measured
+    args.resume = True
+    assert dd.run(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["seeds"] for r in again["rows"]] == [r["seeds"] for r in results["rows"]]
+    assert (
+        not list(out.glob("*/version_1"))
+        and again["inference_cost"]["student_params"] == cost["student_params"]
+    )

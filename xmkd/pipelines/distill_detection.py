@@ -1,0 +1,584 @@
+"""``xmkd pipeline distill-detection`` (``make distill-detection``): the Augmented-RGB comparison table.
+
+On the synthetic untrimmed world (generated when missing) it trains, for each seed, the RGB-only and
+auxiliary(flow)-only detectors, the two-stream teacher, the Augmented-RGB student with the paper's
+three terms, the student with each term alone, and the student with each baseline distillation of
+the paper's table; students of seed s distil from the teacher of seed s. Every training is a
+regular run of the synthetic YAMLs in ``experiments/detection/`` through ``run_lightning_cli`` (in
+this process), so each keeps its run folder (resolved config, checkpoints, metrics.csv,
+results.json) under ``runs/distill-detection/<row>-seed<s>/version_N``.
+
+No choice looks at the test split: a validation split is carved from the training videos
+(``--val-fraction``); it drives ReduceLROnPlateau and picks the best checkpoint, which is then
+scored once on the test split (per-frame mAP and the Charades 25-point mAP). The table (mean and
+sample std over seeds) goes to stdout, ``runs/distill-detection/results.json`` and ``table.md``,
+with the student's per-video inference time and parameter count against the teacher's, measured
+in the same run (median over the test videos, batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from xmkd.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "detection"
+PIPELINE_DIR = "distill-detection"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: which config trains it and with which overrides."""
+
+    name: str
+    label: str
+    config: str
+    distill: Mapping[str, float] | None = None  # students only: the terms and weights
+    options: Mapping[str, Any] = field(default_factory=dict)  # students only: distill_options
+
+    @property
+    def is_student(self) -> bool:
+        return self.distill is not None
+
+
+_TEACHER_CFG = "teacher-rgbflow_pdan_synthetic.yaml"
+_STUDENT_CFG = "augrgb-flow_pdan_synthetic.yaml"
+_BASELINES = ("logit_kd", "fitnets", "mars", "at", "sp", "crd", "rkd")
+
+ROWS: dict[str, Row] = {
+    r.name: r
+    for r in [
+        Row("rgb", "RGB only", "rgb_pdan_synthetic.yaml"),
+        Row("aux", "flow only (auxiliary)", "flow_pdan_synthetic.yaml"),
+        Row("teacher", "two-stream teacher (RGB + flow)", _TEACHER_CFG),
+        Row(
+            "student",
+            "Augmented-RGB student (atomic + gcr + abs)",
+            _STUDENT_CFG,
+            {"atomic": 1, "gcr": 1, "abs": 1},
+        ),
+        *[Row(t, f"student, {t} only", _STUDENT_CFG, {t: 1.0}) for t in ("atomic", "gcr", "abs")],
+        *[Row(t, f"student, baseline {t}", _STUDENT_CFG, {t: 1.0}) for t in _BASELINES],
+    ]
+}
+
+
+# ------------------------------------------------------------------------------------ pure helpers
+def parse_rows(text: str | None) -> list[str]:
+    """Row names in table order; ``None``/``all`` = every row. A student row pulls in ``teacher``."""
+    if text is None or text.strip() in ("", "all"):
+        return list(ROWS)
+    asked = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in asked if t not in ROWS]
+    if unknown:
+        raise ConfigError("--rows", f"unknown row(s) {unknown}; known: {', '.join(ROWS)}")
+    if any(ROWS[t].is_student for t in asked):
+        asked.append("teacher")
+    return [name for name in ROWS if name in asked]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` -> [0, 1, 2]; ``0,5,7`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = [int(t) for t in text.split(",") if t.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ConfigError("--seeds", f"expected a count (3) or a list (0,1,2), got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("--seeds", f"need at least one seed and no repeats, got {text!r}")
+    return seeds
+
+
+def carve_validation(
+    entries: Mapping[str, Mapping[str, Any]], fraction: float, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """PDAN-style annotations with a ``fraction`` of the ``training`` videos moved to ``validation``.
+
+    Deterministic given ``seed``; test videos are never touched, so nothing tuned on the
+    validation split has seen the test split. At least one video stays on each side.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError("--val-fraction", f"must be in (0, 1), got {fraction}")
+    train_ids = sorted(v for v, e in entries.items() if e.get("subset") == "training")
+    if len(train_ids) < 2:
+        raise ConfigError(
+            "--val-fraction", f"need >= 2 training videos to carve a validation split, got {len(train_ids)}"
+        )
+    n_val = min(len(train_ids) - 1, max(1, round(fraction * len(train_ids))))
+    rng = np.random.default_rng(seed)
+    val_ids = {train_ids[i] for i in rng.choice(len(train_ids), size=n_val, replace=False)}
+    return {
+        vid: {**entry, "subset": "validation"} if vid in val_ids else dict(entry)
+        for vid, entry in entries.items()
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof 1; None for a single seed, where it is undefined)."""
+    mean = float(statistics.fmean(values))
+    return mean, (float(statistics.stdev(values)) if len(values) > 1 else None)
+
+
+def summarize_row(row: Row, per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
+    """One ``results.json`` entry from the per-seed test metrics of a row."""
+    seeds = sorted(per_seed)
+    maps = [per_seed[s]["map"] for s in seeds]
+    maps25 = [per_seed[s]["map_25"] for s in seeds]
+    map_mean, map_std = mean_std(maps)
+    m25_mean, m25_std = mean_std(maps25)
+    return {
+        "name": row.name,
+        "label": row.label,
+        "map_mean": map_mean,
+        "map_std": map_std,
+        "seeds": maps,
+        "map_25_mean": m25_mean,
+        "map_25_std": m25_std,
+        "map_25_seeds": maps25,
+        "seed_ids": seeds,
+        "distill": dict(row.distill) if row.distill is not None else None,
+    }
+
+
+def _pm(mean: float, std: float | None, scale: float = 100.0) -> str:
+    return f"{mean * scale:.1f}" + (f" ± {std * scale:.1f}" if std is not None else "")
+
+
+def markdown_table(entries: Sequence[Mapping[str, Any]], cost: Mapping[str, Any] | None = None) -> str:
+    """The results as a markdown table (mAP in %), gains against the RGB-only row where present,
+    then the inference-cost table."""
+    rgb = next((e for e in entries if e["name"] == "rgb"), None)
+    lines = [
+        "| row | per-frame mAP (%) | Charades 25-pt mAP (%) | vs RGB only | seeds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for e in entries:
+        gain = f"{(e['map_mean'] - rgb['map_mean']) * 100:+.1f}" if rgb is not None and e is not rgb else ""
+        seeds = ", ".join(f"{v * 100:.1f}" for v in e["seeds"])
+        lines.append(
+            f"| {e['label']} | {_pm(e['map_mean'], e['map_std'])} | "
+            f"{_pm(e['map_25_mean'], e['map_25_std'])} | {gain} | {seeds} |"
+        )
+    if cost:
+        lines += [
+            "",
+            "| inference (RGB student vs two-stream teacher) | student | teacher | ratio |",
+            "| --- | --- | --- | --- |",
+            f"| parameters | {cost['student_params']:,} | {cost['teacher_params']:,} | "
+            f"{cost['student_params'] / cost['teacher_params']:.2f} |",
+            f"| median time per video (ms, batch 1, {cost['videos']} videos) | "
+            f"{cost['student_ms']:.2f} | {cost['teacher_ms']:.2f} | {cost['student_ms'] / cost['teacher_ms']:.2f} |",
+            "",
+            "Head time only: the teacher also needs optical flow at test time, which the student does not.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- model evaluation
+def collect_batches(datamodule: Any) -> list[dict[str, Any]]:
+    """The test split's batches, read once and reused for every model."""
+    datamodule.setup("test")
+    return list(datamodule.test_dataloader())
+
+
+def evaluate(model: Any, batches: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-frame mAP and Charades 25-point mAP of ``model`` over ``batches`` (the metrics the
+    validation loop logs, computed here directly so the test split never enters a Trainer)."""
+    import torch
+
+    from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
+
+    frame, loc = PerFrameMAP(), CharadesLocalizationMAP()
+    model.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            probs = model(batch)["logits"].sigmoid()
+            frame.update(probs, batch["labels"], batch["mask"])
+            loc.update(probs, batch["labels"], batch["mask"])
+    return {"map": float(frame.compute()), "map_25": float(loc.compute())}
+
+
+def inference_parameters(model: Any) -> int:
+    """Parameters used at inference: the detection head(s); training-only parts (distillation
+    projectors and regressors) are left out."""
+    skip = (
+        {id(p) for p in getattr(model, "distill_losses", {}).parameters()}
+        if hasattr(model, "distill_losses")
+        else set()
+    )
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def single_video_batches(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each video of ``batches`` as a batch of one, cut to its valid length (no padding)."""
+    out = []
+    for batch in batches:
+        for i in range(len(batch["mask"])):
+            n = int(batch["mask"][i].sum())
+            out.append(
+                {
+                    "features": {m: f[i : i + 1, :n] for m, f in batch["features"].items()},
+                    "labels": batch["labels"][i : i + 1, :n],
+                    "mask": batch["mask"][i : i + 1, :n],
+                    "video_id": [batch["video_id"][i]],
+                }
+            )
+    return out
+
+
+def inference_cost(
+    student: Any, teacher: Any, batches: Sequence[Mapping[str, Any]], repeats: int = 3
+) -> dict[str, Any]:
+    """Median per-video forward time (ms, batch 1; best of ``repeats`` per video, student and
+    teacher interleaved so machine noise hits both alike) and inference parameter counts."""
+    import torch
+
+    videos = single_video_batches(batches)
+    times: dict[str, list[float]] = {"student": [], "teacher": []}
+    models = {"student": student.eval(), "teacher": teacher.eval()}
+    with torch.inference_mode():
+        for m in models.values():  # warm-up (allocator, lazy init)
+            m(videos[0])
+        for video in videos:
+            for name, m in models.items():
+                best = math.inf
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    m(video)
+                    best = min(best, time.perf_counter() - t0)
+                times[name].append(best * 1000)
+    return {
+        "student_ms": float(np.median(times["student"])),
+        "teacher_ms": float(np.median(times["teacher"])),
+        "student_params": inference_parameters(student),
+        "teacher_params": inference_parameters(teacher),
+        "videos": len(videos),
+        "mean_steps": float(np.mean([int(v["mask"].sum()) for v in videos])),
+    }
+
+
+# ---------------------------------------------------------------------------------------- training
+class AttachFrozenTeacher(L.Callback):
+    """Loads a ``TwoStreamTeacher`` checkpoint at setup and attaches it, frozen, to the student.
+
+    Why not the student's own ``teacher_checkpoint``: that loads the teacher inside the student's
+    ``__init__``, which LightningCLI runs within its given-hyperparameters context, so the teacher's
+    ``save_hyperparameters`` picks up the STUDENT's config (no ``aux_modality``; heads built with
+    the student's sizes). Callbacks set up before the module, so the student's fit-time check
+    that a teacher is loaded still holds. Drop this once the module loads the teacher in a fresh
+    ``contextvars.Context()``.
+    """
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from xmkd.modules.detection import TwoStreamTeacher
+
+        if getattr(pl_module, "teacher", None) is None:
+            if not Path(self.checkpoint).is_file():
+                raise ConfigError("checkpoint", f"teacher checkpoint not found: {self.checkpoint}")
+            pl_module.set_teacher(TwoStreamTeacher.load_from_checkpoint(self.checkpoint, map_location="cpu"))
+
+
+def teacher_dims(checkpoint: Path) -> tuple[int, int]:
+    """(embedding, aux embedding) widths of a teacher checkpoint, read from its hyperparameters."""
+    import torch
+
+    hp = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    return int(hp["channels"]), int(hp["channels"])
+
+
+def _best_checkpoint(run_dir: Path) -> Path:
+    results = json.loads((run_dir / "results.json").read_text())
+    best = results.get("best_checkpoint") or results.get("last_checkpoint")
+    if not best or not Path(best).is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint written (results.json: {results})")
+    return Path(best)
+
+
+def train_run(
+    row: Row,
+    seed: int,
+    args: argparse.Namespace,
+    annotations: Path,
+    teacher_ckpt: Path | None,
+) -> tuple[Any, Path, Path]:
+    """Fit one row for one seed in this process; returns (model with the best weights, run folder,
+    best checkpoint)."""
+    import torch
+
+    from xmkd.cli import run_lightning_cli
+
+    argv = [
+        "fit",
+        "--config", str(EXPERIMENTS / row.config),
+        "--seed_everything", str(seed),
+        "--experiment", f"{row.name}-seed{seed}",
+        "--runs_dir", str(Path(args.runs_dir) / PIPELINE_DIR),
+        "--trainer.max_epochs", str(args.epochs),
+        "--trainer.enable_progress_bar", "false",
+        "--model.init_args.plot_videos", str(args.plot_videos),
+        "--data.init_args.feature_root", str(args.feature_root),
+        "--data.init_args.synthetic_videos", str(args.synthetic_videos),
+        "--data.init_args.annotations", json.dumps([str(annotations)]),
+        "--data.init_args.train_subset", "training",
+        "--data.init_args.eval_subset", "validation",
+    ]  # fmt: skip
+    if row.is_student:
+        callback = {
+            "class_path": f"{__name__}.AttachFrozenTeacher",
+            "init_args": {"checkpoint": str(teacher_ckpt)},
+        }
+        argv += [
+            "--model.init_args.teacher_checkpoint", "null",
+            "--model.init_args.teacher_dims", json.dumps(list(teacher_dims(teacher_ckpt))),
+            "--trainer.callbacks", json.dumps([callback]),
+            "--model.init_args.distill", json.dumps(dict(row.distill)),
+            "--model.init_args.distill_options", json.dumps(dict(row.options)),
+        ]  # fmt: skip
+    cli = run_lightning_cli(argv)
+    best = _best_checkpoint(cli.run_dir)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    cli.model.load_state_dict(state)
+    return cli.model, cli.run_dir, best
+
+
+def prepare_world(args: argparse.Namespace) -> Path:
+    """Generate the synthetic world if missing; write the annotations with a carved validation split."""
+    from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+
+    root = Path(args.feature_root)
+    ensure_synthetic_untrimmed(root, videos=args.synthetic_videos, classes=12, seed=0, pose=False)
+    entries = json.loads((root / "annotations.json").read_text(encoding="utf-8"))
+    carved = carve_validation(entries, args.val_fraction, seed=0)
+    out = Path(args.runs_dir) / PIPELINE_DIR / "annotations_train-val-test.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(carved), encoding="utf-8")
+    return out
+
+
+def load_test_batches(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from xmkd.data.untrimmed import UntrimmedVideoDataModule
+
+    dm = UntrimmedVideoDataModule(
+        format="synthetic",
+        feature_root=str(args.feature_root),
+        modalities=["rgb", "flow"],
+        eval_subset="testing",
+        max_len=None,
+        batch_size=16,
+        synthetic_videos=args.synthetic_videos,
+    )
+    return collect_batches(dm)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="3", help="seed count (3 -> 0,1,2) or a list (0,1,2); default 3")
+    parser.add_argument(
+        "--rows",
+        default="all",
+        help=f"comma-separated rows (default all): {', '.join(ROWS)}; a student row also trains the teacher",
+    )
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs of every run (default 20)")
+    parser.add_argument("--runs-dir", dest="runs_dir", default="runs", help="root of the run folders")
+    parser.add_argument(
+        "--feature-root", dest="feature_root", default="data/synth-untrimmed", help="the synthetic world"
+    )
+    parser.add_argument(
+        "--synthetic-videos", dest="synthetic_videos", type=int, default=200, help="videos in the world"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        dest="val_fraction",
+        type=float,
+        default=0.15,
+        help="fraction of training videos held out for validation (lr schedule, best checkpoint)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the heads are tiny, so thread hand-offs cost more than they "
+        "save, several times so on a busy machine)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse every row/seed whose run folder already holds a test score for the same --epochs "
+        "(an interrupted table continues where it stopped)",
+    )
+    parser.add_argument(
+        "--plot-videos", dest="plot_videos", type=int, default=0, help="timeline plots per run"
+    )
+    parser.add_argument(
+        "--wandb",
+        default="disabled",
+        choices=["disabled", "offline", "online"],
+        help="W&B mode of the sub-runs (default disabled: its start-up would dominate these short runs; "
+        "each run keeps its CSV log)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    rows = parse_rows(args.rows)
+    seeds = parse_seeds(str(args.seeds))
+    if args.epochs < 1:
+        raise ConfigError("--epochs", f"must be >= 1, got {args.epochs}")
+    threads, wandb_mode = torch.get_num_threads(), os.environ.get("WANDB_MODE")
+    torch.set_num_threads(args.threads)
+    os.environ["WANDB_MODE"] = args.wandb
+    try:
+        return _run_table(args, rows, seeds)
+    finally:  # a caller in the same process (tests, notebooks) gets its settings back
+        torch.set_num_threads(threads)
+        if wandb_mode is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = wandb_mode
+
+
+def finished_run(runs_root: Path, row: str, seed: int, epochs: int) -> dict[str, Any] | None:
+    """The newest finished run of ``row``/``seed`` (its results.json has a ``test`` entry and it
+    trained ``epochs`` epochs), for ``--resume``; None when there is none."""
+    from xmkd.runs import list_versions
+
+    for run_dir in reversed(list_versions(runs_root / PIPELINE_DIR / f"{row}-seed{seed}")):
+        path = run_dir / "results.json"
+        if not path.is_file():
+            continue
+        results = json.loads(path.read_text())
+        test = results.get("test")
+        if test and results.get("epoch") == epochs and Path(test.get("checkpoint", "")).is_file():
+            return {
+                "map": test["map"],
+                "map_25": test["map_25"],
+                "run_dir": str(run_dir),
+                "checkpoint": test["checkpoint"],
+            }
+    return None
+
+
+def load_for_inference(row: Row, checkpoint: str | Path) -> Any:
+    """A trained model from its checkpoint (a student without its teacher: inference needs none)."""
+    from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
+
+    cls = (
+        AugmentedRGBStudent
+        if row.is_student
+        else TwoStreamTeacher
+        if row.name == "teacher"
+        else SingleStreamDetector
+    )
+    return cls.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+
+
+def _write_outputs(
+    out_dir: Path,
+    rows: list[str],
+    per_row: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    cost: Mapping[str, Any] | None,
+    meta: Mapping[str, Any],
+    complete: bool,
+) -> str:
+    from xmkd.runs import atomic_write_text, write_json
+
+    entries = []
+    for name in rows:
+        if per_row[name]:
+            e = summarize_row(ROWS[name], per_row[name])
+            e["runs"] = [per_row[name][s]["run_dir"] for s in e["seed_ids"]]
+            entries.append(e)
+    write_json(
+        out_dir / "results.json", {"complete": complete, "rows": entries, "inference_cost": cost, **meta}
+    )
+    table = markdown_table(entries, cost)
+    note = "" if complete else " (INCOMPLETE: still running or interrupted; rerun with --resume)"
+    atomic_write_text(
+        out_dir / "table.md",
+        table + f"\n{len(meta['seeds'])} seed(s), {meta['epochs']} epochs, wall time "
+        f"{meta['wall_time_s'] / 60:.1f} min{note}.\n",
+    )
+    return table
+
+
+def _run_table(args: argparse.Namespace, rows: list[str], seeds: list[int]) -> int:
+    from xmkd.runs import update_results
+
+    start = time.perf_counter()
+    out_dir = Path(args.runs_dir) / PIPELINE_DIR
+    annotations = prepare_world(args)
+    batches = load_test_batches(args)
+    meta: dict[str, Any] = {
+        "seeds": seeds,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "data": {
+            "feature_root": str(args.feature_root),
+            "annotations": str(annotations),
+            "test_videos": sum(len(b["mask"]) for b in batches),
+            "selection": "best val/map on a validation split carved from the training videos; test scored once",
+        },
+    }
+    per_row: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in rows}
+    cost_models: dict[str, tuple[str, Any]] = {}  # teacher and first student of the first seed
+    ordered = (["teacher"] if "teacher" in rows else []) + [r for r in rows if r != "teacher"]
+    for seed in seeds:
+        for name in ordered:
+            row = ROWS[name]
+            t0 = time.perf_counter()
+            done = finished_run(Path(args.runs_dir), name, seed, args.epochs) if args.resume else None
+            if done is not None:
+                per_row[name][seed], model, how = done, None, "reused"
+            else:
+                teacher_ckpt = Path(per_row["teacher"][seed]["checkpoint"]) if row.is_student else None
+                model, run_dir, best = train_run(row, seed, args, annotations, teacher_ckpt)
+                scores = evaluate(model, batches)
+                per_row[name][seed] = {**scores, "run_dir": str(run_dir), "checkpoint": str(best)}
+                update_results(
+                    run_dir / "results.json", {"test": {**scores, "split": "testing", "checkpoint": best}}
+                )
+                how = f"{time.perf_counter() - t0:.0f} s"
+            role = "teacher" if name == "teacher" else "student" if row.is_student else None
+            if seed == seeds[0] and role is not None and role not in cost_models:
+                if model is None:
+                    model = load_for_inference(row, per_row[name][seed]["checkpoint"])
+                cost_models[role] = (name, model)
+            scores = per_row[name][seed]
+            print(
+                f"[distill-detection] {name} seed {seed}: test mAP {scores['map'] * 100:.1f}, "
+                f"25-pt {scores['map_25'] * 100:.1f} ({how})",
+                flush=True,
+            )
+            meta["wall_time_s"] = time.perf_counter() - start
+            _write_outputs(out_dir, rows, per_row, None, meta, complete=False)
+
+    cost = None
+    if {"teacher", "student"} <= set(cost_models):
+        student_row, student = cost_models["student"]
+        cost = {"student_row": student_row, **inference_cost(student, cost_models["teacher"][1], batches)}
+    meta["wall_time_s"] = time.perf_counter() - start
+    table = _write_outputs(out_dir, rows, per_row, cost, meta, complete=True)
+    print(table)
+    print(
+        f"[distill-detection] wrote {out_dir / 'results.json'} and {out_dir / 'table.md'} "
+        f"({meta['wall_time_s'] / 60:.1f} min)"
+    )
+    return 0
