@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,9 @@ def run_lightning_cli(argv: list[str]) -> Any:
             if self.subcommand == "fit":
                 # Preemption (SIGTERM/SIGUSR1) saves last.ckpt and exits cleanly; RNG and data
                 # position travel in the checkpoint so a resume continues bit-exactly.
-                callbacks += [PreemptionCheckpoint(self.run_dir / "checkpoints"), ResumeState()]
+                for default in (PreemptionCheckpoint(self.run_dir / "checkpoints"), ResumeState()):
+                    if not any(isinstance(c, type(default)) for c in user_callbacks):
+                        callbacks.append(default)
             if not trainer_config.get("plugins"):
                 trainer_config.plugins = [AtomicCheckpointIO()]
             try:
@@ -197,6 +200,8 @@ def run_lightning_cli(argv: list[str]) -> Any:
             trainer_config.callbacks = user_callbacks + callbacks
             return super().instantiate_trainer(**extra, **kwargs)
 
+    # Pipelines call this with their own argv while sys.argv holds the pipeline's: not a mistake.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     inherited_run_dir = os.environ.get(RUN_DIR_ENV)
     try:
         return XmkdCLI(
