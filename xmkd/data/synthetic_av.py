@@ -30,13 +30,12 @@ import math
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
+from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
 from xmkd.parallel import process_pool
 
@@ -132,20 +131,12 @@ def event_times(phase0: float, cycles_per_s: float, duration: float) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------------- rendering
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Value noise in [0, 1]: a coarse random grid bilinearly upsampled (cheap texture)."""
-    grid = rng.random((cells + 1, cells + 1))
-    x = np.linspace(0, cells, size, endpoint=False)
-    i = x.astype(int)
-    f = x - i
-    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
-    return rows[:, i] * (1 - f)[None] + rows[:, i + 1] * f[None]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     palette = rng.random((2, 3)) * 255
-    a = _smooth_noise(rng, size, int(rng.integers(3, 9)))
-    b = _smooth_noise(rng, size, int(rng.integers(10, 24)))
+    a = smooth_noise(rng, size, int(rng.integers(3, 9)))
+    b = smooth_noise(rng, size, int(rng.integers(10, 24)))
     mix = (0.7 * a + 0.3 * b)[..., None]
     return palette[0] * (1 - mix) + palette[1] * mix
 
@@ -232,41 +223,11 @@ def _render_audio(
     return np.clip(out, -1, 1).astype(np.float32)
 
 
-def write_mp4(
-    path: Path, frames: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int, crf: int
-) -> None:
-    """h264 (yuv420p) + AAC mono mp4, written with PyAV."""
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        vs = container.add_stream("libx264", rate=rate)
-        vs.width, vs.height = frames.shape[2], frames.shape[1]
-        vs.pix_fmt = "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": str(crf)}
-        vs.codec_context.thread_count = 1  # the pool parallelises across clips
-        aus = container.add_stream("aac", rate=sample_rate)
-        aus.layout = "mono"
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            frame.time_base = 1 / rate
-            container.mux(vs.encode(frame))
-        container.mux(vs.encode(None))
-        chunk = 1024
-        for start in range(0, len(audio), chunk):
-            frame = av.AudioFrame.from_ndarray(
-                audio[None, start : start + chunk], format="fltp", layout="mono"
-            )
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            container.mux(aus.encode(frame))
-        container.mux(aus.encode(None))
-
-
 def _make_clip(job: tuple[dict[str, Any], str]) -> list[float]:
     spec, path = job
     frames, audio, events = render_clip(spec)
     p = spec["params"]
-    write_mp4(Path(path), frames, audio, p["fps"], p["sample_rate"], p["crf"])
+    write_mp4(Path(path), frames, p["fps"], p["crf"], audio=audio, sample_rate=p["sample_rate"])
     return events
 
 

@@ -34,14 +34,13 @@ import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from xmkd.data.readers.untrimmed import CHARADES_CSV_COLUMNS, Segment
+from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
 from xmkd.parallel import process_pool
 
@@ -124,15 +123,6 @@ def motion_offset(
     raise ValueError(f"unknown motion class {label}")
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    grid = rng.random((cells + 1, cells + 1))
-    x = np.linspace(0, cells, size, endpoint=False)
-    i = x.astype(int)
-    f = x - i
-    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
-    return rows[:, i] * (1 - f)[None] + rows[:, i + 1] * f[None]
-
-
 def plan_video(p: RawUntrimmedParams, index: int) -> dict[str, Any]:
     """One video's actions per object (no rendering): duration, frames, segments."""
     rng = np.random.default_rng([p.seed, index, 1])
@@ -157,7 +147,7 @@ def render_video(p: RawUntrimmedParams, plan: dict[str, Any]) -> np.ndarray:
     s, n = p.size, plan["num_frames"]
     t = np.arange(n) / p.fps
     palette = rng.random((2, 3)) * 255
-    mix = 0.6 * _smooth_noise(rng, s, int(rng.integers(3, 7))) + 0.4 * _smooth_noise(
+    mix = 0.6 * smooth_noise(rng, s, int(rng.integers(3, 7))) + 0.4 * smooth_noise(
         rng, s, int(rng.integers(8, 16))
     )
     background = (palette[0] * (1 - mix[..., None]) + palette[1] * mix[..., None]).astype(np.float32)
@@ -198,29 +188,10 @@ def render_video(p: RawUntrimmedParams, plan: dict[str, Any]) -> np.ndarray:
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
-    """h264 yuv420p mp4 without audio (PyAV), written to a temporary name then renamed."""
-    rate = Fraction(fps).limit_denominator(1001)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        vs = container.add_stream("libx264", rate=rate)
-        vs.width, vs.height = frames.shape[2], frames.shape[1]
-        vs.pix_fmt = "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": str(crf)}
-        vs.codec_context.thread_count = 1  # the pool parallelises across videos
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            frame.time_base = 1 / rate
-            container.mux(vs.encode(frame))
-        container.mux(vs.encode(None))
-    os.replace(tmp, path)
-
-
 def _make_video(job: tuple[dict[str, Any], dict[str, Any], str]) -> None:
     pdict, plan, path = job
     p = RawUntrimmedParams(**pdict)
-    write_video(Path(path), render_video(p, plan), p.fps, p.crf)
+    write_mp4(Path(path), render_video(p, plan), p.fps, p.crf)
 
 
 def video_segments(plan: dict[str, Any]) -> list[Segment]:
