@@ -44,3 +44,12 @@ def realdata(realdata_root: Path, tmp_path: Path):
         return dst
 
     return copy
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny tensors on two cores: a second OpenMP thread only adds contention (up to ~20x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

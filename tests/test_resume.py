@@ -32,12 +32,7 @@ XKD_TINY = dict(
 STOP = 5  # SIGTERM during step 5 of 2 epochs x 4 steps: mid-epoch 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class AugmentedClips(Dataset):

@@ -54,13 +54,7 @@ class TinyClips(Dataset):
         }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: a second OpenMP thread only adds contention (~20x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainer(**kw) -> pl.Trainer:
