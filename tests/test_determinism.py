@@ -8,8 +8,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from tests.test_resume import XKD_TINY, AugmentedClips, _one_thread  # noqa: F401 (fixture)
+from tests.test_resume import XKD_TINY, AugmentedClips
 from xmkd.fault import ResumableDataLoader, ResumeState
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_once(seed: int, root: Path) -> dict[str, torch.Tensor]:
