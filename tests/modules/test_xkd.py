@@ -136,6 +136,20 @@ def test_probe_is_trained_on_detached_features_and_logged() -> None:
     assert model.probes["video"].weight.grad is not None
 
 
+def test_probe_loss_ignores_unlabelled_samples() -> None:
+    torch.manual_seed(0)
+    model = XKDPretrainer(probe_num_classes=3, **TINY)
+    feats = {"video": torch.randn(4, 192), "audio": torch.randn(4, 192)}
+    label = torch.tensor([0, -1, 2, -1])
+    losses = model._probe_losses(feats, label)
+    for m, loss in losses.items():
+        keep = label >= 0
+        expected = torch.nn.functional.cross_entropy(model.probes[m](feats[m][keep]), label[keep])
+        torch.testing.assert_close(loss, expected)
+    unlabelled = model._probe_losses(feats, torch.full((4,), -1))
+    assert all(float(v) == 0.0 for v in unlabelled.values())
+
+
 def test_default_hparams_match_the_paper() -> None:
     sig = inspect.signature(XKDPretrainer.__init__).parameters
     assert sig["video_mask_ratio"].default == 0.85 and sig["audio_mask_ratio"].default == 0.80

@@ -336,10 +336,14 @@ class ViTEncoder(nn.Module):
     def tokens(self, x: Tensor, keep_indices: Tensor | None = None) -> Tensor:
         """Patch tokens + position embeddings, the visible subset if ``keep_indices``, CLS first."""
         grid = self.grid_of(x)
-        tok = self.patch_embed(self.patchify(x))
-        tok = tok + interpolate_pos_embed(self.pos_embed[:, 1:], self.config.grid, grid)
+        patches = self.patchify(x)
+        pos = interpolate_pos_embed(self.pos_embed[:, 1:], self.config.grid, grid)
         if keep_indices is not None:
-            tok = gather_tokens(tok, keep_indices)
+            # Embed only the visible patches: with 85% masking the embedding of the masked ones
+            # (forward and weight gradient) is ~1% of a ViT-B step, all of it thrown away.
+            patches = gather_tokens(patches, keep_indices)
+            pos = gather_tokens(pos.expand(x.shape[0], -1, -1), keep_indices)
+        tok = self.patch_embed(patches) + pos
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tok.shape[0], -1, -1)
         return torch.cat([cls, tok], dim=1)
 
