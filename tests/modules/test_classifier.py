@@ -154,3 +154,45 @@ def test_one_fit_epoch_logs_video_metrics(tmp_path: Path) -> None:
 def test_missing_encoder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="encoder_path"):
         VideoClassifier(str(tmp_path / "nope.pt"), num_classes=3)
+
+
+def _colour_clips(n: int, seed: int) -> list[dict]:
+    """Clips whose class is the dominant colour channel (noise elsewhere): separable, never seen."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n):
+        label = i % 3
+        video = torch.randn(3, 4, 32, 32, generator=g) * 0.5
+        video[label] += 1.5
+        items.append(
+            {
+                "video": video,
+                "label": torch.tensor(label),
+                "video_id": f"s{seed}v{i}",
+                "clip_index": torch.tensor(0),
+                "crop_index": torch.tensor(0),
+            }
+        )
+    return items
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_finetune_learns_a_separable_task_on_held_out_clips(tmp_path: Path) -> None:
+    """Guards the whole fine-tuning path (mixup/cutmix targets, label smoothing, layer decay, warm-up
+    and cosine): held-out top-1 must rise from the untrained 0.58 to at least 0.9."""
+    pl.seed_everything(0, verbose=False)
+    model = VideoClassifier(
+        str(export_tiny_encoder(tmp_path)), num_classes=3, mode="finetune", lr=1e-3, layer_decay=0.75,
+        warmup_epochs=1.0, mixup_alpha=0.6, cutmix_alpha=0.5, label_smoothing=0.1, head_dropout=0.1,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=8,
+    )  # fmt: skip
+    train = DataLoader(_colour_clips(48, seed=1), batch_size=8, shuffle=True)
+    held_out = DataLoader(_colour_clips(24, seed=2), batch_size=8)
+    before = trainer.validate(model, held_out, verbose=False)[0]["val/video_top1"]
+    trainer.fit(model, train, held_out)
+    after = float(trainer.callback_metrics["val/video_top1"])
+    assert after >= 0.9 and after - before >= 0.3, (before, after)
