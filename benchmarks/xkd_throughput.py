@@ -111,7 +111,10 @@ def make_step(
         with torch.autocast(device_type=video.device.type, dtype=torch.bfloat16, enabled=bf16):
             return model.compute_losses(video, video_local, spec, spec_local)["loss"]
 
-    forward = torch.compile(loss_fn) if compile_ else loss_fn
+    # dynamic=False: each workload has one batch size; with dynamic shapes (what dynamo switches to
+    # when a second workload reuses the compiled code with another batch) the audio local views'
+    # torch.rand over a symbolic batch size fails to trace.
+    forward = torch.compile(loss_fn, dynamic=False) if compile_ else loss_fn
     clipped = model.clipped_parameters()
 
     def step(batch: dict) -> torch.Tensor:
@@ -169,6 +172,7 @@ def bench(
     size, batch_size = WORKLOADS[workload]
     torch.manual_seed(0)
     compile_, bf16 = "compile" in mode, "bf16" in mode
+    torch._dynamo.reset()  # each workload compiles afresh, as a training run would
     model, optimizer, ema = build(size, device)
     batch = make_batch(batch_size, device)
     flops = flops_cache.setdefault((size, batch_size), count_flops(size, batch_size))
