@@ -42,7 +42,8 @@ REFERENCE = {
     "tiny-b4": {"clips_per_s": 5.2, "utilisation": 0.51},
 }
 TARGET_CLIPS_PER_S = {"base-b2": 0.60, "base-b1": 0.55, "tiny-b4": 7.0}
-WORKLOADS = {"base-b2": ("base", 2), "base-b1": ("base", 1), "tiny-b4": ("tiny", 4)}
+# base-b32: the recipe's per-device batch (global 256 = 32 x 8 GPUs), for a GPU; no reference figure.
+WORKLOADS = {"base-b2": ("base", 2), "base-b1": ("base", 1), "tiny-b4": ("tiny", 4), "base-b32": ("base", 32)}
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Result:
     gflop_per_step: float
     utilisation: float
     first_step_s: float  # includes compilation under torch.compile
+    peak_mem_gib: float | None = None  # GPU only: peak allocated memory of the timed steps
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -173,6 +175,9 @@ def bench(
     torch.manual_seed(0)
     compile_, bf16 = "compile" in mode, "bf16" in mode
     torch._dynamo.reset()  # each workload compiles afresh, as a training run would
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     model, optimizer, ema = build(size, device)
     batch = make_batch(batch_size, device)
     flops = flops_cache.setdefault((size, batch_size), count_flops(size, batch_size))
@@ -190,6 +195,7 @@ def bench(
         _sync(device)
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     dtype = torch.bfloat16 if bf16 else torch.float32
     return Result(
         workload=workload,
@@ -200,6 +206,7 @@ def bench(
         gflop_per_step=flops / 1e9,
         utilisation=flops / step_s / peak[dtype],
         first_step_s=first,
+        peak_mem_gib=peak_mem,
     )
 
 
@@ -207,7 +214,11 @@ def compare(result: Result) -> dict[str, float | None]:
     ref = REFERENCE.get(result.workload, {})
     out: dict[str, float | None] = {
         "clips_per_s_vs_reference": result.clips_per_s / ref["clips_per_s"] if ref else None,
-        "clips_per_s_vs_target": result.clips_per_s / TARGET_CLIPS_PER_S[result.workload],
+        "clips_per_s_vs_target": (
+            result.clips_per_s / TARGET_CLIPS_PER_S[result.workload]
+            if result.workload in TARGET_CLIPS_PER_S
+            else None
+        ),
         "utilisation_vs_reference": result.utilisation / ref["utilisation"] if "utilisation" in ref else None,
     }
     if "gflop_per_step" in ref:
@@ -241,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         for workload in args.workloads:
             size, batch_size = WORKLOADS[workload]
             counts[workload] = flops_cache.setdefault((size, batch_size), count_flops(size, batch_size)) / 1e9
-            ref = REFERENCE[workload].get("gflop_per_step")
+            ref = REFERENCE.get(workload, {}).get("gflop_per_step")
             print(
                 f"{workload}: {counts[workload]:.1f} GFLOP/step" + (f" (reference {ref:.0f})" if ref else "")
             )
@@ -261,31 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak: {peak[torch.float32] / 1e9:.1f} GFLOP/s fp32 ({device}, {args.threads} threads)")
 
     results: list[dict[str, Any]] = []
-    header = (
-        f"{'workload':<9} {'mode':<13} {'B':>2} {'s/step':>8} {'clips/s':>8} {'GFLOP':>7} {'util':>6} "
-        f"{'1st s':>7} {'x ref':>6} {'x target':>8} {'util x ref':>10}"
-    )
-    print(header)
-    print("-" * len(header))
-    for workload in args.workloads:
-        for mode in modes:
-            r = bench(workload, mode, device, args.steps, peak, flops_cache)
-            c = compare(r)
-            results.append({**r.as_dict(), **c})
 
-            def fmt(x: float | None) -> str:
-                return "-" if x is None else f"{x:.2f}"
-
-            print(
-                f"{r.workload:<9} {r.mode:<13} {r.batch:>2} {r.step_s:>8.2f} {r.clips_per_s:>8.3f} "
-                f"{r.gflop_per_step:>7.1f} {r.utilisation:>6.2f} {r.first_step_s:>7.1f} "
-                f"{fmt(c['clips_per_s_vs_reference']):>6} {fmt(c['clips_per_s_vs_target']):>8} "
-                f"{fmt(c['utilisation_vs_reference']):>10}",
-                flush=True,
-            )
-    if args.json:
+    def save() -> None:
+        # Rewritten after every workload, so a run stopped part-way keeps what it measured.
+        if not args.json:
+            return
         payload = {
-            "device": str(device),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
             "machine": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "threads": args.threads,
@@ -296,6 +289,31 @@ def main(argv: list[str] | None = None) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=2)
+
+    header = (
+        f"{'workload':<9} {'mode':<13} {'B':>2} {'s/step':>8} {'clips/s':>8} {'GFLOP':>7} {'util':>6} "
+        f"{'1st s':>7} {'x ref':>6} {'x target':>8} {'util x ref':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    for workload in args.workloads:
+        for mode in modes:
+            r = bench(workload, mode, device, args.steps, peak, flops_cache)
+            c = compare(r)
+            results.append({**r.as_dict(), **c})
+            print(
+                f"{r.workload:<9} {r.mode:<13} {r.batch:>2} {r.step_s:>8.2f} {r.clips_per_s:>8.3f} "
+                f"{r.gflop_per_step:>7.1f} {r.utilisation:>6.2f} {r.first_step_s:>7.1f} "
+                f"{fmt(c['clips_per_s_vs_reference']):>6} {fmt(c['clips_per_s_vs_target']):>8} "
+                f"{fmt(c['utilisation_vs_reference']):>10}"
+                + (f"  peak mem {r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else ""),
+                flush=True,
+            )
+            save()
     return 0
 
 
