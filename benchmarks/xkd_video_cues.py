@@ -252,7 +252,22 @@ def train(
     return time.perf_counter() - t0, logs
 
 
-def run_row(name: str, row: dict[str, Any], clips: dict[str, Tensor], workers: int) -> dict[str, Any]:
+def augmented_views(
+    dataset: AugmentedClips, per_clip: int, seed: int = 0
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """``per_clip`` training views of every clip (random window, XKD global view, aligned audio)."""
+    torch.manual_seed(seed)
+    items = [dataset[i] for _ in range(per_clip) for i in range(len(dataset))]
+    video = torch.stack([it["video"] for it in items])
+    audio = torch.stack([it["audio"] for it in items])
+    return video, audio, np.array([int(it["label"]) for it in items])
+
+
+def run_row(
+    name: str, row: dict[str, Any], clips: dict[str, Tensor], workers: int, probe_views: int = 0
+) -> dict[str, Any]:
+    """Train one row and probe it; ``probe_views`` > 0 also fits the probe on that many augmented
+    views per training clip (what the online probe sees over a run), scored on the same centre views."""
     torch.manual_seed(0)
     model = XKDPretrainer(**recipe_kwargs(row.get("model")))
     initial = {m: copy.deepcopy(model.student[m]).eval() for m in MODALITIES}
@@ -272,6 +287,13 @@ def run_row(name: str, row: dict[str, Any], clips: dict[str, Tensor], workers: i
             result[f"{tag}_{m}"] = logistic_probe(
                 feats["train"][m], labels["train"], feats["val"][m], labels["val"]
             )
+        if probe_views > 0:
+            video, audio, y = augmented_views(dataset, probe_views)
+            train_feats = pooled_features(model, encoders, video, audio)
+            for m in MODALITIES:
+                result[f"{tag}_{m}_{probe_views}_views"] = logistic_probe(
+                    train_feats[m], y, feats["val"][m], labels["val"]
+                )
     return result
 
 
@@ -282,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--workers", type=int, default=2, help="render and DataLoader processes")
     parser.add_argument("--json", default=None, help="append one JSON line per row here")
+    parser.add_argument(
+        "--probe-views",
+        type=int,
+        default=0,
+        help="also fit the probe on this many augmented views per training clip (0: centre views only)",
+    )
     args = parser.parse_args(argv)
     cache: dict[tuple[str, int], dict[str, Tensor]] = {}
     for name in args.rows:
@@ -289,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         key = (row["cue"], row.get("clips_per_class", 24))
         if key not in cache:
             cache[key] = make_clips(10, key[1], key[0], args.workers)
-        result = run_row(name, row, cache[key], args.workers)
+        result = run_row(name, row, cache[key], args.workers, args.probe_views)
 
         def pct(probe: dict[str, float]) -> str:
             return "-".join(f"{100 * v:.0f}" for v in sorted(probe.values())) + " %"
@@ -300,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
             f"(random init {pct(result['random_init_audio'])})",
             flush=True,
         )
+        if args.probe_views:
+            k = args.probe_views
+            print(
+                f"{'':<30} probe on {k} augmented views per clip: video {pct(result[f'trained_video_{k}_views'])} "
+                f"(random init {pct(result[f'random_init_video_{k}_views'])})  audio "
+                f"{pct(result[f'trained_audio_{k}_views'])} (random init {pct(result[f'random_init_audio_{k}_views'])})",
+                flush=True,
+            )
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(result) + "\n")

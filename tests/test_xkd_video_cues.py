@@ -60,10 +60,24 @@ def test_motion_is_the_shipped_clip_and_unknown_cues_are_refused():
 def test_a_row_trains_and_probes_held_out_clips():
     clips = cues.make_clips(classes=3, clips_per_class=12, cue="pulse", workers=1)
     assert clips["video"].shape[1:] == (32, 64, 64, 3) and clips["is_val"].sum() == 9
-    result = cues.run_row("smoke", {"cue": "pulse", "steps": 2}, clips, workers=0)
-    for key in ("trained_video", "trained_audio", "random_init_video", "random_init_audio"):
+    result = cues.run_row("smoke", {"cue": "pulse", "steps": 2}, clips, workers=0, probe_views=2)
+    probes = ("trained_video", "trained_audio", "random_init_video", "random_init_audio")
+    for key in probes + tuple(f"{p}_2_views" for p in probes):
         assert set(result[key]) == {"C=0.1", "C=1.0"} and all(0 <= v <= 1 for v in result[key].values())
     assert "loss/kd" in result["last_logs"] and np.isfinite(result["last_logs"]["loss/total"])
+
+
+def test_augmented_views_are_k_random_views_of_every_clip():
+    clips = cues.make_clips(classes=2, clips_per_class=12, cue="motion", workers=1)
+    train_idx = ~clips["is_val"]
+    dataset = cues.AugmentedClips(
+        clips["video"][train_idx], clips["audio"][train_idx], clips["label"][train_idx]
+    )
+    video, audio, labels = cues.augmented_views(dataset, per_clip=2)
+    n = len(dataset)
+    assert video.shape == (2 * n, 3, 16, 64, 64) and audio.shape == (2 * n, 32000)
+    np.testing.assert_array_equal(labels, np.tile(clips["label"][train_idx].numpy(), 2))
+    assert not torch.equal(video[:n], video[n:])  # two different random views of each clip
 
 
 def test_training_moves_the_student_away_from_its_initialisation():
