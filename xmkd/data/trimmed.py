@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from xmkd.data.bad_input import collate_with_failures
+from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
 from xmkd.data.readers.trimmed import (
     ClipRecord,
     find_existing,
@@ -170,6 +171,9 @@ class TrimmedVideoDataset(Dataset):
             means the data, not a file, is broken).
         decode_threads: FFmpeg threading; ``None`` = on in the main process, off in DataLoader
             workers (the workers already use the cores).
+        decode_cache_mb: keep up to this many MB of whole decoded videos (frames on the ``fps``
+            grid, and audio) per process, so a small dataset is decoded once instead of every epoch;
+            clip starts then snap to that grid (see :mod:`xmkd.data.decode_cache`). 0: off.
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class TrimmedVideoDataset(Dataset):
         max_tries: int = 50,
         decode_threads: bool | None = None,
         audio_sample_rate: int = AUDIO_SAMPLE_RATE,
+        decode_cache_mb: float = 0.0,
     ) -> None:
         _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
         _check_choice("missing", missing, ("error", "skip"))
@@ -201,6 +206,8 @@ class TrimmedVideoDataset(Dataset):
             raise ConfigError("audio_seconds", f"must be > 0 or null, got {audio_seconds}")
         if num_crops < 1:
             raise ConfigError("num_crops", f"must be >= 1, got {num_crops}")
+        if not decode_cache_mb >= 0:
+            raise ConfigError("decode_cache_mb", f"must be >= 0 (0: no cache), got {decode_cache_mb}")
         self.sampler: ClipSampler = sampler if sampler is not None else RandomClipSampler()
         self.transform = transform
         self.num_frames = num_frames
@@ -216,6 +223,7 @@ class TrimmedVideoDataset(Dataset):
         self.audio_sample_rate = audio_sample_rate
         self.reports_failures = on_bad_input == "skip" or (with_audio and missing_audio == "skip")
         self._info: dict[str, VideoInfo] = {}
+        self.decode_cache = DecodeCache(decode_cache_mb) if decode_cache_mb > 0 else None
 
         records = list(records)
         exists = find_existing([r.path for r in records])
@@ -290,11 +298,17 @@ class TrimmedVideoDataset(Dataset):
             found = self._info[path] = probe(path)
         return found
 
+    @staticmethod
+    def clip_bounds(record: ClipRecord, info: VideoInfo) -> tuple[float, float]:
+        """(begin, end) in seconds of the part of the file the record lists."""
+        begin = record.start_s or 0.0
+        end = min(record.end_s, info.duration_s) if record.end_s is not None else info.duration_s
+        return begin, end
+
     def clip_start(self, record: ClipRecord, info: VideoInfo, clip_index: int) -> tuple[float, float]:
         """(start of clip ``clip_index`` in the file in seconds, clip length in seconds)."""
         clip_duration = self.num_frames / (self.fps or info.fps)
-        begin = record.start_s or 0.0
-        end = min(record.end_s, info.duration_s) if record.end_s is not None else info.duration_s
+        begin, end = self.clip_bounds(record, info)
         if end <= begin:
             raise MediaError(
                 record.path,
@@ -313,9 +327,16 @@ class TrimmedVideoDataset(Dataset):
                 f"video lasts {info.duration_s:.2f} s, under min_duration_s={self.min_duration_s}",
             )
         start, clip_duration = self.clip_start(record, info, clip_index)
-        threads = self.decode_threads if self.decode_threads is not None else get_worker_info() is None
-        frames = read_clip(record.path, start, self.num_frames, self.fps, threads=threads)
-        frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
+        decoded = (
+            self.decode_cache.get(record.path, lambda: self._decode_whole(record, info, clip_duration))
+            if self.decode_cache is not None
+            else None
+        )
+        if decoded is not None:
+            frames, start = decoded.clip(start, self.num_frames)
+        else:
+            frames = read_clip(record.path, start, self.num_frames, self.fps, threads=self._threads())
+            frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
         sample: dict[str, Any] = {}
         if self.transform is None:
             sample["video"] = _to_float_video(frames)
@@ -332,7 +353,11 @@ class TrimmedVideoDataset(Dataset):
             else:
                 sample["video"] = out
         if self.with_audio:
-            sample["audio"] = self._audio(record, info, start, clip_duration)
+            seconds = self._audio_seconds(clip_duration)
+            if decoded is not None and decoded.audio is not None:
+                sample["audio"] = decoded.audio_window(start, round(seconds * self.audio_sample_rate))
+            else:
+                sample["audio"] = self._audio(record, info, start, seconds)
         sample.update(
             label=int(record.label),
             video_id=record.video_id,
@@ -341,8 +366,24 @@ class TrimmedVideoDataset(Dataset):
         )
         return sample
 
-    def _audio(self, record: ClipRecord, info: VideoInfo, start: float, clip_duration: float) -> torch.Tensor:
-        seconds = self.audio_seconds or clip_duration
+    def _audio_seconds(self, clip_duration: float) -> float:
+        return self.audio_seconds or clip_duration
+
+    def _threads(self) -> bool:
+        return self.decode_threads if self.decode_threads is not None else get_worker_info() is None
+
+    def _decode_whole(self, record: ClipRecord, info: VideoInfo, clip_duration: float) -> DecodedVideo:
+        """The record's whole range on the ``fps`` grid, with audio for a window from its last frame."""
+        fps = self.fps or info.fps
+        begin, end = self.clip_bounds(record, info)
+        count = grid_frame_count(begin, end, fps)
+        frames = read_clip(record.path, begin, count, fps, threads=self._threads())
+        audio = None
+        if self.with_audio:
+            audio = self._audio(record, info, begin, count / fps + self._audio_seconds(clip_duration))
+        return DecodedVideo(begin, fps, frames, audio, self.audio_sample_rate)
+
+    def _audio(self, record: ClipRecord, info: VideoInfo, start: float, seconds: float) -> torch.Tensor:
         num_samples = round(seconds * self.audio_sample_rate)
         if not info.has_audio:
             if self.missing_audio == "silence":
@@ -445,7 +486,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         eval_transform: ``eval`` (short side resize + ``test_crops`` crops) or ``none``.
         crop_size, local_crop_size, local_frames, num_local_views, eval_short_side: view sizes.
         batch_size: per device; ``eval_batch_size`` defaults to it.
-        missing, missing_audio, on_bad_input, min_duration_s: see :class:`TrimmedVideoDataset`.
+        missing, missing_audio, on_bad_input, min_duration_s, decode_cache_mb: see
+            :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per DataLoader worker and per split).
         synthetic_options: keyword arguments for ``ensure_synthetic_av`` (sizes of the generated set).
     """
 
@@ -480,6 +522,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         missing_audio: MissingAudioPolicy = "error",
         on_bad_input: BadInputPolicy = "error",
         min_duration_s: float = 0.0,
+        decode_cache_mb: float = 0.0,
         synthetic_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -512,6 +555,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.missing, self.missing_audio, self.on_bad_input = missing, missing_audio, on_bad_input
         self.min_duration_s = min_duration_s
+        self.decode_cache_mb = decode_cache_mb
         self.synthetic_options = dict(synthetic_options or {})
         self._class_names: list[str] | None = None
         self._records: tuple[list[ClipRecord], list[ClipRecord]] | None = None
@@ -563,6 +607,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             missing=self.missing,
             on_bad_input=self.on_bad_input,
             min_duration_s=self.min_duration_s,
+            decode_cache_mb=self.decode_cache_mb,
         )
         if train:
             return TrimmedVideoDataset(
