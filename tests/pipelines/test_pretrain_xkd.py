@@ -80,7 +80,34 @@ def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("probe_view", ["global", "local"])
+@pytest.mark.parametrize("probe_view", ["masked", "global", "local"])
+def test_control_probe_reads_the_views_the_real_probe_reads(probe_view: str, monkeypatch):
+    # At init the student and the control encoders are equal, so equal views give equal features.
+    torch.manual_seed(0)
+    model = XKDWithRandomInitProbe(**{**TINY, "probe_view": probe_view})
+    seen: dict[str, torch.Tensor] = {}
+    real_probe_losses = model._probe_losses
+
+    def spy(features: dict, label: torch.Tensor) -> dict:
+        seen.update({k: v.detach().clone() for k, v in features.items()})
+        return real_probe_losses(features, label)
+
+    monkeypatch.setattr(model, "_probe_losses", spy)
+    clips = TinyClips()
+    batch = {
+        k: torch.stack([clips[i][k] for i in range(4)]) for k in ("video", "video_local", "audio", "label")
+    }
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer attached
+        model.training_step(batch, batch_idx=1)
+    assert set(seen) == {"video", "audio", "random_init_video", "random_init_audio"}
+    for m in ("video", "audio"):
+        torch.testing.assert_close(seen[m], seen[f"random_init_{m}"])
+    # the masked view's visible tokens pool differently from the whole view
+    whole = model.random_init_encoders["video"].patch_mean(batch["video"])
+    assert torch.allclose(seen["video"], whole) == (probe_view == "global")
+
+
+@pytest.mark.parametrize("probe_view", ["masked", "global", "local"])
 def test_control_probe_trains_on_frozen_initial_encoders(probe_view: str):
     torch.manual_seed(0)
     model = XKDWithRandomInitProbe(**{**TINY, "probe_view": probe_view})

@@ -98,9 +98,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         probe_num_classes: >0 trains an online linear probe (solo-learn style) on detached
             mean-pooled student features, logged as ``val/probe_top1`` and ``val/probe_audio_top1``.
         probe_lr: the probe's own lr (its group has no weight decay).
-        probe_view: interpretation: ``local`` trains the probe on the first (unmasked) local view's
-            features, already computed, so free; ``global`` runs an extra no-grad student pass on the
-            unmasked global view, matching validation exactly at a cost.
+        probe_view: which training features the probe reads (validation always uses the unmasked
+            global view). ``masked``: the masked global view's pooled visible tokens, already
+            computed, so free; this is what solo-learn's MAE does (its classifier reads the masked
+            backbone output in training). ``local``: the first (unmasked) local view, also free, but
+            a different crop scale and length than validation's. ``global``: an extra no-grad
+            student pass on the unmasked global view, matching validation exactly at a cost.
         recon_log_every_n_epochs: log input / masked / reconstruction images every N epochs (0: never).
     """
 
@@ -149,13 +152,15 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         drop_path: float = 0.0,
         probe_num_classes: int = 0,
         probe_lr: float = 1e-3,
-        probe_view: Literal["local", "global"] = "local",
+        probe_view: Literal["masked", "local", "global"] = "local",
         recon_log_every_n_epochs: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if variant not in ("xkd", "mas", "mats"):
             raise ConfigError("variant", f"expected xkd | mas | mats, got {variant!r}")
+        if probe_view not in ("masked", "local", "global"):
+            raise ConfigError("probe_view", f"expected masked | local | global, got {probe_view!r}")
         if teacher_view not in ("local", "global"):
             raise ConfigError("teacher_view", f"expected local | global, got {teacher_view!r}")
         if num_local_views < 1 and teacher_view == "local":
@@ -440,6 +445,8 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                         "video": self.student["video"].patch_mean(video),
                         "audio": self.student["audio"].patch_mean(spec),
                     }
+            elif self.hparams.probe_view == "masked":
+                feats = out["pooled_global"]
             else:
                 feats = {m: out["pooled_local"][m][0] for m in MODALITIES}
             for m, probe_loss in self._probe_losses(feats, batch["label"]).items():

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from xmkd.distill.ema import freeze_
+from xmkd.models.heads import mean_patch_tokens
+from xmkd.models.masking import TokenMask
 from xmkd.modules.xkd import MODALITIES, XKDPretrainer
 from xmkd.runs import write_json
 
@@ -92,6 +94,7 @@ class XKDWithRandomInitProbe(XKDPretrainer):
         self._batch_end: float | None = None
         self._batch_start = 0.0
         self._views: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._masks: dict[str, TokenMask] | None = None
 
     def train(self, mode: bool = True) -> XKDWithRandomInitProbe:
         super().train(mode)
@@ -104,28 +107,37 @@ class XKDWithRandomInitProbe(XKDPretrainer):
         self._views = super()._batch_views(batch)
         return self._views
 
+    def compute_losses(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = super().compute_losses(*args, **kwargs)
+        self._masks = out["masks"]  # kept so the control probe sees the very same visible tokens
+        return out
+
     @torch.no_grad()
-    def _random_init_features(self, video: Tensor, spec: Tensor, local: tuple[Tensor, Tensor] | None) -> dict:
+    def _random_init_features(self, views: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
+        """The control encoders' features of the views the real probe reads (``probe_view``)."""
         enc = self.random_init_encoders
         assert enc is not None
-        if local is not None:  # probe_view == "local": the first local view, as the real probe
-            video, spec = local[0][:, 0], local[1][:, 0]
-        return {
-            "random_init_video": enc["video"].patch_mean(video),
-            "random_init_audio": enc["audio"].patch_mean(spec),
-        }
+        video, video_local, spec, spec_local = views
+        inputs = {"video": video, "audio": spec}
+        if self.hparams.probe_view == "local":
+            inputs = {"video": video_local[:, 0], "audio": spec_local[:, 0]}
+        if self.hparams.probe_view == "masked":
+            assert self._masks is not None
+            return {
+                f"random_init_{m}": mean_patch_tokens(enc[m](inputs[m], self._masks[m].keep_indices))
+                for m in MODALITIES
+            }
+        return {f"random_init_{m}": enc[m].patch_mean(inputs[m]) for m in MODALITIES}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
         if self.random_init_encoders is None or "label" not in batch or self._views is None:
             return loss
-        video, video_local, spec, spec_local = self._views
-        local = (video_local, spec_local) if self.hparams.probe_view == "local" else None
-        feats = self._random_init_features(video, spec, local)
+        feats = self._random_init_features(self._views)
         for name, probe_loss in self._probe_losses(feats, batch["label"]).items():
             self.log(f"probe/loss_{name}", probe_loss, on_step=True, on_epoch=False)
             loss = loss + probe_loss
-        self._views = None
+        self._views, self._masks = None, None
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
