@@ -284,9 +284,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads of the training process (default 1: on 2 shared cores the DataLoader "
-        "workers need the other core, and a 2-thread OpenMP step under contention runs 5-15x slower)",
+        default=None,
+        help="torch threads of the training process (default: torch's, one per core). The tiny recipe "
+        "decodes its clips once into memory (decode_cache_mb) and augments them in this process "
+        "(num_workers 0), so the step can have every core; with DataLoader workers that decode every "
+        "epoch on few cores, pass 1 (a multi-thread step competing with busy workers runs far slower)",
     )
     parser.add_argument(
         "--override",
@@ -299,7 +301,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     out_dir = Path(args.runs_dir) / args.experiment
     argv = fit_argv(
         args.config, args.experiment, args.runs_dir, args.max_epochs, args.max_steps, args.override

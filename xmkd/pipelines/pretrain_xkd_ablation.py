@@ -66,7 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", nargs="+", choices=[a[0] for a in ABLATIONS], default=None, help="run a subset of the rows"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (see pretrain-xkd --help)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: one per core; see pretrain-xkd --help)",
+    )
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE", help="extra LightningCLI override"
     )
@@ -74,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     out_dir = Path(args.runs_dir) / args.experiment
     rows: list[dict[str, Any]] = []
     for name, description, weights in ABLATIONS:
