@@ -80,7 +80,8 @@ ROWS: dict[str, dict[str, Any]] = {
 
 # ------------------------------------------------------------------------------------------- cues
 def pulse_rate_hz(label: int, num_classes: int) -> float:
-    return 0.5 + 3.0 * label / max(num_classes - 1, 1)
+    """The generator's ``light_pulse`` rate (``synthetic_av.class_spec``): 0.5-3.5 Hz over the classes."""
+    return float(synthetic_av.class_spec(label, num_classes)["pulse_hz"])
 
 
 def add_cue(

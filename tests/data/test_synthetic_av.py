@@ -156,3 +156,32 @@ def test_cli_tool(tmp_path, capsys):
     assert out["clips"] == 2 and out["classes"] == 2
     clip = next((tmp_path / "cli" / "videos").rglob("*.mp4"))
     assert probe(clip).audio_sample_rate == 22050
+
+
+@pytest.mark.parametrize("label", [0, 4, 9])
+def test_light_pulse_at_the_class_rate(label):
+    params = synthetic_av.asdict(
+        synthetic_av.SyntheticAVParams(classes=10, size=32, fps=16.0, duration=4.0, light_pulse=True)
+    )
+    frames, audio, events = synthetic_av.render_clip(
+        {"params": params, "label": label, "group": 0, "index": 1}
+    )
+    brightness = frames.reshape(len(frames), -1).mean(1)
+    spectrum = np.abs(np.fft.rfft(brightness - brightness.mean()))
+    peak_hz = np.fft.rfftfreq(len(brightness), 1 / params["fps"])[np.argmax(spectrum)]
+    assert abs(peak_hz - synthetic_av.class_spec(label, 10)["pulse_hz"]) <= 0.25  # FFT resolution over 4 s
+    # the pulse dims the scene by 40-60 % at its troughs, far more than the blob and distractor move it
+    assert brightness.min() < 0.75 * brightness.max()
+    # everything else is drawn as without the pulse: same sound, same events, same scene at full light
+    plain = synthetic_av.render_clip(
+        {"params": {**params, "light_pulse": False}, "label": label, "group": 0, "index": 1}
+    )
+    np.testing.assert_array_equal(audio, plain[1])
+    assert events == plain[2]
+    brightest = int(np.argmax(brightness))
+    assert np.abs(frames[brightest].astype(float) - plain[0][brightest]).mean() < 8
+
+
+def test_pulse_rates_differ_by_class_and_stay_under_nyquist_at_8_fps():
+    rates = [synthetic_av.class_spec(i, 10)["pulse_hz"] for i in range(10)]
+    assert len(set(rates)) == 10 and min(rates) > 0 and max(rates) < 8.0 / 2

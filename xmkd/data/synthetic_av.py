@@ -7,6 +7,13 @@ stripe texture, background, blob size, start phase, position, a moving distracto
 noise, a distractor hum and background hiss are random, so the class is not readable from a
 frame's colours: a model has to use motion (video) or pitch/rhythm (audio).
 
+``light_pulse=True`` (off by default) also dims the whole scene in a raised cosine at a class rate
+(0.5-3.5 Hz over the classes, under the Nyquist rate of 8 fps clips) with a per-clip depth and phase,
+drawn from its own random stream so that every other draw is unchanged. It is the video cue of the
+README's XKD study: unlike trajectory shapes, it survives crops, flips and colour jitter, and a tiny
+video ViT learns it within a few hundred supervised CPU steps; but a probe on a random init's pooled
+features also reads it.
+
 Layout under ``out``::
 
     videos/<Class>/<youtube_id>_<start:06d>_<end:06d>.mp4
@@ -45,6 +52,11 @@ _ID_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 FORMAT = "xmkd-synthetic-av"
 VERSION = 1
 
+#: ``light_pulse``: the rates span [PULSE_MIN_HZ, PULSE_MAX_HZ] over the classes, and per clip the
+#: light dims by a depth drawn from PULSE_DEPTH at the troughs.
+PULSE_MIN_HZ, PULSE_MAX_HZ = 0.5, 3.5
+PULSE_DEPTH = (0.4, 0.6)
+
 
 @dataclass(frozen=True)
 class SyntheticAVParams:
@@ -59,6 +71,7 @@ class SyntheticAVParams:
     sample_rate: int = 16000
     clips_per_group: int = 3
     crf: int = 23
+    light_pulse: bool = False
 
     def validate(self) -> None:
         checks = {
@@ -90,9 +103,10 @@ def class_name(label: int) -> str:
 
 
 def class_spec(label: int, num_classes: int) -> dict[str, float | str]:
-    """The class-determined parameters: trajectory family, tempo, spin, pitch, timbre."""
+    """The class-determined parameters: trajectory family, tempo, spin, pulse rate, pitch, timbre."""
     tempo = label // len(FAMILIES)
     return {
+        "pulse_hz": PULSE_MIN_HZ + (PULSE_MAX_HZ - PULSE_MIN_HZ) * label / max(num_classes - 1, 1),
         "family": FAMILIES[label % len(FAMILIES)],
         "cycles_per_s": 0.4 + 0.3 * tempo,  # trajectory cycles per second
         "spin_rad_s": (1.0 + (label % 3)) * (1 if tempo % 2 == 0 else -1) * math.pi / 2,
@@ -128,6 +142,11 @@ def event_times(phase0: float, cycles_per_s: float, duration: float) -> np.ndarr
     k = np.arange(math.ceil(2 * phase0), math.floor(2 * (phase0 + cycles_per_s * duration)) + 1)
     t = (k / 2 - phase0) / cycles_per_s
     return t[(t >= 0) & (t < duration)]
+
+
+def light_level(t: np.ndarray, phase0: float, pulse_hz: float, depth: float) -> np.ndarray:
+    """Scene brightness factor in [1 - depth, 1]: a raised cosine at ``pulse_hz`` (phase in cycles)."""
+    return 1 - depth * 0.5 * (1 - np.cos(2 * np.pi * (phase0 + pulse_hz * t)))
 
 
 # ----------------------------------------------------------------------------------- rendering
@@ -170,6 +189,12 @@ def render_clip(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[floa
     d_pos = (rng.uniform(0.2, 0.8, 2) * size + steps) % (size - d_size)
     d_colour = rng.random(3) * 255
     noise_sigma = rng.uniform(3, 8)
+    light = np.ones(n_frames)
+    if p.get("light_pulse", False):  # its own stream: every other draw stays as without the pulse
+        prng = np.random.default_rng([p["seed"], spec["label"], spec["index"], 99])
+        light = light_level(
+            t, float(prng.random()), float(cls["pulse_hz"]), float(prng.uniform(*PULSE_DEPTH))
+        )
 
     background = background.astype(np.float32)
     r_box = math.ceil(radius) + 1
@@ -192,6 +217,7 @@ def render_clip(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[floa
             stripe = (np.sin(2 * np.pi * u / stripe_period) > 0)[..., None]
             patch = img[y0:y1, x0:x1]
             patch[:] = np.where(mask[..., None], np.where(stripe, colours[0], colours[1]), patch)
+        img *= light[i]
         img += rng.standard_normal(img.shape, dtype=np.float32) * noise_sigma
         np.clip(img, 0, 255, out=img)
         frames[i] = img
@@ -405,6 +431,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clips-per-group", type=int, default=d.clips_per_group, help="clips sharing a scene (fold unit)"
     )
+    parser.add_argument(
+        "--light-pulse", action="store_true", help="also pulse the scene's light at a class rate (0.5-3.5 Hz)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
 
 
@@ -418,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
         "fps": args.fps,
         "sample_rate": args.sample_rate,
         "clips_per_group": args.clips_per_group,
+        "light_pulse": args.light_pulse,
     }
     info = make_synthetic_av(args.out, workers=args.workers, **params)
     print(json.dumps({"out": str(args.out), "classes": len(info["classes"]), **info["counts"]}))
@@ -432,6 +462,7 @@ __all__ = [
     "ensure_synthetic_av",
     "event_times",
     "fold_of_group",
+    "light_level",
     "make_synthetic_av",
     "plan_clips",
     "render_clip",
