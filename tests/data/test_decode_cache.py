@@ -1,4 +1,5 @@
-"""The in-memory decode cache: pure helpers, the budget, and TrimmedVideoDataset reading through it."""
+"""The in-memory decode cache: pure helpers, the budget, and TrimmedVideoDataset reading through it
+(tests/data/test_trimmed_dataset.py also runs its clip-selection tests through the cache)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from tests.data.media import write_garbage, write_video
 from tests.data.test_trimmed_dataset import indices, record
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count, looped_indices
-from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataset, UniformClipSampler
+from xmkd.data.trimmed import TrimmedVideoDataset, UniformClipSampler
 from xmkd.errors import ConfigError, MediaError, MissingAudioError
 
 
@@ -112,33 +113,6 @@ def test_cached_clips_match_decoding_per_clip(media) -> None:
         # AAC decoded from the start vs after a seek: same samples up to the codec's rounding
         assert torch.allclose(a["audio"], b["audio"], atol=2e-3)
     assert len(cached.decode_cache) == 1 and cached.decode_cache.used_bytes > 0
-
-
-def test_cached_dataset_keeps_bounds_fps_and_looping(media) -> None:
-    bounded = record(media["a"], start_s=1.0, end_s=1.5)
-    ds = TrimmedVideoDataset([bounded], UniformClipSampler(2), num_frames=4, fps=16, decode_cache_mb=8)
-    assert [indices(ds[i]["video"]) for i in range(2)] == [[16, 17, 18, 19], [20, 21, 22, 23]]
-    ds = TrimmedVideoDataset(
-        [record(media["a"])], UniformClipSampler(2), num_frames=4, fps=4, decode_cache_mb=8
-    )
-    assert [indices(ds[i]["video"]) for i in range(2)] == [[0, 4, 8, 12], [16, 20, 24, 28]]
-    ds = TrimmedVideoDataset(
-        [record(media["short"])], UniformClipSampler(1), num_frames=8, fps=16, decode_cache_mb=8
-    )
-    assert indices(ds[0]["video"]) == [0, 1, 2, 3, 4, 0, 1, 2]
-
-
-def test_cached_random_clips_are_grid_windows(media) -> None:
-    torch.manual_seed(0)
-    ds = TrimmedVideoDataset(
-        [record(media["a"])], RandomClipSampler(num_clips=6), num_frames=8, fps=16, decode_cache_mb=8
-    )
-    firsts = set()
-    for i in range(6):
-        idx = indices(ds[i]["video"])
-        assert idx == list(range(idx[0], idx[0] + 8)) and idx[-1] <= 31
-        firsts.add(idx[0])
-    assert len(firsts) > 1
 
 
 def test_cached_dataset_keeps_the_bad_input_policies(media) -> None:

@@ -115,14 +115,24 @@ def test_uniform_clips_are_the_expected_frames(media) -> None:
     ]
 
 
-def test_fps_subsamples_in_time_order(media) -> None:
-    ds = TrimmedVideoDataset([record(media["a"])], UniformClipSampler(2), num_frames=4, fps=4)
+# The decode cache (xmkd.data.decode_cache) cuts clips from memory: same frames on the fps grid.
+CACHE = pytest.mark.parametrize("cache_mb", [0, 8], ids=["decode-per-clip", "decode-cache"])
+
+
+@CACHE
+def test_fps_subsamples_in_time_order(media, cache_mb: int) -> None:
+    ds = TrimmedVideoDataset(
+        [record(media["a"])], UniformClipSampler(2), num_frames=4, fps=4, decode_cache_mb=cache_mb
+    )
     assert [indices(ds[i]["video"]) for i in range(2)] == [[0, 4, 8, 12], [16, 20, 24, 28]]
 
 
-def test_random_clip_is_a_contiguous_window(media) -> None:
+@CACHE
+def test_random_clip_is_a_contiguous_window(media, cache_mb: int) -> None:
     torch.manual_seed(1)
-    ds = TrimmedVideoDataset([record(media["a"])], RandomClipSampler(num_clips=4), num_frames=8, fps=16)
+    ds = TrimmedVideoDataset(
+        [record(media["a"])], RandomClipSampler(num_clips=4), num_frames=8, fps=16, decode_cache_mb=cache_mb
+    )
     assert len(ds) == 4
     firsts = set()
     for i in range(4):
@@ -132,14 +142,18 @@ def test_random_clip_is_a_contiguous_window(media) -> None:
     assert len(firsts) > 1
 
 
-def test_record_bounds_restrict_the_clip(media) -> None:
+@CACHE
+def test_record_bounds_restrict_the_clip(media, cache_mb: int) -> None:
     rec = record(media["a"], start_s=1.0, end_s=1.5)
-    ds = TrimmedVideoDataset([rec], UniformClipSampler(2), num_frames=4, fps=16)
+    ds = TrimmedVideoDataset([rec], UniformClipSampler(2), num_frames=4, fps=16, decode_cache_mb=cache_mb)
     assert [indices(ds[i]["video"]) for i in range(2)] == [[16, 17, 18, 19], [20, 21, 22, 23]]
 
 
-def test_short_video_is_loop_padded(media) -> None:
-    ds = TrimmedVideoDataset([record(media["short"])], UniformClipSampler(2), num_frames=8, fps=16)
+@CACHE
+def test_short_video_is_loop_padded(media, cache_mb: int) -> None:
+    ds = TrimmedVideoDataset(
+        [record(media["short"])], UniformClipSampler(2), num_frames=8, fps=16, decode_cache_mb=cache_mb
+    )
     for i in range(2):
         assert indices(ds[i]["video"]) == [0, 1, 2, 3, 4, 0, 1, 2]
 
