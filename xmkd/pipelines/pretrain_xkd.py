@@ -6,8 +6,8 @@
 2. Alongside, in the same run, the same online linear probe (same initial weights, same lr and
    schedule, same batches, same number of steps) is trained on a FROZEN copy of the encoders as they
    were initialised: :class:`XKDWithRandomInitProbe`. Sharing the batches makes the control exact and
-   costs one no-grad encoder pass per step (none with ``probe_view: masked`` beyond the visible
-   tokens) instead of a second run with its own data loading and pretraining.
+   costs one no-grad encoder pass per step (over the visible tokens only, with ``probe_view:
+   masked``) instead of a second run with its own data loading.
 3. Scores both probes on the validation split, exports the student/teacher video/audio encoders to
    ``runs/pretrain-xkd/encoders/`` and writes ``runs/pretrain-xkd/results.json`` (probe top-1 vs random
    init vs chance, step-time breakdown, paths) and prints a summary table.
