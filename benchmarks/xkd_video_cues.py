@@ -96,13 +96,15 @@ def add_cue(
     t = np.arange(n) / FPS
     f = frames.astype(np.float32)
     if cue in ("pulse", "blink"):
-        depth = rng.uniform(0.4, 0.6)
+        depth = rng.uniform(*synthetic_av.PULSE_DEPTH)
         if cue == "pulse":
             phase = np.full((1, 1), rng.random(), np.float32)
         else:  # 0..2 cycles across the frame, smooth, so neighbouring regions blink nearly together
             phase = smooth_noise(rng, size, int(rng.integers(2, 5))) * 2.0
-        wave = np.cos(2 * np.pi * (phase[None] + pulse_rate_hz(label, num_classes) * t[:, None, None]))
-        f *= (1 - depth * 0.5 * (1 - wave))[..., None]
+        light = synthetic_av.light_level(
+            t[:, None, None], phase[None], pulse_rate_hz(label, num_classes), depth
+        )
+        f *= light[..., None]
     else:  # grating: orientation in [0, 90] deg (a flip maps it to 180 - theta) x period
         theta = (0, 30, 60, 90, 0, 30, 60, 90, 15, 75)[label % 10] * math.pi / 180
         period = (6, 6, 6, 6, 12, 12, 12, 12, 9, 9)[label % 10] * size / 64
