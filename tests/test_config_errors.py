@@ -119,7 +119,7 @@ def test_datamodule_config_errors_name_the_key(tmp_path: Path) -> None:
         ({"encoder_size": "huge"}, "encoder_size", "base"),
         ({"loss_weights": {"kd": 1.0, "dk": 1.0}}, "loss_weights", "dk"),
         ({"teacher_view": "both"}, "teacher_view", "local | global"),
-        ({"probe_view": "centre"}, "probe_view", "masked | local | global"),
+        ({"probe_view": "centre"}, "probe_view", "masked | local | global | linear"),
     ],
 )
 def test_module_config_errors_name_key_and_expectation(kwargs, key, expected) -> None:

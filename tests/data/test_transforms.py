@@ -10,11 +10,13 @@ from torchvision.transforms.v2 import functional as TF
 from xmkd.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LINEAR_EVAL_CROP_SCALE,
     ClipColorJitter,
     VideoEvalTransform,
     VideoTrainTransform,
     XKDVideoViews,
     crop_resize_time,
+    linear_eval_transform,
     spectrogram_local_views,
     to_tchw,
     volume_jitter,
@@ -47,6 +49,35 @@ def test_xkd_views_shapes_and_one_draw_per_clip():
         assert_frames_equal(out["video_local"], 2)
     # the views differ from each other (random crops), and the output is normalised
     assert not torch.allclose(out["video_local"][0], out["video_local"][1])
+
+
+def test_xkd_probe_view_is_the_linear_evaluations_view_without_colour_operations():
+    # A clip of one colour stays that colour under crops, flips and resizes, so any change in the
+    # probe view would be a colour operation; the global view's jitter (p 0.8) does change it.
+    colour = torch.tensor([200, 40, 90], dtype=torch.uint8)
+    clip = colour.expand(8, 24, 32, 3).contiguous()
+    expected = ((colour.float() / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(3, 1, 1, 1)
+    views = XKDVideoViews(num_frames=8, size=16, local_frames=4, local_size=8, probe_view=True)
+    assert "video_probe" not in XKDVideoViews(num_frames=8, size=16, local_frames=4, local_size=8)(clip)
+    torch.manual_seed(0)
+    jittered = 0
+    for _ in range(8):
+        out = views(clip)
+        assert out["video_probe"].shape == (3, 8, 16, 16)
+        torch.testing.assert_close(out["video_probe"], expected.expand(3, 8, 16, 16), atol=1e-5, rtol=0)
+        jittered += not torch.allclose(out["video"], expected.expand(3, 8, 16, 16), atol=1e-3)
+    assert jittered > 0
+    # the geometry is random: a textured clip's probe views differ between draws
+    textured = static_clip(8, 24, 32)
+    assert not torch.allclose(views(textured)["video_probe"], views(textured)["video_probe"])
+
+
+def test_linear_eval_transform_crops_and_flips_only():
+    transform = linear_eval_transform(16)
+    assert transform.erase is None
+    ops = [type(op).__name__ for op in transform.geometric.transforms]
+    assert ops == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert tuple(transform.geometric.transforms[0].scale) == LINEAR_EVAL_CROP_SCALE
 
 
 def test_xkd_views_accepts_float_cthw_and_checks_length():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
 from xmkd.pipelines import pretrain_xkd
 from xmkd.pipelines.pretrain_xkd import XKDWithRandomInitProbe, fit_argv, step_time_summary
@@ -51,6 +52,7 @@ class TinyClips(Dataset):
         g = torch.Generator().manual_seed(0)
         self.video = torch.randn(n, 3, 4, 32, 32, generator=g)
         self.local = torch.randn(n, 1, 3, 2, 16, 16, generator=g)
+        self.probe = torch.randn(n, 3, 4, 32, 32, generator=g)  # stands for the linear-eval view
         self.audio = torch.randn(n, SAMPLES, generator=g) * 0.1
         self.label = torch.arange(n) % 3
 
@@ -61,6 +63,7 @@ class TinyClips(Dataset):
         return {
             "video": self.video[i],
             "video_local": self.local[i],
+            "video_probe": self.probe[i],
             "audio": self.audio[i],
             "label": self.label[i],
         }
@@ -80,7 +83,7 @@ def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("probe_view", ["masked", "global", "local"])
+@pytest.mark.parametrize("probe_view", ["masked", "global", "local", "linear"])
 def test_control_probe_reads_the_views_the_real_probe_reads(probe_view: str, monkeypatch):
     # At init the student and the control encoders are equal, so equal views give equal features.
     torch.manual_seed(0)
@@ -94,20 +97,28 @@ def test_control_probe_reads_the_views_the_real_probe_reads(probe_view: str, mon
 
     monkeypatch.setattr(model, "_probe_losses", spy)
     clips = TinyClips()
-    batch = {
-        k: torch.stack([clips[i][k] for i in range(4)]) for k in ("video", "video_local", "audio", "label")
-    }
+    batch = {k: torch.stack([clips[i][k] for i in range(4)]) for k in clips[0]}
     with pytest.warns(UserWarning, match="self.log"):  # no Trainer attached
         model.training_step(batch, batch_idx=1)
     assert set(seen) == {"video", "audio", "random_init_video", "random_init_audio"}
     for m in ("video", "audio"):
         torch.testing.assert_close(seen[m], seen[f"random_init_{m}"])
-    # the masked view's visible tokens pool differently from the whole view
-    whole = model.random_init_encoders["video"].patch_mean(batch["video"])
-    assert torch.allclose(seen["video"], whole) == (probe_view == "global")
+    # the masked view's visible tokens pool differently from the whole view, and the local view
+    # and the linear-eval view are other inputs
+    encoder = model.random_init_encoders["video"]
+    for view, key in (("global", "video"), ("linear", "video_probe")):
+        assert torch.allclose(seen["video"], encoder.patch_mean(batch[key])) == (probe_view == view)
 
 
-@pytest.mark.parametrize("probe_view", ["masked", "global", "local"])
+def test_linear_probe_view_needs_the_datamodules_probe_view():
+    model = XKDWithRandomInitProbe(**{**TINY, "probe_view": "linear"})
+    clips = TinyClips()
+    batch = {k: torch.stack([clips[i][k] for i in range(4)]) for k in clips[0] if k != "video_probe"}
+    with pytest.raises(ConfigError, match="linear_probe_view: true"):
+        model.training_step(batch, batch_idx=1)
+
+
+@pytest.mark.parametrize("probe_view", ["masked", "global", "local", "linear"])
 def test_control_probe_trains_on_frozen_initial_encoders(probe_view: str):
     torch.manual_seed(0)
     model = XKDWithRandomInitProbe(**{**TINY, "probe_view": probe_view})

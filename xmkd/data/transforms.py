@@ -126,8 +126,13 @@ class XKDVideoViews:
     with ImageNet mean/std; ``hue_mode="yiq"`` is the fast hue shift of :class:`ClipColorJitter`
     (``"hsv"`` for torchvision's exact, ~50x slower one).
 
+    ``probe_view=True`` also returns ``video_probe`` (3, T, size, size): the same frames as the
+    linear evaluation augments them (:func:`linear_eval_transform`: random resized crop, flip, no
+    colour operations), for an online linear probe that should see what the linear evaluation sees
+    rather than the pretraining's colour-jittered views.
+
     Returns ``{"video": (3, T, size, size), "video_local": (L, 3, local_frames, local_size,
-    local_size)}``, both float and normalised.
+    local_size)}`` (+ ``video_probe``), all float and normalised.
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class XKDVideoViews:
         hue_mode: str = "yiq",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        probe_view: bool = False,
     ) -> None:
         if local_temporal not in ("window", "uniform"):
             raise ValueError(f"local_temporal must be 'window' or 'uniform', got {local_temporal!r}")
@@ -180,6 +186,7 @@ class XKDVideoViews:
             v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=blur_sigma)], p=blur_p),
         ]
         self.local_view = v2.Compose(local)
+        self.probe_view = linear_eval_transform(size, mean, std) if probe_view else None
 
     def _local_indices(self, t: int) -> torch.Tensor:
         if self.local_temporal == "uniform":
@@ -201,6 +208,8 @@ class XKDVideoViews:
             for _ in range(self.num_local_views)
         ]
         out["video_local"] = torch.stack(locals_)
+        if self.probe_view is not None:
+            out["video_probe"] = self.probe_view(video)
         return out
 
 
@@ -241,6 +250,25 @@ class VideoTrainTransform:
             clip = self.erase(tv_tensors.Video(clip.permute(1, 0, 2, 3))).as_subclass(torch.Tensor)
             clip = clip.permute(1, 0, 2, 3).contiguous()
         return clip
+
+
+#: The linear evaluation's crop scale: "augmented clips" are random resized crops of at least a
+#: quarter of the frame (interpretation; the fine-tuning recipe's 0.08 would leave too little of a
+#: clip for a frozen encoder).
+LINEAR_EVAL_CROP_SCALE = (0.25, 1.0)
+
+
+def linear_eval_transform(
+    size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> VideoTrainTransform:
+    """The linear evaluation's training augmentation: random resized crop + flip, nothing else.
+
+    RandAugment and random erasing belong to the fine-tuning recipe; a frozen encoder is probed on
+    clips augmented only geometrically, as MAE's linear probing does.
+    """
+    return VideoTrainTransform(
+        size=size, scale=LINEAR_EVAL_CROP_SCALE, randaug_num_ops=0, erase_p=0.0, mean=mean, std=std
+    )
 
 
 class VideoEvalTransform:
@@ -363,11 +391,13 @@ def crop_resize_time(
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LINEAR_EVAL_CROP_SCALE",
     "ClipColorJitter",
     "VideoEvalTransform",
     "VideoTrainTransform",
     "XKDVideoViews",
     "crop_resize_time",
+    "linear_eval_transform",
     "spectrogram_local_views",
     "to_tchw",
     "volume_jitter",

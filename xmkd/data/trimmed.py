@@ -485,6 +485,9 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             ``eval`` (centre crop, e.g. for linear-probe features) or ``none``.
         eval_transform: ``eval`` (short side resize + ``test_crops`` crops) or ``none``.
         crop_size, local_crop_size, local_frames, num_local_views, eval_short_side: view sizes.
+        linear_probe_view: with ``train_transform: xkd``, also return ``video_probe``, the linear
+            evaluation's view of the same clip (random resized crop + flip), for the pretrainer's
+            online probe (``probe_view: linear``).
         batch_size: per device; ``eval_batch_size`` defaults to it.
         missing, missing_audio, on_bad_input, min_duration_s, decode_cache_mb: see
             :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per DataLoader worker and per split).
@@ -510,6 +513,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         local_crop_size: int = 96,
         local_frames: int = 8,
         num_local_views: int = 1,
+        linear_probe_view: bool = False,
         eval_short_side: int | None = None,
         train_clips_per_video: int = 1,
         test_clips: int = 3,
@@ -532,6 +536,11 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         _check_choice("eval_transform", eval_transform, ("eval", "none"))
         if root is None and dataset != "synthetic":
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
+        if linear_probe_view and train_transform != "xkd":
+            raise ConfigError(
+                "linear_probe_view",
+                f"the probe view comes with train_transform: xkd, not {train_transform!r}",
+            )
         if test_crops not in (1, 3) and eval_transform == "eval":
             raise ConfigError("test_crops", f"the eval transform takes 1 or 3 crops, got {test_crops}")
         self.dataset = dataset
@@ -544,6 +553,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.crop_size, self.local_crop_size = crop_size, local_crop_size
         self.local_frames, self.num_local_views = local_frames, num_local_views
+        self.linear_probe_view = linear_probe_view
         self.eval_short_side = eval_short_side
         self.train_clips_per_video, self.test_clips, self.test_crops = (
             train_clips_per_video,
@@ -628,6 +638,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
                 local_frames=self.local_frames,
                 local_size=self.local_crop_size,
                 num_local_views=self.num_local_views,
+                probe_view=self.linear_probe_view,
             )
         if self.train_transform == "finetune":
             return T.VideoTrainTransform(size=self.crop_size)

@@ -103,7 +103,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             computed, so free; this is what solo-learn's MAE does (its classifier reads the masked
             backbone output in training). ``local``: the first (unmasked) local view, also free, but
             a different crop scale and length than validation's. ``global``: an extra no-grad
-            student pass on the unmasked global view, matching validation exactly at a cost.
+            student pass on the unmasked global view, matching validation's crop at a cost.
+            ``linear``: the same extra pass on the batch's ``video_probe`` (the datamodule's
+            ``linear_probe_view: true``), the linear evaluation's view of the clip: random resized crop
+            and flip, without the pretraining's colour jitter; audio as ``global``.
         recon_log_every_n_epochs: log input / masked / reconstruction images every N epochs (0: never).
     """
 
@@ -152,15 +155,15 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         drop_path: float = 0.0,
         probe_num_classes: int = 0,
         probe_lr: float = 1e-3,
-        probe_view: Literal["masked", "local", "global"] = "local",
+        probe_view: Literal["masked", "local", "global", "linear"] = "local",
         recon_log_every_n_epochs: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if variant not in ("xkd", "mas", "mats"):
             raise ConfigError("variant", f"expected xkd | mas | mats, got {variant!r}")
-        if probe_view not in ("masked", "local", "global"):
-            raise ConfigError("probe_view", f"expected masked | local | global, got {probe_view!r}")
+        if probe_view not in ("masked", "local", "global", "linear"):
+            raise ConfigError("probe_view", f"expected masked | local | global | linear, got {probe_view!r}")
         if teacher_view not in ("local", "global"):
             raise ConfigError("teacher_view", f"expected local | global, got {teacher_view!r}")
         if num_local_views < 1 and teacher_view == "local":
@@ -422,6 +425,18 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             for m, feat in features.items()
         }
 
+    def probe_video(self, batch: dict[str, Any], video: Tensor) -> Tensor:
+        """The video the probe reads with ``probe_view`` global (the global view) or linear."""
+        if self.hparams.probe_view != "linear":
+            return video
+        if "video_probe" not in batch:
+            raise ConfigError(
+                "probe_view",
+                "probe_view: linear reads the batch's 'video_probe' (the linear evaluation's view); "
+                "set data.init_args.linear_probe_view: true",
+            )
+        return batch["video_probe"]
+
     # ------------------------------------------------------------------ steps
 
     def _batch_views(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -439,10 +454,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.log_dict(out["logs"], on_step=True, on_epoch=False, prog_bar=False)
         self.log("loss", out["logs"]["loss/total"], prog_bar=True, on_step=True, on_epoch=False)
         if self.probes and "label" in batch:
-            if self.hparams.probe_view == "global":
+            if self.hparams.probe_view in ("global", "linear"):
                 with torch.no_grad():
                     feats = {
-                        "video": self.student["video"].patch_mean(video),
+                        "video": self.student["video"].patch_mean(self.probe_video(batch, video)),
                         "audio": self.student["audio"].patch_mean(spec),
                     }
             elif self.hparams.probe_view == "masked":

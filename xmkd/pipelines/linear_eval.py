@@ -33,7 +33,14 @@ FOLDS = {"synthetic": (1, 2, 3), "ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc5
 SYNTHETIC_DATA = "data/synth-av-xkd"
 PRETRAIN_DIR = Path("runs/pretrain-xkd/encoders")
 #: The synthetic set of ``make pretrain-xkd`` (experiments/xkd/xkd_tiny_synthetic.yaml).
-SYNTHETIC_OPTIONS = {"classes": 10, "clips_per_class": 24, "duration": 4.0, "size": 64, "fps": 8.0}
+SYNTHETIC_OPTIONS = {
+    "classes": 10,
+    "clips_per_class": 24,
+    "duration": 4.0,
+    "size": 64,
+    "fps": 8.0,
+    "light_pulse": True,
+}
 HOP_LENGTH, SAMPLE_RATE = 143, 16000
 
 
@@ -180,9 +187,8 @@ def build_datasets(
 
     frames, size = encoder_config.input_size[0], encoder_config.input_size[1]
     if args.train_augment == "crop-flip":
-        # Interpretation: "augmented clips" = random temporal window + random resized crop + flip
-        # (no RandAugment / erasing, which belong to the fine-tuning recipe).
-        augment = T.VideoTrainTransform(size=size, scale=(0.25, 1.0), randaug_num_ops=0, erase_p=0.0)
+        # Interpretation: "augmented clips" = random temporal window + random resized crop + flip.
+        augment = T.linear_eval_transform(size)
     else:
         augment = T.VideoEvalTransform(size=size, short_side=args.eval_short_side, num_crops=1)
     common = dict(num_frames=frames, fps=args.fps, with_audio=False)

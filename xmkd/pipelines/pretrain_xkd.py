@@ -113,12 +113,14 @@ class XKDWithRandomInitProbe(XKDPretrainer):
         return out
 
     @torch.no_grad()
-    def _random_init_features(self, views: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
+    def _random_init_features(
+        self, views: tuple[Tensor, Tensor, Tensor, Tensor], batch: dict[str, Any]
+    ) -> dict[str, Tensor]:
         """The control encoders' features of the views the real probe reads (``probe_view``)."""
         enc = self.random_init_encoders
         assert enc is not None
         video, video_local, spec, spec_local = views
-        inputs = {"video": video, "audio": spec}
+        inputs = {"video": self.probe_video(batch, video), "audio": spec}
         if self.hparams.probe_view == "local":
             inputs = {"video": video_local[:, 0], "audio": spec_local[:, 0]}
         if self.hparams.probe_view == "masked":
@@ -133,7 +135,7 @@ class XKDWithRandomInitProbe(XKDPretrainer):
         loss = super().training_step(batch, batch_idx)
         if self.random_init_encoders is None or "label" not in batch or self._views is None:
             return loss
-        feats = self._random_init_features(self._views)
+        feats = self._random_init_features(self._views, batch)
         for name, probe_loss in self._probe_losses(feats, batch["label"]).items():
             self.log(f"probe/loss_{name}", probe_loss, on_step=True, on_epoch=False)
             loss = loss + probe_loss
