@@ -47,6 +47,18 @@ def test_every_config_is_covered() -> None:
     assert set(names) == {p.name for p in FIT_CONFIGS} | {p.name for p in SVM_CONFIGS}
 
 
+def test_tiny_recipes_and_linear_eval_read_the_same_synthetic_set() -> None:
+    # They share data/synth-av-xkd, which is regenerated whenever its parameters differ: any
+    # mismatch would rewrite the folder back and forth between make targets.
+    from xmkd.pipelines.linear_eval import SYNTHETIC_DATA, SYNTHETIC_OPTIONS
+
+    configs = [EVAL.parent / "xkd" / "xkd_tiny_synthetic.yaml", *EVAL.glob("finetune_tiny_synthetic*.yaml")]
+    assert len(configs) == 3  # svm_tiny_synthetic.yaml runs linear-eval, which takes SYNTHETIC_OPTIONS
+    for config in configs:
+        data = yaml.safe_load(config.read_text())["data"]["init_args"]
+        assert (data["root"], data["synthetic_options"]) == (SYNTHETIC_DATA, SYNTHETIC_OPTIONS), config.name
+
+
 def test_paper_recipes_carry_the_paper_numbers() -> None:
     ucf = yaml.safe_load((EVAL / "finetune_vitb_ucf101.yaml").read_text())["model"]["init_args"]
     hmdb = yaml.safe_load((EVAL / "finetune_vitb_hmdb51.yaml").read_text())["model"]["init_args"]

@@ -388,6 +388,24 @@ def test_datamodule_csv_and_kinetics_splits(tmp_path: Path) -> None:
         TrimmedVideoDataModule(dataset="hmdb51", root=str(tmp_path)).setup("fit")
 
 
+def test_datamodule_linear_probe_view_comes_with_the_xkd_views(tmp_path: Path) -> None:
+    from xmkd.data.trimmed import TrimmedVideoDataModule
+
+    options = dict(classes=3, clips_per_class=4, duration=1.0, size=32, fps=8, workers=1)
+    common = dict(
+        root=str(tmp_path / "synth-av"), synthetic_options=options, num_frames=4, fps=8, crop_size=16,
+        local_crop_size=8, local_frames=2, test_clips=1, test_crops=1, batch_size=2, num_workers=0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="config key 'linear_probe_view'.*'finetune'"):
+        TrimmedVideoDataModule(**common, train_transform="finetune", linear_probe_view=True)
+    dm = TrimmedVideoDataModule(**common, linear_probe_view=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video_probe"].shape == batch["video"].shape == (2, 3, 4, 16, 16)
+    assert batch["video_local"].shape == (2, 1, 3, 2, 8, 8)
+
+
 def test_datamodule_synthetic_generates_and_reads_through_ucf_reader(tmp_path: Path) -> None:
     from xmkd.data.trimmed import TrimmedVideoDataModule
 
