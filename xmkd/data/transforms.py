@@ -252,9 +252,8 @@ class VideoTrainTransform:
         return clip
 
 
-#: The linear evaluation's crop scale: "augmented clips" are random resized crops of at least a
-#: quarter of the frame (interpretation; the fine-tuning recipe's 0.08 would leave too little of a
-#: clip for a frozen encoder).
+#: The linear evaluation's crop scale: its "augmented clips" are random resized crops of at least a
+#: quarter of the frame (interpretation: the paper says only "augmented").
 LINEAR_EVAL_CROP_SCALE = (0.25, 1.0)
 
 
