@@ -20,6 +20,10 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     return rows[:, i] * (1 - f)[None] + rows[:, i + 1] * f[None]
 
 
+#: x264 settings that make the encoded bytes a function of the frames alone (see :func:`write_mp4`).
+X264_DETERMINISTIC = "no-asm=1:threads=1"
+
+
 def write_mp4(
     path: Path,
     frames: np.ndarray,
@@ -32,6 +36,12 @@ def write_mp4(
 
     Written under a temporary name and renamed, so an interrupted generator never leaves a file
     that looks finished.
+
+    The bytes depend only on the inputs: x264 runs its portable C code (``no-asm``) on one thread.
+    Its SIMD kernels read past the end of small planes (32-pixel frames came out differently
+    after another allocation had dirtied the heap) and differ between CPUs, so with them a seed
+    would not give the same dataset in every process and on every machine. The C path costs
+    about 2x the encode time, which is small beside rendering.
     """
     rate = Fraction(fps).limit_denominator(1001)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -39,7 +49,7 @@ def write_mp4(
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": str(crf)}
+        vs.options = {"preset": "veryfast", "crf": str(crf), "x264-params": X264_DETERMINISTIC}
         vs.codec_context.thread_count = 1  # the generators parallelise across files
         aus = None
         if audio is not None:
