@@ -205,3 +205,36 @@ def write_garbage(path: str | Path, num_bytes: int = 4096, seed: int = 0) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, num_bytes, dtype=np.uint8).tobytes())
     return path
+
+
+def write_stereo(
+    path: str | Path,
+    left: float = 0.8,
+    right: float = 0.4,
+    duration_s: float = 1.0,
+    sample_rate: int = 16000,
+    freq: float = 300.0,
+) -> Path:
+    """A stereo sine tone, the same phase in both channels at peak amplitudes ``left``/``right``.
+
+    Written with PyAV in the format the suffix names (``.flac``, ``.wav``...), 16-bit samples. The
+    true mono mix (the channel mean) peaks at ``(left + right) / 2``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = round(duration_s * sample_rate)
+    tone = np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)
+    samples = np.stack([left * tone, right * tone])  # (2, n)
+    codec = "flac" if path.suffix.lower() == ".flac" else "pcm_s16le"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        stream.layout = "stereo"
+        stream.format = "s16"
+        for start in range(0, n, 4096):
+            part = (samples[:, start : start + 4096] * 32767).round().astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(part.T.reshape(1, -1).copy(), format="s16", layout="stereo")
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

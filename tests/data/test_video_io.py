@@ -14,6 +14,7 @@ from tests.data.media import (
     write_audio_only,
     write_garbage,
     write_one_frame_video,
+    write_stereo,
     write_truncated,
     write_video,
     write_video_only,
@@ -132,6 +133,17 @@ def test_wav_stereo_is_downmixed(tmp_path):
     path = write_wav(tmp_path / "s.wav", duration_s=0.5, sample_rate=8000, channels=2, freq=300)
     wav = read_audio(path, 0.0, 0.5, sample_rate=16000)
     assert wav.shape == (8000,) and wav.abs().max() > 0.2
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav"])
+def test_stereo_is_mixed_to_mono_as_the_channel_mean(tmp_path, suffix):
+    """FFmpeg's mono downmix adds each channel at 1/sqrt(2): 0.8 and 0.4 in phase gave 0.85, and a
+    loud speech FLAC went past full scale. The mean of the channels peaks at (0.8 + 0.4) / 2."""
+    path = write_stereo(tmp_path / f"s{suffix}", left=0.8, right=0.4, freq=300)
+    wav = read_audio(path, 0.0, 1.0)
+    assert wav.abs().max() == pytest.approx(0.6, abs=0.005)
+    t = np.arange(16000) / 16000
+    np.testing.assert_allclose(wav.numpy(), 0.6 * np.sin(2 * np.pi * 300 * t), atol=0.01)
 
 
 # ----------------------------------------------------------------------------- bad input

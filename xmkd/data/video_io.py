@@ -331,7 +331,8 @@ def read_audio(
     """Decode ``round(duration_s * sample_rate)`` mono float32 samples starting at ``start_s``.
 
     Works on the audio track of a video container (mp3 in AVI, AAC in mp4) and on wav/flac/mp3
-    files. Channels are down-mixed and resampled by FFmpeg's resampler (``av.AudioResampler``).
+    files. FFmpeg's resampler (``av.AudioResampler``) changes the rate; channels are then mixed to
+    mono as their mean (:func:`_downmix`), not by FFmpeg's mono downmix, which is sqrt(2) too loud.
     Samples past the end of the audio are zeros, so the length is always exact; a ``start_s``
     at or past the end raises :class:`MediaError`, no audio stream :class:`MissingAudioError`.
     """
@@ -387,7 +388,8 @@ def _decode_audio(
         container.seek(int((seek_s - AUDIO_PREROLL_S) / tb), stream=stream, backward=True, any_frame=False)
     elif seek_s is None:
         container.seek(0, stream=stream, backward=True, any_frame=False)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    # planar float at the source's channel layout: the channels are averaged here, see _downmix
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
     chunks: list[np.ndarray] = []
     first_s: float | None = None
     want_until = (seek_s if seek_s is not None else (start_rel_s or 0.0)) + (n_out + 1) / sample_rate
@@ -397,16 +399,28 @@ def _decode_audio(
             first_s = frame.pts * tb if frame.pts is not None else origin_s
             frame, first_s = _align_to_grid(frame, first_s, origin_s, sample_rate, stream.time_base)
         for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().reshape(-1))
+            chunks.append(_downmix(out.to_ndarray()))
         if frame.pts is not None:
             last_end_s = frame.pts * tb + frame.samples / frame.sample_rate
         if last_end_s >= want_until + 0.05:
             break
     for out in resampler.resample(None):
-        chunks.append(out.to_ndarray().reshape(-1))
+        chunks.append(_downmix(out.to_ndarray()))
     if first_s is not None and not chunks:
         first_s = None
     return chunks, first_s
+
+
+def _downmix(planes: np.ndarray) -> np.ndarray:
+    """Mono as the mean of the channels of a planar ``(channels, samples)`` float array.
+
+    FFmpeg's own stereo-to-mono matrix adds each channel at -3 dB (1/sqrt(2)), so a signal present
+    in both channels comes out sqrt(2) louder than in either (a normal speech FLAC reached 1.107,
+    past full scale). The mean keeps a centred signal at its level and never exceeds full scale.
+    """
+    if planes.shape[0] == 1:
+        return planes.reshape(-1)
+    return planes.mean(axis=0, dtype=np.float32)
 
 
 def _align_to_grid(
