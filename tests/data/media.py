@@ -10,6 +10,7 @@ Import from tests as ``from tests.data.media import write_video`` (the suite run
 
 from __future__ import annotations
 
+import io
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -237,4 +238,102 @@ def write_stereo(
             frame.pts = start
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def write_elementary_stream(
+    path: str | Path,
+    codec: str = "mpeg4",
+    num_frames: int = 120,
+    fps: Fraction = Fraction(30000, 1001),
+    size: int = 64,
+) -> Path:
+    """A raw video elementary stream (no container timing), whatever the file is called.
+
+    ``codec="mpeg4"`` writes an MPEG-4 Part 2 stream (the ``m4v`` muxer: the parser gives its
+    packets timestamps), ``"libx264"`` an Annex-B H.264 stream (the ``h264`` muxer: no timestamps
+    at all, only packet durations). Re-encoded dataset mirrors save these under an ``.mp4`` name;
+    FFmpeg then reports its fallback 25 fps while the stream runs at ``fps``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps)
+    with av.open(str(path), mode="w", format="m4v" if codec == "mpeg4" else "h264") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "crf": "18"}
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, size, size), format="rgb24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only file that cannot seek back, like a pipe or a capture that was cut off."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b) -> int:
+        return self.f.write(b)
+
+
+def write_streamed_avi(path: str | Path, num_frames: int = 100, fps: int = 25, size: int = 64) -> Path:
+    """An MPEG-4 AVI with PCM audio, interleaved, written the way a recorder streams it.
+
+    The writer cannot seek back, so the file has no ``idx1`` index and its header keeps the
+    placeholders (RIFF/movi sizes 0xFFFFFFFF, stream length 2**30 frames): an AVI without an index,
+    as an interrupted capture or a piped ``ffmpeg`` leaves it. Every frame is still in the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample_rate = 16000
+    per_frame = sample_rate // fps
+    with open(path, "wb") as raw, av.open(_Unseekable(raw), mode="w", format="avi") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        video.codec_context.gop_size = 12
+        audio = container.add_stream("pcm_s16le", rate=sample_rate)
+        audio.layout = "mono"
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, size, size), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(video.encode(frame))
+            tone = _tone(per_frame * (i + 1), sample_rate, 440.0)[:, per_frame * i :]
+            samples = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16), format="s16", layout="mono")
+            samples.sample_rate = sample_rate
+            samples.pts = per_frame * i
+            container.mux(audio.encode(samples))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    return path
+
+
+def strip_avi_index(path: str | Path) -> Path:
+    """Remove the ``idx1`` chunk of an AVI in place (and its "has index" header flag)."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"idx1")
+    if at < 0:
+        raise ValueError(f"{path} has no idx1 chunk")
+    size = int.from_bytes(data[at + 4 : at + 8], "little")
+    del data[at : at + 8 + size + (size & 1)]
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")  # RIFF size
+    avih = data.find(b"avih") + 8
+    flags = int.from_bytes(data[avih + 12 : avih + 16], "little") & ~0x10  # AVIF_HASINDEX
+    data[avih + 12 : avih + 16] = flags.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
     return path

@@ -203,3 +203,15 @@ def test_list_videos_rejects_duplicate_ids(tmp_path):
     (tmp_path / "b" / "v.avi").write_bytes(b"x")
     with pytest.raises(ConfigError, match="share the id"):
         list_videos(tmp_path)
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_elementary_stream_is_decoded_at_its_timestamps_rate(tmp_path, codec):
+    """A raw 29.97 fps stream named .mp4 (FFmpeg says 25 fps): flow must see every frame once, at
+    even steps, labelled 29.97 fps; at 25 fps one frame in six was skipped and the gaps uneven."""
+    from tests.data.media import frame_index_of, write_elementary_stream
+
+    path = write_elementary_stream(tmp_path / "es.mp4", codec=codec, num_frames=60)
+    video = decode_video(path)
+    assert video.native_fps == pytest.approx(30000 / 1001) and video.fps == pytest.approx(30000 / 1001)
+    assert [frame_index_of(f) for f in video.frames] == list(range(60))

@@ -11,10 +11,13 @@ import torch
 
 from tests.data.media import (
     frame_index_of,
+    strip_avi_index,
     write_audio_only,
+    write_elementary_stream,
     write_garbage,
     write_one_frame_video,
     write_stereo,
+    write_streamed_avi,
     write_truncated,
     write_video,
     write_video_only,
@@ -33,6 +36,11 @@ DEMO = "video/demo.mp4"
 
 def indices(clip: torch.Tensor) -> list[int]:
     return [frame_index_of(f) for f in clip.numpy()]
+
+
+def native_chunks(path, fps: float, total: int, size: int) -> list[int]:
+    """Frame indices of a whole video read at its native rate in consecutive chunks."""
+    return [i for s in range(0, total, size) for i in indices(read_clip(path, s / fps, min(size, total - s)))]
 
 
 def full_sorted_decode(path) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -293,3 +301,86 @@ def test_avi_mpeg4_with_pcm_audio(tmp_path):
     assert (info.codec, info.num_frames, info.has_audio) == ("mpeg4", 30, True)
     assert indices(read_clip(path, 0.4, 8)) == list(range(10, 18))
     assert read_audio(path, 0.0, 1.0).abs().max() > 0.4
+
+
+# ----------------------------------------------------------------------------- elementary streams
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_elementary_stream_rate_and_count_come_from_the_stream(tmp_path, codec):
+    """A raw stream under an .mp4 name reports FFmpeg's fallback 25 fps while its timestamps (or,
+    for H.264, its packet durations) run at 29.97: native reads must step by 1/29.97 s."""
+    path = write_elementary_stream(tmp_path / "es.mp4", codec=codec, num_frames=120)
+    with av.open(str(path)) as container:
+        assert float(container.streams.video[0].average_rate) == 25  # the rate that misleads
+    info = probe(path)
+    assert info.fps == pytest.approx(30000 / 1001) and info.fps_from_timestamps
+    assert info.num_frames == 120 and info.duration_s == pytest.approx(120 * 1001 / 30000, abs=1e-3)
+    assert indices(read_clip(path, 0.0, 12)) == list(range(12))  # no frame skipped, none repeated
+    assert indices(read_clip(path, 2.0, 8)) == list(range(59, 67))  # floor(2.0 * 29.97) = 59
+    assert native_chunks(path, info.fps, 120, 16) == list(range(120))  # chunks reach the last frame
+
+
+def test_stream_without_timestamps_is_read_from_the_start_said_once(tmp_path, caplog):
+    """Raw H.264 cannot be seeked (no timestamps): read from the start, with one warning."""
+    import xmkd.data.video_io as video_io
+
+    video_io._from_start_logged = False
+    a = write_elementary_stream(tmp_path / "a.mp4", codec="libx264", num_frames=40)
+    b = write_elementary_stream(tmp_path / "b.mp4", codec="libx264", num_frames=40)
+    with caplog.at_level("DEBUG", logger="xmkd.data.video_io"):
+        for path in (a, a, b):
+            assert indices(read_clip(path, 1.0, 4)) == [29, 30, 31, 32]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "decoding from the start" in warnings[0].getMessage()
+    assert str(a) in warnings[0].getMessage()
+
+
+# ----------------------------------------------------------------------------- AVIs without an index
+def test_avi_without_index_counts_its_frames_and_reads_every_clip(tmp_path):
+    """A streamed AVI has no idx1 and a placeholder length (2**30 frames, i.e. 82.8 s at 25 fps):
+    the frame count and duration must come from the stream, and clips anywhere in it must read."""
+    path = write_streamed_avi(tmp_path / "streamed.avi", num_frames=100, fps=25)
+    assert b"idx1" not in path.read_bytes()
+    info = probe(path)
+    assert (info.num_frames, info.fps, info.duration_s) == (100, 25.0, pytest.approx(4.0))
+    assert info.data_end_s is None
+    assert native_chunks(path, 25, 100, 16) == list(range(100))
+    assert read_audio(path, 3.0, 0.5).abs().max() > 0.4
+    with pytest.raises(MediaError, match=r"past the end of the video \(data ends at 4\.00 s\)"):
+        read_clip(path, 5.0, 4)
+
+
+def test_avi_with_idx1_stripped_reads_every_frame(tmp_path):
+    path = strip_avi_index(write_video(tmp_path / "a.avi", num_frames=60, fps=25, codec="mpeg4", gop=12))
+    info = probe(path)
+    assert (info.num_frames, info.duration_s) == (60, pytest.approx(2.4))
+    assert native_chunks(path, 25, 60, 12) == list(range(60))
+
+
+# ----------------------------------------------------------------------------- truncated files
+def test_truncated_mp4_reports_where_its_data_ends(tmp_path):
+    """30% of a faststart mp4: the index survives and promises 14 s; a clip in the missing tail is
+    'truncated', not 'past the end'; clips in the part that survives still read."""
+    path = write_truncated(
+        tmp_path / "t.mp4", keep_fraction=0.3, faststart=True, num_frames=140, fps=10, size=(160, 120)
+    )
+    assert indices(read_clip(path, 1.0, 4)) == [10, 11, 12, 13]
+    with pytest.raises(MediaError, match=r"truncated: data ends at \d+\.\d\d s of 14\.00 s") as err:
+        read_clip(path, 8.0, 4)
+    info = probe(path)
+    assert info.duration_s == pytest.approx(14.0) and 2.0 < info.data_end_s < 10.0
+    assert f"data ends at {info.data_end_s:.2f} s" in err.value.reason
+    assert info.num_frames == round(info.data_end_s * 10)
+    with pytest.raises(MediaError, match=rf"truncated: data ends at {info.data_end_s:.2f} s of 14\.00 s"):
+        read_clip(path, info.data_end_s - 0.2, 4)
+
+
+def test_truncated_avi_reports_where_its_data_ends(tmp_path):
+    path = write_truncated(
+        tmp_path / "t.avi", keep_fraction=0.3, num_frames=140, fps=10, size=(160, 120), codec="mpeg4"
+    )
+    with pytest.raises(MediaError, match=r"truncated: data ends at \d+\.\d\d s of 14\.00 s"):
+        read_clip(path, 8.0, 4)
+    info = probe(path)
+    assert info.duration_s == pytest.approx(14.0) and 2.0 < info.data_end_s < 10.0
+    with pytest.raises(MediaError, match="truncated"):
+        read_clip(path, info.data_end_s - 0.2, 8)  # runs into the missing part: no silent looping

@@ -126,10 +126,12 @@ def decode_video(
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             tb = stream.time_base
+            # raw elementary streams carry no timestamps: then each frame lasts one native frame
+            frame_ticks = max(1, round(1.0 / (info.fps * float(tb))))
             for frame in container.decode(stream):
                 pts = frame.pts if frame.pts is not None else frame.dts
                 if pts is None:
-                    pts = pts_list[-1] + 1 if pts_list else 0
+                    pts = pts_list[-1] + frame_ticks if pts_list else 0
                 pts_list.append(int(pts))
                 arrays.append(frame.to_ndarray(format=fmt, width=w, height=h, interpolation="AREA"))
     except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:

@@ -9,12 +9,23 @@ Frame choice: the frame returned for time ``t`` is the one whose presentation in
 ``[pts, next pts)`` contains ``t``. Frames are collected with their pts and ordered by pts, never
 by the order the decoder emits them (some AVIs emit them out of order).
 
+Frame rate: the timestamps decide. Raw MPEG-4 / H.264 elementary streams (often saved under an
+``.mp4`` name) carry no container timing and report FFmpeg's fallback 25 fps while their
+timestamps run at 29.97; where the container's rate disagrees with the first packets' timestamps,
+the timestamps' rate is used (:func:`_sample_timing`), and frame counts come from the stream.
+
+Damaged files: a seek that raises or lands past the data (an index pointing past a truncated
+end, a stream without timestamps) falls back to decoding from the start of the file, said once in
+the log. A file whose data ends before the length its header declares is reported as
+``truncated: data ends at X s of Y s`` wherever a read needs the missing part.
+
 Every failure is raised as :class:`xmkd.errors.MediaError` (or :class:`MissingAudioError`) that
 names the file; raw PyAV exceptions never escape.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -29,24 +40,35 @@ import torch
 
 from xmkd.errors import MediaError, MissingAudioError
 
+log = logging.getLogger(__name__)
+
 # Decoders whose container timestamps are unreliable (packed B-frames in AVI) can emit frames
 # slightly out of pts order; after the first frame past the clip we decode this many more so a
 # late, earlier-pts frame is not missed. Well-formed streams cost at most this many extra frames.
 REORDER_MARGIN = 4
-# Packets demuxed from the start to find the first frame's pts (covers any B-frame reordering).
+# Packets demuxed from the start to find the first frame's pts and the timestamps' frame rate.
 _ORIGIN_PACKETS = 16
 # Seconds decoded before an audio clip's start after a seek (decoder and resampler warm-up).
 AUDIO_PREROLL_S = 0.2
 # A decoded stream that ends this much earlier than the container says is treated as truncated.
 _TRUNCATION_SLACK_S = 0.5
+# The container's frame rate gives way to the timestamps' when the two differ by more than this.
+_RATE_TOLERANCE = 0.02
+# A header frame count this large is a placeholder, not a count: FFmpeg's AVI muxer writes 2**30
+# when it cannot seek back to fill in the length (a streamed or interrupted recording).
+_PLACEHOLDER_FRAMES = 2**30
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a container says about its first video stream (and first audio stream, if any).
+    """What a container holds in its first video stream (and first audio stream, if any).
 
-    Values come from container/stream metadata; where a field is missing it is estimated from
-    the others (e.g. ``num_frames = round(duration_s * fps)``), never by decoding every frame.
+    ``fps`` is the container's rate unless the stream's timestamps disagree with it
+    (``fps_from_timestamps``). ``duration_s`` is the length the container declares; where the
+    header has no usable length or frame count (raw streams, AVIs without an index, mkv), the
+    packets are counted (demuxed, not decoded) and ``num_frames``/``duration_s`` come from them.
+    ``data_end_s`` is set only for a truncated file: where its video data really ends (then
+    ``num_frames`` counts the frames present).
     """
 
     duration_s: float
@@ -57,6 +79,8 @@ class VideoInfo:
     width: int
     height: int
     audio_sample_rate: int | None
+    fps_from_timestamps: bool = False
+    data_end_s: float | None = None
 
 
 def _check_file(path: Path) -> None:
@@ -108,12 +132,152 @@ def _stream_duration_s(stream: av.stream.Stream, container: av.container.InputCo
     return None
 
 
+# ---------------------------------------------------------------------------------------- timing
+@dataclass(frozen=True)
+class _Timing:
+    """How a video stream's frames map to time, from its header and its first packets.
+
+    ``origin``: pts of the first presented frame. ``fps``: the native rate (the timestamps' where
+    the header disagrees, ``from_timestamps``). ``frame_pts``: one frame in pts units. ``timed``:
+    the packets carry pts (raw H.264 streams carry none: such a stream cannot be seeked, and its
+    frames are timed by counting). ``sampled``/``last_pts``: non-empty packets demuxed and their
+    largest pts, so that a count of the whole stream can go on from there.
+    """
+
+    origin: float
+    fps: float | None
+    frame_pts: float
+    timed: bool
+    from_timestamps: bool
+    sampled: int
+    last_pts: float | None
+
+
+def _timestamp_rate(pts: list[int], time_base: float) -> float | None:
+    """Frame rate implied by packet timestamps: one over their typical step, if steps are regular.
+
+    The steps between sorted distinct pts are regular when three quarters of them are within 1% of
+    the median (a B-frame not yet demuxed leaves one double step); variable-rate starts give None.
+    """
+    steps = np.diff(np.unique(np.asarray(pts, dtype=np.float64)))
+    if len(steps) < 2:
+        return None
+    step = float(np.median(steps))
+    if step <= 0 or np.mean(np.abs(steps - step) <= 0.01 * step) < 0.75:
+        return None
+    return 1.0 / (step * time_base)
+
+
+def _sample_timing(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _Timing:
+    """Origin and native frame rate from the header and the first packets (demuxed, not decoded).
+
+    Why: a raw elementary stream has no container timing, and FFmpeg then reports a fallback
+    average rate (25 fps) while the stream's own timestamps (or, without timestamps, its packet
+    durations) run at 29.97. Reading at the fallback rate skips one frame in six and pads by
+    repeating; so where the two disagree by more than ``_RATE_TOLERANCE`` the timestamps win.
+    """
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    pts: list[int] = []
+    durations: list[int] = []
+    sampled = 0
+    for pk in container.demux(stream):
+        if pk.pts is not None and not pk.is_discard:
+            pts.append(pk.pts)
+        if pk.size > 0 and not pk.is_discard:
+            sampled += 1
+            if pk.duration:
+                durations.append(pk.duration)
+        if max(len(pts), sampled) >= _ORIGIN_PACKETS:
+            break
+    timed = bool(pts)
+    ts_rate: float | None = None
+    if tb > 0 and timed:
+        ts_rate = _timestamp_rate(pts, tb)
+    elif tb > 0 and durations:
+        ts_rate = 1.0 / (float(np.median(durations)) * tb)
+    header = _fps_of(stream)
+    from_ts = ts_rate is not None and (header is None or abs(ts_rate / header - 1.0) > _RATE_TOLERANCE)
+    fps = ts_rate if from_ts else header
+    return _Timing(
+        origin=float(min(pts)) if timed else float(stream.start_time or 0),
+        fps=fps,
+        frame_pts=1.0 / (fps * tb) if fps and tb > 0 else 0.0,
+        timed=timed,
+        from_timestamps=from_ts,
+        sampled=sampled,
+        last_pts=float(max(pts)) if timed else None,
+    )
+
+
+def _declared_duration_s(
+    stream: av.video.stream.VideoStream, container: av.container.InputContainer, fps: float | None
+) -> float | None:
+    """The length the header promises, to tell a truncated file from a clip past the end.
+
+    An AVI's stream length is its writer's frame count, while FFmpeg's duration for an AVI whose
+    index is lost only covers what it has seen; other containers' durations are used as they are
+    (an mp4's sample count includes edit-list pre-roll). A placeholder length promises nothing.
+    """
+    if stream.frames >= _PLACEHOLDER_FRAMES:
+        return None
+    if container.format.name == "avi" and stream.frames > 0 and fps:
+        return stream.frames / fps
+    return _stream_duration_s(stream, container)
+
+
+def _indexed_data_end(
+    stream: av.video.stream.VideoStream, container: av.container.InputContainer, timing: _Timing
+) -> tuple[float, int] | None:
+    """(seconds, frames) of video data present when the container's index points past the file's end.
+
+    An mp4 cut short keeps its index (``moov`` in front) and promises frames whose bytes are gone;
+    the index alone tells where the data stops, without decoding. None when nothing is missing
+    (or PyAV is too old to expose the index).
+    """
+    entries = getattr(stream, "index_entries", None)
+    size = getattr(container, "size", 0) or 0
+    if entries is None or size <= 0 or len(entries) < 2:
+        return None
+    last = entries[len(entries) - 1]
+    if last.pos + last.size <= size:
+        return None
+    present = [e.timestamp for e in entries if e.pos + e.size <= size]
+    if not present or not timing.fps:
+        return 0.0, 0
+    end = (max(present) - timing.origin) * float(stream.time_base) + 1.0 / timing.fps
+    return max(0.0, end), len(present)
+
+
+def _count_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, timing: _Timing
+) -> tuple[int, float]:
+    """(frames, seconds) of the whole stream by demuxing every packet (no decoding).
+
+    Goes on from the packets :func:`_sample_timing` already read. Without timestamps the length
+    is the count at the native rate.
+    """
+    count, last = timing.sampled, timing.last_pts
+    for pk in container.demux(stream):
+        if pk.size == 0 or pk.is_discard:
+            continue
+        count += 1
+        if pk.pts is not None and (last is None or pk.pts > last):
+            last = pk.pts
+    if timing.fps is None:
+        raise MediaError(container.name, "frame rate unknown: no usable rate in the header or timestamps")
+    if last is None:
+        return count, count / timing.fps
+    return count, (last - timing.origin) * float(stream.time_base) + 1.0 / timing.fps
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Read the metadata of a video file without decoding frames.
 
-    Where fps is missing from the headers it is estimated from the first packets' timestamps;
-    where the duration is missing it is estimated from the frame count (or by demuxing packets,
-    which reads the file but does not decode it).
+    The rate is checked against the first packets' timestamps (see :func:`_sample_timing`). Where
+    the header has no usable frame count or length, or its count and length disagree (an AVI
+    whose index is lost or which was cut short), the packets are counted instead: this reads the
+    file but does not decode it. A truncated file keeps its declared ``duration_s`` and gets
+    ``data_end_s``, so that reads in the missing part say "truncated".
     """
     p = Path(path)
     with _open(p) as container:
@@ -121,33 +285,47 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise MediaError(p, "no video stream")
         stream = container.streams.video[0]
         cc = stream.codec_context
-        fps = _fps_of(stream)
-        duration = _stream_duration_s(stream, container)
-        frames = stream.frames if stream.frames and stream.frames > 0 else None
-        if fps is None or duration is None:
-            pts = [pk.pts for pk in container.demux(stream) if pk.pts is not None]
-            if not pts:
+        timing = _sample_timing(container, stream)
+        fps = timing.fps
+        if fps is None and timing.sampled == 0:
+            raise MediaError(p, "video stream has no packets")
+        declared = _declared_duration_s(stream, container, fps)
+        header_frames = stream.frames if 0 < stream.frames < _PLACEHOLDER_FRAMES else None
+        header_s = _stream_duration_s(stream, container) if stream.frames < _PLACEHOLDER_FRAMES else None
+        trusted = (
+            fps is not None
+            and not timing.from_timestamps
+            and header_frames is not None
+            and header_s is not None
+            and abs(header_frames / fps - header_s) <= max(2.0 / fps, 0.05 * header_s)
+        )
+        data_end: float | None = None
+        if trusted:
+            assert header_frames is not None and header_s is not None and fps is not None
+            frames, duration = header_frames, header_s
+            indexed = _indexed_data_end(stream, container, timing)
+            if indexed is not None:
+                data_end, frames = indexed
+        else:
+            frames, data_s = _count_packets(container, stream, timing)
+            if frames == 0:
                 raise MediaError(p, "video stream has no packets")
-            pts.sort()
-            if fps is None:
-                steps = np.diff(pts[: _ORIGIN_PACKETS * 4])
-                steps = steps[steps > 0]
-                fps = float(1 / (np.median(steps) * stream.time_base)) if len(steps) else 25.0
-            if duration is None:
-                duration = float((pts[-1] - pts[0]) * stream.time_base) + 1.0 / fps
-            frames = frames or len(pts)
-        if frames is None:
-            frames = max(1, round(duration * fps))
+            duration = declared if declared is not None else data_s
+            if declared is not None and data_s < declared - _TRUNCATION_SLACK_S:
+                data_end = data_s
+        assert fps is not None
         audio = container.streams.audio[0] if container.streams.audio else None
         return VideoInfo(
             duration_s=float(duration),
             fps=float(fps),
-            num_frames=int(frames),
+            num_frames=int(max(frames, 1)),
             has_audio=audio is not None,
             codec=cc.name,
             width=int(cc.width),
             height=int(cc.height),
             audio_sample_rate=int(audio.codec_context.sample_rate) if audio is not None else None,
+            fps_from_timestamps=timing.from_timestamps,
+            data_end_s=data_end,
         )
 
 
@@ -165,17 +343,23 @@ def select_frames(pts: list[int] | np.ndarray, targets: np.ndarray) -> np.ndarra
     return order[np.clip(pos, 0, len(pts) - 1)]
 
 
-def _find_origin(container: av.container.InputContainer, stream: av.stream.Stream) -> int:
-    """pts of the first presented frame: the smallest pts among the first packets."""
-    first: list[int] = []
-    for pk in container.demux(stream):
-        if pk.pts is not None and not pk.is_discard:
-            first.append(pk.pts)
-        if len(first) >= _ORIGIN_PACKETS:
-            break
-    if not first:
-        return int(stream.start_time or 0)
-    return min(first)
+# ------------------------------------------------------------------------------------------ clips
+_from_start_logged = False
+
+
+def _note_decoding_from_start(path: Path, why: str) -> None:
+    """Say once per process (at WARNING) that a file is read from its start; later ones at DEBUG."""
+    global _from_start_logged
+    if not _from_start_logged:
+        _from_start_logged = True
+        log.warning(
+            "%s: %s; decoding from the start of the file instead (slower). Further files that "
+            "need this are logged at DEBUG level.",
+            path,
+            why,
+        )
+    else:
+        log.debug("%s: %s; decoding from the start of the file", path, why)
 
 
 def read_clip(
@@ -189,14 +373,16 @@ def read_clip(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Decode ``num_frames`` RGB frames at times ``start_s + i / fps`` as uint8 ``(T, H, W, 3)``.
 
-    ``fps=None`` reads at the stream's native rate. The decoder seeks to the keyframe before
-    ``start_s`` and stops soon after the last needed frame. Frames come back in presentation
-    order whatever order the container delivers them in.
+    ``fps=None`` reads at the stream's native rate (its timestamps' rate where the container's
+    disagrees). The decoder seeks to the keyframe before ``start_s`` and stops soon after the last
+    needed frame; a seek that fails or lands past the data falls back to decoding from the start
+    of the file. Frames come back in presentation order whatever order the container delivers.
 
     A clip that runs past the end of the video is padded by looping over the frames that were
     available from ``start_s`` (frame ``i`` of the output repeats frame ``i % k`` of the ``k``
     frames inside the video), the usual choice of video loaders for short clips. A ``start_s`` at
-    or past the end raises :class:`MediaError`.
+    or past the end raises :class:`MediaError`; so does a clip that needs the missing part of a
+    truncated file ("truncated: data ends at X s of Y s").
 
     ``threads=True`` enables FFmpeg's automatic (frame/slice) threading; turn it off inside many
     DataLoader workers on few cores. ``return_pts=True`` also returns the pts (in seconds from the
@@ -214,33 +400,44 @@ def read_clip(
         if threads:
             stream.thread_type = "AUTO"
         tb = stream.time_base
-        native_fps = _fps_of(stream)
+        timing = _sample_timing(container, stream)
+        native_fps = timing.fps
         if native_fps is None and fps is None:
             raise MediaError(p, "frame rate unknown; pass fps explicitly")
         step = 1.0 / (fps or native_fps)
-        origin = _find_origin(container, stream)
+        origin = timing.origin
         # Target times in pts units, nudged by 1% of a native frame so that a time that falls
         # exactly on a frame boundary (i / fps with fps == native) is not lost to rounding.
         tol_s = 0.01 / (native_fps or fps)
         times_s = start_s + step * np.arange(num_frames)
         targets = origin + (times_s + tol_s) / float(tb)
-        declared = _stream_duration_s(stream, container)
+        declared = _declared_duration_s(stream, container, native_fps or fps)
 
-        frames, pts_list, end_pts = _decode_range(container, stream, origin, targets, start_s)
+        decoded = _decode_range(container, stream, timing, targets, seek=True) if timing.timed else None
+        if decoded is None or isinstance(decoded, str):
+            why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
+            _note_decoding_from_start(p, why)
+            with _open(p) as fresh:
+                fresh_stream = fresh.streams.video[0]
+                if threads:
+                    fresh_stream.thread_type = "AUTO"
+                decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
+        assert not isinstance(decoded, str)
+        frames, pts_list, end_pts = decoded
         if not frames:
-            limit = f" (duration {declared:.2f} s)" if declared else ""
-            raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
+            raise MediaError(p, "no decodable video frames")
+        data_end_s = float((end_pts - origin) * tb) if math.isfinite(end_pts) else math.inf
 
         # Targets past the end of the decoded stream are padded by looping.
         inside = targets < end_pts
+        truncated = declared is not None and data_end_s < declared - _TRUNCATION_SLACK_S
         if not inside[0]:
-            raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video")
-        decoded_end_s = float((end_pts - origin) * tb)
-        if not inside.all() and declared is not None and decoded_end_s < declared - _TRUNCATION_SLACK_S:
-            raise MediaError(
-                p,
-                f"video data ends at {decoded_end_s:.2f} s but the container declares {declared:.2f} s (truncated?)",
-            )
+            if truncated:
+                raise MediaError(p, _truncated(data_end_s, declared, start_s))
+            limit = f" (data ends at {data_end_s:.2f} s)"
+            raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
+        if not inside.all() and truncated:
+            raise MediaError(p, _truncated(data_end_s, declared, start_s))
         k = int(inside.sum())
         idx = select_frames(pts_list, targets[:k])
         idx = idx[np.arange(num_frames) % k]
@@ -253,54 +450,73 @@ def read_clip(
         return clip
 
 
+def _truncated(data_end_s: float, declared_s: float | None, start_s: float) -> str:
+    return f"truncated: data ends at {data_end_s:.2f} s of {declared_s:.2f} s (clip from {start_s:.2f} s)"
+
+
+_Decoded = tuple[list[av.VideoFrame], list[float], float]
+
+
 def _decode_range(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
-    origin: int,
+    timing: _Timing,
     targets: np.ndarray,
-    start_s: float,
-) -> tuple[list[av.VideoFrame], list[int], float]:
+    seek: bool,
+) -> _Decoded | str:
     """Decode the frames needed for ``targets`` (pts units, increasing).
 
     Returns the kept frames, their pts, and the pts where the decoded stream ends (last pts plus
     one frame duration, or +inf when decoding stopped early because the clip was complete).
     Frames before the first target are dropped except the latest one, which may cover it.
+
+    ``seek=True`` seeks to the keyframe before the clip first; when that seek raises or lands
+    where it must not (past the data, or after the clip start: imprecise or lost indexes), the
+    reason is returned instead, for the caller to decode a fresh container from the start
+    (``seek=False``), where frames without pts are timed by counting from the origin.
     """
     first_t, last_t = float(targets[0]), float(targets[-1])
-    seek_pts = math.floor(first_t)
-    for attempt in range(2):
-        # The second attempt decodes from the very start: a seek that lands after the target
-        # (imprecise indexes) must not silently shift the clip.
-        container.seek(seek_pts if attempt == 0 else origin, stream=stream, backward=True, any_frame=False)
-        frames: list[av.VideoFrame] = []
-        pts_list: list[int] = []
-        before: tuple[av.VideoFrame, int] | None = None
-        max_pts = -math.inf
-        first_seen: int | None = None
-        past = 0
-        last_dur = 0
-        for frame in container.decode(stream):
+    origin = timing.origin
+    if seek:
+        try:
+            container.seek(math.floor(first_t), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as e:
+            return f"seeking raised {_short(e)}"
+    frames: list[av.VideoFrame] = []
+    pts_list: list[float] = []
+    before: tuple[av.VideoFrame, float] | None = None
+    max_pts = -math.inf
+    past = 0
+    last_dur = 0.0
+    count = 0
+    for frame in container.decode(stream):
+        pts: float
+        if frame.pts is not None:
             pts = frame.pts
-            if pts is None:
-                pts = frame.dts if frame.dts is not None else (pts_list[-1] + 1 if pts_list else origin)
-            if first_seen is None:
-                first_seen = pts
-            if pts <= first_t:
-                if before is None or pts > before[1]:
-                    before = (frame, pts)
-            elif pts <= last_t:
-                frames.append(frame)
-                pts_list.append(pts)
-            if pts > max_pts:
-                last_dur = pts - max_pts if max_pts > -math.inf else 0
-                max_pts = pts
-            if pts > last_t:
-                past += 1
-                if past > REORDER_MARGIN:
-                    break
-        if first_seen is not None and first_seen > first_t and first_t >= origin and attempt == 0:
-            continue  # seek overshot the clip start: redo from the beginning
-        break
+        elif frame.dts is not None:
+            pts = frame.dts
+        elif not seek:
+            pts = origin + count * timing.frame_pts  # no timestamps: the count is the time
+        else:
+            pts = max_pts + (timing.frame_pts or 1) if max_pts > -math.inf else origin
+        count += 1
+        if seek and count == 1 and pts > first_t and first_t >= origin:
+            return "the seek landed after the clip start"
+        if pts <= first_t:
+            if before is None or pts > before[1]:
+                before = (frame, pts)
+        elif pts <= last_t:
+            frames.append(frame)
+            pts_list.append(pts)
+        if pts > max_pts:
+            last_dur = pts - max_pts if max_pts > -math.inf else 0.0
+            max_pts = pts
+        if pts > last_t:
+            past += 1
+            if past > REORDER_MARGIN:
+                break
+    if seek and count == 0:
+        return "the seek landed past the data"
     if before is not None:
         frames.insert(0, before[0])
         pts_list.insert(0, before[1])
@@ -308,18 +524,10 @@ def _decode_range(
         end_pts = math.inf
     elif pts_list:
         # Decoding hit the end of the stream: the last frame lasts one frame duration.
-        dur = _frame_duration_pts(stream) or last_dur or 1
-        end_pts = max_pts + dur
+        end_pts = max_pts + (timing.frame_pts or last_dur or 1)
     else:
         end_pts = -math.inf
     return frames, pts_list, end_pts
-
-
-def _frame_duration_pts(stream: av.video.stream.VideoStream) -> float:
-    fps = _fps_of(stream)
-    if fps is None:
-        return 0.0
-    return float(1 / (Fraction(fps).limit_denominator(100000) * stream.time_base))
 
 
 def read_audio(
