@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import types
@@ -11,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.media import write_garbage, write_video
+from tests.data.media import (
+    write_elementary_stream,
+    write_garbage,
+    write_streamed_avi,
+    write_truncated,
+    write_video,
+)
 from xmkd.data import inspect as tool
 from xmkd.data.readers.trimmed import ClipRecord
 
@@ -131,6 +138,38 @@ def test_csv_with_test_file(tmp_path: Path, capsys) -> None:
     assert result["splits"]["train"]["listed"] == 2 and result["splits"]["train"]["found"] == 1
     assert result["splits"]["test"]["found"] == 1
     assert [(d["split"], d["frames"]) for d in result["decoded"]] == [("train", 4), ("test", 4)]
+
+
+def test_real_file_quirks_rate_count_and_the_true_cause_of_each_failure(tmp_path: Path, capsys) -> None:
+    """A raw 29.97 fps stream named .mp4, an AVI without an index, and a 30%-truncated mp4 and AVI:
+    inspect reports the timestamps' rate and the streams' frame counts, and calls each truncated
+    file truncated (it used to pass the mp4, whose first frames decode, and to blame the raw
+    stream's frame order)."""
+    v = tmp_path / "v"
+    write_elementary_stream(v / "raw.mp4", num_frames=120)
+    write_streamed_avi(v / "streamed.avi", num_frames=100, fps=25)
+    kw = {"keep_fraction": 0.3, "num_frames": 140, "fps": 10, "size": (160, 120)}
+    write_truncated(v / "cut_mp4.mp4", faststart=True, **kw)
+    write_truncated(v / "cut_avi.avi", codec="mpeg4", **kw)
+    names = ["raw.mp4", "streamed.avi", "cut_mp4.mp4", "cut_avi.avi"]
+    (tmp_path / "all.csv").write_text("".join(f"v/{n},{i}\n" for i, n in enumerate(names)))
+    argv = ["csv", "--root", str(tmp_path), "--csv", str(tmp_path / "all.csv"), "--decode", "4"]
+    rc, result, err = run_tool(argv, capsys)
+    assert rc == 1, err
+    decoded = {Path(d["path"]).name: d for d in result["decoded"]}
+    assert sorted(decoded) == ["raw.mp4", "streamed.avi"]
+    raw, avi = decoded["raw.mp4"], decoded["streamed.avi"]
+    assert (raw["fps"], raw["fps_source"], raw["num_frames"], raw["in_time_order"]) == (
+        29.97,
+        "timestamps",
+        120,
+        True,
+    )
+    assert (avi["fps"], avi["num_frames"], avi["duration_s"]) == (25.0, 100, 4.0)
+    reasons = {Path(f["path"]).name: f["reason"] for f in result["failures"]}
+    assert sorted(reasons) == ["cut_avi.avi", "cut_mp4.mp4"]
+    for reason in reasons.values():
+        assert re.fullmatch(r"truncated: data ends at \d\.\d\d s of 14\.00 s", reason), reason
 
 
 def test_malformed_annotation_exits_2_naming_file_and_line(tmp_path: Path, capsys) -> None:

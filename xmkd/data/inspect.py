@@ -1,13 +1,14 @@
 """``xmkd data inspect <dataset> ...``: what a dataset on disk holds, as one JSON object.
 
 Reads the annotations with the same readers the DataModules use, counts per split the videos
-listed and the ones found on disk, decodes ``--decode N`` of the found videos (checking that
-frames come back in time order and that an audio track, if any, decodes) and prints::
+listed and the ones found on disk, decodes ``--decode N`` of the found videos (their first frames
+and their last second, checking that frames come back in time order, that the file is not
+truncated and that an audio track, if any, decodes) and prints::
 
     {"dataset": ..., "num_classes": int,
      "splits": {"train": {"listed": int, "found": int, "missing_examples": [path, ...]}, ...},
-     "decoded": [{"video_id", "split", "path", "frames", "fps", "has_audio", "in_time_order",
-                  "duration_s", "shape"}, ...],
+     "decoded": [{"video_id", "split", "path", "frames", "fps", "fps_source", "num_frames",
+                  "has_audio", "in_time_order", "duration_s", "last_second_from_s", "shape"}, ...],
      "failures": [{"path", "reason"}, ...]}
 
 Exit status: 0 when nothing failed, 1 when a decoded video failed, 2 when the annotations (or
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -93,35 +95,56 @@ def choose_for_decoding(records: Sequence[ClipRecord], exists: Sequence[bool], n
 
 
 def decode_check(record: ClipRecord, num_frames: int = DEFAULT_DECODE_FRAMES) -> dict[str, Any]:
-    """Decode the first ``num_frames`` frames at the native rate and 1 s of audio (if any).
+    """Decode the first ``num_frames`` frames and the last second at the native rate, and 1 s of
+    audio (if any).
 
-    Raises :class:`~xmkd.errors.MediaError` when the file does not decode or its frames come back
-    out of presentation order.
+    The last second is read too because a truncated file decodes fine from its start: reading only
+    the first frames passed a 30%-truncated mp4 as good. Raises :class:`~xmkd.errors.MediaError`
+    when the file does not decode, is truncated, or its frames come back out of presentation order.
     """
     from xmkd.data.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
 
     info = probe(record.path)
     start = record.start_s or 0.0
+    end = min(record.end_s, info.duration_s) if record.end_s is not None else info.duration_s
+    if info.data_end_s is not None and info.data_end_s < end:
+        raise MediaError(
+            record.path, f"truncated: data ends at {info.data_end_s:.2f} s of {info.duration_s:.2f} s"
+        )
     n = max(1, min(num_frames, info.num_frames))
     clip, pts = read_clip(record.path, start, n, None, return_pts=True)
-    in_order = bool((pts[1:] > pts[:-1]).all()) if len(pts) > 1 else True
-    if not in_order:
-        raise MediaError(record.path, f"frames out of time order: pts {[round(float(p), 3) for p in pts]}")
+    _check_order(record.path, pts, "first frames")
+    n_last = max(1, min(round(info.fps), info.num_frames))
+    last_start = max(start, end - n_last / info.fps)
+    _, last_pts = read_clip(record.path, last_start, n_last, None, return_pts=True)
+    _check_order(record.path, last_pts, "last second")
     result: dict[str, Any] = {
         "video_id": record.video_id,
         "split": record.split,
         "path": record.path,
         "frames": int(clip.shape[0]),
         "fps": round(info.fps, 3),
+        "fps_source": "timestamps" if info.fps_from_timestamps else "container",
+        "num_frames": info.num_frames,
         "has_audio": info.has_audio,
-        "in_time_order": in_order,
+        "in_time_order": True,
         "duration_s": round(info.duration_s, 3),
+        "last_second_from_s": round(last_start, 3),
         "shape": list(clip.shape),
     }
     if info.has_audio:
         audio = read_audio(record.path, start, min(1.0, info.duration_s))
         result["audio_samples_16k"] = int(audio.shape[0])
     return result
+
+
+def _check_order(path: str, pts: Any, what: str) -> None:
+    """Frames read at the native rate must come back in increasing pts (looped padding excluded)."""
+    values = [float(p) for p in pts]
+    # read_clip pads a clip that runs past the end by looping from its first frame: stop there
+    head = values[: next((i for i in range(1, len(values)) if values[i] == values[0]), len(values))]
+    if any(b <= a for a, b in itertools.pairwise(head)):
+        raise MediaError(path, f"frames out of time order ({what}): pts {[round(v, 3) for v in head]}")
 
 
 def inspect_annotations(ann: TrimmedAnnotations, dataset: str, decode: int, frames: int) -> dict[str, Any]:
