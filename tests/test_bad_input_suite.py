@@ -231,8 +231,9 @@ def test_epoch_with_too_many_broken_fails_with_the_list(media, tmp_path: Path) -
         media["truncated"],
         media["good_b"],
     ]
-    # three consecutive bad files are walked past by three items (6 failure records): counted once each
-    with pytest.raises(TooManyBadInputsError, match=r"3 of 13 items were bad") as info:
+    # three consecutive bad files are walked past by three items (6 failure records): counted once
+    # each, out of the split's 10 items (not 13 loads)
+    with pytest.raises(TooManyBadInputsError, match=r"3 of 10 items were bad") as info:
         fit_over(paths, BadInputReport(max_fraction=0.1, min_items=1), tmp_path)
     assert "3 bad input file(s) skipped" in str(info.value) and str(media["zero_bytes"]) in str(info.value)
 
@@ -241,3 +242,68 @@ def test_bad_input_errors_are_value_errors_with_path() -> None:
     err = MediaError("/data/x.mp4", "empty file (0 bytes)")
     assert isinstance(err, BadInputError) and isinstance(err, ValueError)
     assert str(err) == "/data/x.mp4: empty file (0 bytes)"
+
+
+# ----------------------------------------------------- evaluation: bad items dropped, never replaced
+class CountVideos(pl.LightningModule):
+    """Records the video ids its validation steps see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def validation_step(self, batch, batch_idx):
+        self.seen += list(batch["video_id"])
+
+
+def eval_split(media, tmp_path: Path, **kw):
+    """A test split of 6 videos of which a third are broken (garbage, cut-off mp4)."""
+    from xmkd.data.trimmed import TrimmedVideoDataModule
+
+    good = [write_video(tmp_path / f"g{i}.mp4", num_frames=16, fps=16, size=32) for i in range(4)]
+    paths = [good[0], media["garbage"], good[1], good[2], media["truncated"], good[3]]
+    (tmp_path / "test.csv").write_text("".join(f"{p},{i % 2}\n" for i, p in enumerate(paths)))
+    (tmp_path / "train.csv").write_text("".join(f"{p},{i % 2}\n" for i, p in enumerate(good)))
+    options = dict(
+        dataset="csv", root="/", annotation=str(tmp_path / "train.csv"), test_annotation=str(tmp_path / "test.csv"),
+        num_frames=4, fps=16.0, with_audio=False, eval_transform="none", test_clips=1, test_crops=1,
+        batch_size=2, eval_batch_size=6, num_workers=0, on_bad_input="skip",
+    )  # fmt: skip
+    dm = TrimmedVideoDataModule(**{**options, **kw})
+    dm.setup("validate")
+    return dm, [p.with_suffix("").as_posix() for p in good]
+
+
+@pytest.mark.parametrize("eval_batch_size", [6, 1])
+def test_evaluation_drops_bad_items_and_counts_each_video_once(
+    media, tmp_path: Path, eval_batch_size
+) -> None:
+    """Replacing a bad item by the next good one put one video into a 6-item batch several times
+    and into the metrics as often; in evaluation a bad item is dropped and reported."""
+    dm, good_ids = eval_split(media, tmp_path, eval_batch_size=eval_batch_size)
+    batches = list(dm.val_dataloader())
+    ids = [v for b in batches for v in b["video_id"]]
+    assert sorted(ids) == sorted(good_ids)  # each good video exactly once
+    assert sorted(f["path"] for b in batches for f in b["failures"]) == sorted(
+        [str(media["garbage"]), str(media["truncated"])]
+    )
+    assert sum(b.get("dropped", 0) for b in batches) == 2
+
+
+def test_evaluation_report_counts_the_splits_items(media, tmp_path: Path, capsys) -> None:
+    dm, good_ids = eval_split(media, tmp_path)
+    model, report = CountVideos(), BadInputReport(max_fraction=0.5, min_items=1)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[report], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.validate(model, datamodule=dm)
+    assert sorted(model.seen) == sorted(good_ids) and report.totals["validate"] == 2
+    assert "(2 item(s) dropped, not replaced): 2 bad input file(s) skipped" in capsys.readouterr().err
+    with pytest.raises(TooManyBadInputsError, match=r"validate: 2 of 6 items were bad"):
+        trainer = pl.Trainer(
+            accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[BadInputReport(max_fraction=0.1, min_items=1)],
+            default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.validate(CountVideos(), datamodule=dm)

@@ -111,10 +111,10 @@ def test_report_counts_prints_and_logs(tmp_path: Path, capsys) -> None:
 def test_report_fails_fast_above_max_fraction(tmp_path: Path) -> None:
     report = BadInputReport(max_fraction=0.2, min_items=8)
     t = trainer(tmp_path, report)
-    with pytest.raises(TooManyBadInputsError, match=r"train: 4 of 8 items were bad") as info:
-        t.fit(
-            Tiny(), loader([1] * 100)
-        )  # every good item hides one bad: fails after the first batch (4 + 4 >= min_items)
+    # every item hides one bad file: fails after two batches, when min_items items were seen; the
+    # denominator is the items (8), not the loads (16)
+    with pytest.raises(TooManyBadInputsError, match=r"train: 8 of 8 items were bad") as info:
+        t.fit(Tiny(), loader([1] * 100))
     assert "v0_0.mp4: broken" in str(info.value)
 
 
@@ -126,7 +126,7 @@ def test_report_checks_the_whole_epoch_at_its_end() -> None:
         sanity_checking = True  # no self.log call
 
     report._add("train", collate_with_failures([ListDataset([1, 0, 0, 0])[i] for i in range(4)]))
-    with pytest.raises(TooManyBadInputsError, match=r"1 of 5 items"):
+    with pytest.raises(TooManyBadInputsError, match=r"1 of 4 items"):
         report.on_train_epoch_end(FakeTrainer(), None)  # type: ignore[arg-type]
     assert report.logs == {}  # reset for the next epoch
 

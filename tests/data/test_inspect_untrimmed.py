@@ -64,11 +64,13 @@ def test_cli_prints_one_json(world, capsys):
             str(world),
             "--num-classes",
             "3",
+            "--class-id-base",  # the synthetic world numbers classes from 0, MultiTHUMOS from 1
+            "0",
         ]
     )
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["dataset"] == "multithumos" and out["classes"] == 3
+    assert out["dataset"] == "multithumos" and out["classes"] == 3 and out["class_id_base"] == 0
     assert out["features"]["modalities"]["rgb"]["found"] == 8
 
 
@@ -93,12 +95,29 @@ def test_pkummd_subcommand(tmp_path, capsys):
     assert out["videos_per_subset"] == {"testing": 1, "training": 1} and out["durations_estimated"] == 2
 
 
+def test_multithumos_reads_ids_from_1_and_reports_the_base(tmp_path, capsys):
+    path = tmp_path / "multithumos.json"
+    path.write_text(json.dumps({
+        "video_validation_0000051": {"subset": "training", "duration": 30.0, "actions": [[1, 1.0, 5.0], [65, 2.0, 9.0]]},
+        "video_test_0000004": {"subset": "testing", "duration": 20.0, "actions": [[17, 0.5, 3.0]]},
+    }))  # fmt: skip
+    args = cli(["multithumos", "--annotations", str(path)])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["classes"], out["class_id_base"], out["segments"]) == (65, 1, 3)
+    args = cli(["multithumos", "--annotations", str(path), "--class-id-base", "0"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: video video_validation_0000051: unknown class id 65 (expected 0..64)" in err
+    assert "class_id_base: 1" in err
+
+
 @pytest.mark.realdata
 def test_real_charades_and_tsu(realdata):
     s = inspect_untrimmed("charades", str(realdata("charades/charades.json")))
-    assert (s["videos"], s["classes"], s["segments"]) == (9848, 157, 66500)
+    assert (s["videos"], s["classes"], s["segments"], s["class_id_base"]) == (9848, 157, 66500, 0)
     assert s["videos_per_subset"] == {"testing": 1863, "training": 7985}
     assert s["videos_without_actions"] == 223 and s["segments_outside_duration"] == 5
     assert s["segments_clipped_to_duration"] == 19618  # end past the duration, start inside it
     t = inspect_untrimmed("tsu", str(realdata("tsu/tsu_cs.json")))
-    assert (t["videos"], t["classes"], t["segments"]) == (536, 51, 41288)
+    assert (t["videos"], t["classes"], t["segments"], t["class_id_base"]) == (536, 51, 41288, 0)

@@ -15,10 +15,11 @@ from xmkd.data.readers.untrimmed import (
     read_class_names,
     read_pdan_json,
     read_pkummd,
+    read_pkummd_label_file,
     read_pkummd_split,
     read_tsu_json,
 )
-from xmkd.errors import AnnotationError
+from xmkd.errors import AnnotationError, ConfigError
 
 CHARADES_HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
 # rows in the exact style of Charades_v1_train.csv: quoted fields with commas, empty quality,
@@ -282,3 +283,81 @@ def test_real_tsu_json_counts(realdata):
     assert first.duration_s == pytest.approx(22760 / 20) and first.segments[0] == Segment(
         27, 77 / 20, 987 / 20
     )
+
+
+# ------------------------------------------------------------------------------------ class-id base
+def multithumos_json(tmp_path: Path) -> Path:
+    """The MultiTHUMOS layout: PDAN/super-events JSON, times in seconds, class ids 1..65."""
+    data = {
+        "video_validation_0000051": {"subset": "training", "duration": 30.0, "actions": [[1, 1.0, 5.0], [65, 2.0, 9.0]]},
+        "video_test_0000004": {"subset": "testing", "duration": 20.0, "actions": [[17, 0.5, 3.0]]},
+    }  # fmt: skip
+    return write(tmp_path / "multithumos.json", json.dumps(data))
+
+
+def test_multithumos_json_numbers_classes_from_1(tmp_path):
+    """Its loaders subtract 1 (PDAN, super-events): id 1 is column 0, id 65 column 64. Read as
+    0-based it was refused ('unknown class id 65'), and num_classes: 66 shifted every label."""
+    from xmkd.data.untrimmed import load_annotations
+
+    path = multithumos_json(tmp_path)
+    ann = load_annotations("multithumos", [str(path)])
+    assert (ann.num_classes, ann.class_id_base) == (65, 1)
+    segments = {v.video_id: v.segments for v in ann.videos}
+    assert segments["video_validation_0000051"] == [Segment(0, 1.0, 5.0), Segment(64, 2.0, 9.0)]
+    assert segments["video_test_0000004"] == [Segment(16, 0.5, 3.0)]
+    assert read_pdan_json(path, num_classes=65, class_id_base=1).videos[0].segments[1].label == 64
+    # the same file read as 0-based: a clear error naming the file, the video and the base
+    with pytest.raises(AnnotationError, match=r"multithumos\.json: video video_validation_0000051: unknown class id 65 "
+                       r"\(expected 0\.\.64\); class ids were read as counting from 0.*class_id_base: 1"):  # fmt: skip
+        load_annotations("pdan_json", [str(path)], num_classes=65)
+
+
+def test_each_format_has_its_class_id_base_and_refuses_ids_that_do_not_fit(tmp_path):
+    from xmkd.data.untrimmed import FORMAT_CLASS_ID_BASE, load_annotations
+
+    assert FORMAT_CLASS_ID_BASE == {
+        "charades_csv": 0, "pdan_json": 0, "multithumos": 1, "tsu": 0, "pkummd": 1, "synthetic": 0,
+    }  # fmt: skip
+    zero = write(
+        tmp_path / "zero.json",
+        json.dumps({"V": {"subset": "training", "duration": 9, "actions": [[0, 1, 2]]}}),
+    )
+    with pytest.raises(
+        AnnotationError,
+        match=r"zero\.json: video V: unknown class id 0 \(expected 1\.\.65\).*class_id_base: 0",
+    ):
+        load_annotations("multithumos", [str(zero)])
+    assert load_annotations("multithumos", [str(zero)], class_id_base=0).class_id_base == 0
+    assert load_annotations("tsu", [str(zero)]).videos[0].segments[0].label == 0
+    with pytest.raises(ConfigError, match="class_id_base"):
+        load_annotations("pdan_json", [str(zero)], class_id_base=2)
+    with pytest.raises(AnnotationError, match=r"unknown class id 51 \(expected 0\.\.50\)"):
+        read_tsu_json(
+            write(
+                tmp_path / "t.json",
+                json.dumps({"X": {"subset": "testing", "duration": 10, "actions": [[51, 0, 1]]}}),
+            )
+        )
+
+
+def test_pkummd_base_can_be_given(tmp_path):
+    label = write(tmp_path / "L" / "0002-L.txt", "0,1,30,1\n50,31,60,1\n")
+    assert [s.label for s in read_pkummd_label_file(label, class_id_base=0)] == [0, 50]
+    with pytest.raises(
+        AnnotationError,
+        match=r"0002-L\.txt:1: segment: unknown class id 0 \(expected 1\.\.51\).*class_id_base: 0",
+    ):
+        read_pkummd_label_file(label)
+
+
+@pytest.mark.realdata
+def test_real_files_fit_their_default_base(realdata):
+    """The shipped Charades and TSU JSONs hold ids from 0 (0..156, 0..50): base 0 reads every id."""
+    from xmkd.data.untrimmed import load_annotations
+
+    charades = load_annotations("pdan_json", [str(realdata("charades/charades.json"))], num_classes=157)
+    tsu = load_annotations("tsu", [str(realdata("tsu/tsu_cs.json"))])
+    for ann, n in ((charades, 157), (tsu, 51)):
+        labels = {s.label for v in ann.videos for s in v.segments}
+        assert ann.class_id_base == 0 and labels == set(range(n))

@@ -371,9 +371,14 @@ def test_datamodule_csv_and_kinetics_splits(tmp_path: Path) -> None:
         dataset="csv", root=str(tmp_path), annotation=str(tmp_path / "train.csv"),
         test_annotation=str(tmp_path / "test.csv"), missing="skip",
     )  # fmt: skip
-    dm.setup("fit")
+    # every training video is missing: an empty split is named with its cause, not left to a
+    # sampler's "num_samples=0"
+    with pytest.raises(
+        ConfigError, match=r"the train split of csv is empty: all 2 listed videos are missing"
+    ):
+        dm.setup("fit")
     assert dm.class_names == ["jump", "run"]
-    assert dm.train_set.listed == 2 and len(dm.train_set) == 0 and dm.eval_set.listed == 1
+    write_video(tmp_path / "x" / "C_000000_000010.mp4", num_frames=4, fps=4, size=16, audio=False)
     (tmp_path / "k.csv").write_text(
         "label,youtube_id,time_start,time_end,split\nx,A,0,10,train\ny,B,0,10,train\nx,C,0,10,val\n"
     )
@@ -396,7 +401,7 @@ def test_datamodule_linear_probe_view_comes_with_the_xkd_views(tmp_path: Path) -
         root=str(tmp_path / "synth-av"), synthetic_options=options, num_frames=4, fps=8, crop_size=16,
         local_crop_size=8, local_frames=2, test_clips=1, test_crops=1, batch_size=2, num_workers=0,
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="config key 'linear_probe_view'.*'finetune'"):
+    with pytest.raises(ConfigError, match=r"config key 'linear_probe_view'.*'finetune'"):
         TrimmedVideoDataModule(**common, train_transform="finetune", linear_probe_view=True)
     dm = TrimmedVideoDataModule(**common, linear_probe_view=True)
     dm.prepare_data()

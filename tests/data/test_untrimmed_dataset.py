@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -268,3 +269,61 @@ def test_datamodule_synthetic_and_charades_csv(tmp_path):
     torch.testing.assert_close(a["labels"], b["labels"])
     with pytest.raises(ConfigError, match="feature_root"):
         UntrimmedVideoDataModule(format="pdan_json", annotations=["x.json"])
+
+
+def write_pdan_world(root: Path, train: int = 2, test: int = 6) -> Path:
+    """Feature files and a PDAN JSON: ``train`` training videos, ``test`` testing videos."""
+    videos = [(f"a{i}", "training") for i in range(train)] + [(f"t{i}", "testing") for i in range(test)]
+    (root / "rgb").mkdir(parents=True, exist_ok=True)
+    data = {}
+    for i, (vid, subset) in enumerate(videos):
+        np.save(root / "rgb" / f"{vid}.npy", np.full((8, 4), float(i), dtype=np.float32))
+        data[vid] = {"subset": subset, "duration": 8.0, "actions": [[i % 3, 1.0, 4.0]]}
+    path = root / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def untrimmed_module(root: Path, ann: Path, **kw) -> UntrimmedVideoDataModule:
+    options = dict(
+        format="pdan_json", annotations=[str(ann)], feature_root=str(root), modalities=["rgb"],
+        num_classes=3, batch_size=6, max_len=None, on_bad_input="skip",
+    )  # fmt: skip
+    return UntrimmedVideoDataModule(**{**options, **kw})
+
+
+def test_missing_feature_files_are_dropped_up_front_or_named(tmp_path, caplog):
+    ann = write_pdan_world(tmp_path)
+    (tmp_path / "rgb" / "t1.npy").unlink()
+    with pytest.raises(
+        FeatureError, match=r"rgb/t1\.npy: 1 feature file\(s\) of 1 of 6 videos .*missing: skip"
+    ):
+        untrimmed_module(tmp_path, ann).setup("validate")
+    dm = untrimmed_module(tmp_path, ann, missing="skip")
+    with caplog.at_level("WARNING", logger="xmkd.data.untrimmed"):
+        dm.setup("validate")
+    assert [v.video_id for v in dm.eval_set.videos] == ["t0", "t2", "t3", "t4", "t5"]
+    assert dm.eval_set.missing_paths == [str(tmp_path / "rgb" / "t1.npy")]
+    assert "1 of 6 videos of subset 'testing' have missing feature files" in caplog.text
+    # a split emptied by missing: skip is named, with the cause (not a sampler's num_samples=0)
+    for vid in ("a0", "a1"):
+        (tmp_path / "rgb" / f"{vid}.npy").unlink()
+    with pytest.raises(ConfigError, match=r"subset 'training' is empty: the feature files of all 2"):
+        untrimmed_module(tmp_path, ann, missing="skip").setup("fit")
+
+
+def test_evaluation_drops_bad_videos_instead_of_repeating_the_next(tmp_path):
+    """A third of the test videos broken: each good video once in the batch, the bad ones
+    reported; replacing them put the next good video into the metrics twice."""
+    ann = write_pdan_world(tmp_path)
+    (tmp_path / "rgb" / "t1.npy").write_bytes(b"not numpy")
+    np.save(tmp_path / "rgb" / "t4.npy", np.full((8, 4), np.nan, dtype=np.float32))
+    dm = untrimmed_module(tmp_path, ann)
+    dm.setup("fit")
+    batches = list(dm.val_dataloader())
+    assert [v for b in batches for v in b["video_id"]] == ["t0", "t2", "t3", "t5"]
+    failed = [Path(f["path"]).name for b in batches for f in b["failures"]]
+    assert failed == ["t1.npy", "t4.npy"] and sum(b.get("dropped", 0) for b in batches) == 2
+    assert next(iter(dm.val_dataloader()))["features"]["rgb"].shape[0] == 4
+    # training still replaces (an epoch of replacements is still an epoch of training)
+    assert len(dm.train_set[0]["failures"]) == 0

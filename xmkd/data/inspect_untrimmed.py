@@ -1,7 +1,8 @@
 """``xmkd data inspect charades|tsu|pkummd|multithumos``: one JSON summary of an untrimmed dataset.
 
 What a researcher wants to know before training a detection head: how many videos per subset,
-classes and segments, how many segments the labelling rule clips (end past the duration) or
+classes and segments, which class-id base the files were read with (0 or 1: Charades and TSU
+number classes from 0, MultiTHUMOS and PKU-MMD from 1), how many segments the labelling rule clips (end past the duration) or
 drops (start past the duration, zero length), how many videos have no action, and whether each
 video has a feature file per modality with matching lengths. ``inspect_untrimmed`` returns the
 summary as a dict; :func:`register` adds the subcommands to ``xmkd data inspect`` (whose parser
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xmkd.data.readers.untrimmed import MULTITHUMOS_NUM_CLASSES, TSU_FPS, UntrimmedAnnotations
+from xmkd.data.readers.untrimmed import TSU_FPS, UntrimmedAnnotations
 from xmkd.data.untrimmed import feature_path, load_annotations, open_features, total_label_stats
 from xmkd.errors import BadInputError, ConfigError
 
@@ -31,19 +32,19 @@ def _read(
     fps: float | None,
     split_file: str | None,
     num_classes: int | None,
+    class_id_base: int | None = None,
 ) -> UntrimmedAnnotations:
+    base = {"class_id_base": class_id_base}
     if dataset == "charades":
         if all(str(p).lower().endswith(".json") for p in annotations):
-            return load_annotations("pdan_json", annotations, classes_file, num_classes or 157)
-        return load_annotations("charades_csv", annotations, classes_file)
+            return load_annotations("pdan_json", annotations, classes_file, num_classes or 157, **base)
+        return load_annotations("charades_csv", annotations, classes_file, **base)
     if dataset == "multithumos":
-        return load_annotations(
-            "pdan_json", annotations, classes_file, num_classes or MULTITHUMOS_NUM_CLASSES
-        )
+        return load_annotations("multithumos", annotations, classes_file, num_classes, **base)
     if dataset == "tsu":
-        return load_annotations("tsu", annotations, classes_file, num_classes, fps or TSU_FPS)
+        return load_annotations("tsu", annotations, classes_file, num_classes, fps or TSU_FPS, **base)
     if dataset == "pkummd":
-        return load_annotations("pkummd", annotations, classes_file, num_classes, fps, split_file)
+        return load_annotations("pkummd", annotations, classes_file, num_classes, fps, split_file, **base)
     raise ConfigError("dataset", f"expected one of {DATASETS}, got {dataset!r}")
 
 
@@ -103,14 +104,16 @@ def inspect_untrimmed(
     fps: float | None = None,
     split_file: str | None = None,
     num_classes: int | None = None,
+    class_id_base: int | None = None,
 ) -> dict[str, Any]:
     """The summary ``xmkd data inspect <dataset>`` prints, as a dict.
 
     ``annotations``: Charades CSV(s) (with ``classes_file``) or its PDAN JSON; the TSU or
-    MultiTHUMOS JSON; the PKU-MMD label folder (with ``split_file``).
+    MultiTHUMOS JSON; the PKU-MMD label folder (with ``split_file``). ``class_id_base``: the
+    first class id in the files (``None``: the dataset's, reported as ``class_id_base``).
     """
     paths = [str(annotations)] if isinstance(annotations, (str, Path)) else [str(p) for p in annotations]
-    ann = _read(dataset, paths, classes_file, fps, split_file, num_classes)
+    ann = _read(dataset, paths, classes_file, fps, split_file, num_classes, class_id_base)
     counts = ann.counts()
     stats = total_label_stats(ann.videos)
     summary: dict[str, Any] = {
@@ -119,6 +122,7 @@ def inspect_untrimmed(
         "videos": counts["videos"],
         "videos_per_subset": counts["videos_per_subset"],
         "classes": counts["classes"],
+        "class_id_base": ann.class_id_base,
         "segments": counts["segments"],
         "segments_per_subset": counts["segments_per_subset"],
         "segments_clipped_to_duration": stats.clipped,
@@ -148,6 +152,13 @@ def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument(
         "--num-classes", type=int, default=None, help="class count where the file does not fix it"
     )
+    parser.add_argument(
+        "--class-id-base",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="first class id in the files (default: Charades and TSU 0, MultiTHUMOS and PKU-MMD 1)",
+    )
     if dataset in ("tsu", "pkummd"):
         parser.add_argument(
             "--fps", type=float, default=None, help="annotation frame rate (default TSU 20, PKU-MMD 30)"
@@ -168,6 +179,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             fps=getattr(args, "fps", None),
             split_file=getattr(args, "split", None),
             num_classes=args.num_classes,
+            class_id_base=args.class_id_base,
         )
     except (BadInputError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,8 +11,9 @@ per-video score averaging. Samples are dicts (see CONTRIBUTING.md)::
      "failures": [{"path", "reason"}, ...] (when items may be skipped)}
 
 Bad input: videos listed but absent on disk are handled up front (``missing``); a file that
-fails to decode is fatal or replaced by the next video (``on_bad_input``), the skipped file
-travelling with the sample under ``failures`` (see :mod:`xmkd.data.bad_input`).
+fails to decode is fatal or skipped (``on_bad_input``): replaced by the next video for training,
+dropped for evaluation (``skip_mode``), the skipped file travelling under ``failures`` (see
+:mod:`xmkd.data.bad_input`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from xmkd.data.bad_input import collate_with_failures
+from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
 from xmkd.data.readers.trimmed import (
     ClipRecord,
@@ -164,8 +165,12 @@ class TrimmedVideoDataset(Dataset):
             zeros, ``skip`` always replaces the item by the next video and records the failure.
         missing: videos listed but absent on disk: ``error`` raises naming the first ones and the
             count; ``skip`` drops them up front (logged; listed in ``missing_paths``).
-        on_bad_input: a file that fails to decode: ``error`` raises; ``skip`` replaces the item by
-            the same view of the next video and records the failure under ``failures``.
+        on_bad_input: a file that fails to decode: ``error`` raises; ``skip`` records the failure
+            under ``failures`` and, by ``skip_mode``, replaces the item by the same view of the
+            next video or drops it.
+        skip_mode: ``replace`` (training) or ``drop`` (evaluation: a replacement would count the
+            next video twice in the metrics; the item becomes a dropped marker that
+            :func:`~xmkd.data.bad_input.collate_with_failures` leaves out of its batch).
         min_duration_s: videos shorter than this are bad input (XKD drops clips under 1.1 s).
         max_tries: replacements tried for one item before giving up (a run of bad files that long
             means the data, not a file, is broken).
@@ -194,10 +199,12 @@ class TrimmedVideoDataset(Dataset):
         decode_threads: bool | None = None,
         audio_sample_rate: int = AUDIO_SAMPLE_RATE,
         decode_cache_mb: float = 0.0,
+        skip_mode: SkipMode = "replace",
     ) -> None:
         _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
         _check_choice("missing", missing, ("error", "skip"))
         _check_choice("on_bad_input", on_bad_input, ("error", "skip"))
+        _check_choice("skip_mode", skip_mode, ("replace", "drop"))
         if num_frames < 1:
             raise ConfigError("num_frames", f"must be >= 1, got {num_frames}")
         if fps is not None and not fps > 0:
@@ -216,6 +223,7 @@ class TrimmedVideoDataset(Dataset):
         self.with_audio = with_audio
         self.missing_audio = missing_audio
         self.on_bad_input = on_bad_input
+        self.skip_mode = skip_mode
         self.num_crops = num_crops
         self.min_duration_s = min_duration_s
         self.max_tries = max_tries
@@ -265,7 +273,8 @@ class TrimmedVideoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         video, clip, crop = self.locate(index)
         failures: list[dict[str, str]] = []
-        for attempt in range(min(self.max_tries, len(self.records))):
+        tries = 1 if self.skip_mode == "drop" else min(self.max_tries, len(self.records))
+        for attempt in range(tries):
             record = self.records[(video + attempt) % len(self.records)]
             try:
                 sample = self.load(record, clip, crop)
@@ -281,6 +290,8 @@ class TrimmedVideoDataset(Dataset):
                 if self.reports_failures:
                     sample["failures"] = failures
                 return sample
+        if self.skip_mode == "drop":
+            return dropped_item(failures)
         raise MediaError(
             failures[-1]["path"] if failures else self.records[video].path,
             f"{len(failures)} consecutive videos failed to load (max_tries={self.max_tries}); "
@@ -620,12 +631,31 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             decode_cache_mb=self.decode_cache_mb,
         )
         if train:
-            return TrimmedVideoDataset(
+            dataset = TrimmedVideoDataset(
                 records, RandomClipSampler(self.train_clips_per_video), self._train_transform(), **common
             )
-        transform, crops = self._eval_transform()
-        return TrimmedVideoDataset(
-            records, UniformClipSampler(self.test_clips), transform, num_crops=crops, **common
+        else:
+            transform, crops = self._eval_transform()
+            dataset = TrimmedVideoDataset(
+                records,
+                UniformClipSampler(self.test_clips),
+                transform,
+                num_crops=crops,
+                skip_mode="drop",  # a replacement would count the next video twice in the metrics
+                **common,
+            )
+        self._check_not_empty(dataset, "train" if train else "test")
+        return dataset
+
+    def _check_not_empty(self, dataset: TrimmedVideoDataset, split: str) -> None:
+        """Name the split that ``missing: skip`` emptied (else a sampler fails with num_samples=0)."""
+        if len(dataset) > 0:
+            return
+        raise ConfigError(
+            "missing",
+            f"the {split} split of {self.dataset} is empty: all {dataset.listed} listed videos are "
+            f"missing on disk and missing: skip dropped them (first: {', '.join(dataset.missing_paths[:3])}); "
+            f"check root ({self.root})",
         )
 
     def _train_transform(self) -> Callable[..., Any] | None:
@@ -677,8 +707,10 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     def _loader(self, dataset: TrimmedVideoDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault
-        return ResumableDataLoader(
+        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault.
+        # Evaluation drops bad items, so a batch may come out short or (held back) empty.
+        loader_class = ResumableDataLoader if train else DropEmptyBatchesLoader
+        return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,

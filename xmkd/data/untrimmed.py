@@ -14,6 +14,7 @@ positive step, and zero-length segments give none: all kept, and counted (:func:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xmkd.data.bad_input import DROPPED_ITEM, DropEmptyBatchesLoader, SkipMode, dropped_item, split_dropped
 from xmkd.data.readers.untrimmed import (
+    CLASS_ID_BASE,
+    MULTITHUMOS_NUM_CLASSES,
     PKUMMD_FPS,
     TSU_FPS,
     Segment,
@@ -40,8 +44,21 @@ from xmkd.data.readers.untrimmed import (
 from xmkd.errors import BadInputPolicy, ConfigError, Failure, FeatureError
 from xmkd.fault import ResumableDataLoader
 
+log = logging.getLogger(__name__)
+
 AlignPolicy = Literal["resample", "error"]
-UntrimmedFormat = Literal["charades_csv", "pdan_json", "tsu", "pkummd", "synthetic"]
+UntrimmedFormat = Literal["charades_csv", "pdan_json", "multithumos", "tsu", "pkummd", "synthetic"]
+UNTRIMMED_FORMATS = ("charades_csv", "pdan_json", "multithumos", "tsu", "pkummd", "synthetic")
+# The first class id in each format's files when ``class_id_base`` is not given: ``pdan_json`` is
+# the Charades JSON (0..156), ``multithumos`` the same layout numbered 1..65 (see the readers).
+FORMAT_CLASS_ID_BASE = {
+    "charades_csv": CLASS_ID_BASE["charades"],
+    "pdan_json": CLASS_ID_BASE["charades"],
+    "multithumos": CLASS_ID_BASE["multithumos"],
+    "tsu": CLASS_ID_BASE["tsu"],
+    "pkummd": CLASS_ID_BASE["pkummd"],
+    "synthetic": 0,
+}
 
 
 # -------------------------------------------------------------------------------------------- labels
@@ -179,8 +196,13 @@ class UntrimmedFeatureDataset(Dataset):
         train: random crop of ``max_len`` steps; otherwise the whole sequence.
         align: modalities whose T differs from the reference: ``resample`` = linear interpolation
             to the reference length (:func:`resample_positions`), ``error`` = FeatureError.
-        on_bad_input: ``error`` raises; ``skip`` replaces a bad video by the next good one and
-            records a ``failures`` entry (see CONTRIBUTING.md).
+        on_bad_input: ``error`` raises; ``skip`` records a ``failures`` entry and, by
+            ``skip_mode``, replaces a bad video by the next good one (``replace``, training) or
+            drops it (``drop``, evaluation: a replacement would count the next video twice).
+        missing: feature files absent on disk, checked up front for every video and modality:
+            ``error`` raises naming the first and the count, ``skip`` drops those videos (logged;
+            listed in ``missing_paths``); ``None`` checks nothing up front (a missing file is then
+            bad input when loaded).
         nonfinite: policy for NaN/Inf features only (``None``: same as ``on_bad_input``). NaN/Inf is
             detected in the steps read (the crop while training).
         feature_fps: fixed feature rate in steps per second for the labelling rule; ``None`` uses
@@ -205,6 +227,8 @@ class UntrimmedFeatureDataset(Dataset):
         feature_fps: float | None = None,
         mmap: bool = True,
         generator: torch.Generator | None = None,
+        missing: BadInputPolicy | None = None,
+        skip_mode: SkipMode = "replace",
     ) -> None:
         if not modalities:
             raise ConfigError("modalities", "at least one modality is needed")
@@ -214,11 +238,21 @@ class UntrimmedFeatureDataset(Dataset):
             raise ConfigError("on_bad_input", f"expected 'error' or 'skip', got {on_bad_input!r}")
         if nonfinite not in (None, "error", "skip"):
             raise ConfigError("nonfinite", f"expected 'error', 'skip' or null, got {nonfinite!r}")
+        if missing not in (None, "error", "skip"):
+            raise ConfigError("missing", f"expected 'error', 'skip' or null, got {missing!r}")
+        if skip_mode not in ("replace", "drop"):
+            raise ConfigError("skip_mode", f"expected 'replace' or 'drop', got {skip_mode!r}")
         if max_len is not None and max_len < 1:
             raise ConfigError("max_len", f"must be >= 1, got {max_len}")
         self.videos = annotations.subset(subset)
         if not self.videos:
             raise ConfigError("subset", f"no videos in subset {subset!r} of {annotations.source}")
+        self.listed = len(self.videos)
+        self.missing_paths: list[str] = []
+        if missing is not None:
+            self.videos = self._drop_missing(
+                self.videos, Path(feature_root), list(modalities), missing, subset
+            )
         if feature_fps is None and any(v.duration_estimated for v in self.videos):
             raise ConfigError(
                 "feature_fps",
@@ -237,6 +271,49 @@ class UntrimmedFeatureDataset(Dataset):
         self.feature_fps = feature_fps
         self.mmap = mmap
         self.generator = generator
+        self.skip_mode = skip_mode
+
+    def _drop_missing(
+        self,
+        videos: list[UntrimmedVideo],
+        root: Path,
+        modalities: list[str],
+        policy: BadInputPolicy,
+        subset: str | None,
+    ) -> list[UntrimmedVideo]:
+        """The videos whose feature files all exist (one directory listing per modality)."""
+        listings = {m: _npy_names(root / m) for m in modalities}
+        kept: list[UntrimmedVideo] = []
+        for video in videos:
+            absent = [m for m in modalities if f"{video.video_id}.npy" not in listings[m]]
+            if absent:
+                self.missing_paths += [str(feature_path(root, m, video.video_id)) for m in absent]
+            else:
+                kept.append(video)
+        if not self.missing_paths:
+            return kept
+        dropped = len(videos) - len(kept)
+        first = ", ".join(self.missing_paths[:5])
+        if policy == "error":
+            raise FeatureError(
+                self.missing_paths[0],
+                f"{len(self.missing_paths)} feature file(s) of {dropped} of {len(videos)} videos "
+                f"(subset {subset!r}) are missing; first: {first} (set missing: skip to drop them)",
+            )
+        if not kept:
+            raise ConfigError(
+                "missing",
+                f"subset {subset!r} is empty: the feature files of all {len(videos)} of its videos are "
+                f"missing under {root} and missing: skip dropped them (first: {first})",
+            )
+        log.warning(
+            "%d of %d videos of subset %r have missing feature files and are skipped; first: %s",
+            dropped,
+            len(videos),
+            subset,
+            first,
+        )
+        return kept
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -284,7 +361,7 @@ class UntrimmedFeatureDataset(Dataset):
         if self.on_bad_input == "error" and self.nonfinite == "error":
             return self.load(index)
         failures: list[dict[str, str]] = []
-        for offset in range(len(self.videos)):
+        for offset in range(1 if self.skip_mode == "drop" else len(self.videos)):
             try:
                 sample = self.load((index + offset) % len(self.videos))
             except FeatureError as e:
@@ -295,11 +372,28 @@ class UntrimmedFeatureDataset(Dataset):
                 continue
             sample["failures"] = failures
             return sample
+        if self.skip_mode == "drop":
+            return dropped_item(failures)
         raise FeatureError(self.feature_root, f"every video failed to load; first: {failures[0]}")
 
 
+def _npy_names(folder: Path) -> frozenset[str]:
+    """Names of the files in ``folder`` (empty when it cannot be listed)."""
+    try:
+        return frozenset(entry.name for entry in folder.iterdir())
+    except OSError:
+        return frozenset()
+
+
 def collate_untrimmed(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Pad to the longest sequence in the batch: zeros in features/labels, False in the mask."""
+    """Pad to the longest sequence in the batch: zeros in features/labels, False in the mask.
+
+    Dropped items (``skip_mode="drop"``) are left out and counted under ``dropped``, as in
+    :func:`xmkd.data.bad_input.collate_with_failures`.
+    """
+    samples, failures, dropped, tracked = split_dropped(samples)
+    if not samples:
+        return {DROPPED_ITEM: True, "failures": failures, "dropped": dropped}
     lengths = [int(s["mask"].shape[0]) for s in samples]
     batch_len, b = max(lengths), len(samples)
     modalities = list(samples[0]["features"])
@@ -321,8 +415,10 @@ def collate_untrimmed(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "video_id": [s["video_id"] for s in samples],
         "duration": torch.tensor([s["duration"] for s in samples], dtype=torch.float64),
     }
-    if any("failures" in s for s in samples):
-        batch["failures"] = [f for s in samples for f in s.get("failures", [])]
+    if tracked:
+        batch["failures"] = failures
+    if dropped:
+        batch["dropped"] = dropped
     return batch
 
 
@@ -335,12 +431,24 @@ def load_annotations(
     annotation_fps: float | None = None,
     split_file: str | None = None,
     skeleton_dir: str | None = None,
+    class_id_base: int | None = None,
 ) -> UntrimmedAnnotations:
     """Read annotations of a named format (what the data module and ``xmkd data inspect`` use).
 
-    ``annotations``: CSV file(s) for ``charades_csv``; the JSON for ``pdan_json``/``tsu``/
-    ``synthetic``; the label folder for ``pkummd``.
+    ``annotations``: CSV file(s) for ``charades_csv``; the JSON for ``pdan_json``/``multithumos``/
+    ``tsu``/``synthetic``; the label folder for ``pkummd``. ``class_id_base``: the first class id
+    in the files (0 or 1); ``None`` takes the format's (:data:`FORMAT_CLASS_ID_BASE`). The result's
+    ``class_id_base`` says which was used.
     """
+    if format not in UNTRIMMED_FORMATS:
+        raise ConfigError("format", f"expected one of {', '.join(UNTRIMMED_FORMATS)}; got {format!r}")
+    base = FORMAT_CLASS_ID_BASE[format] if class_id_base is None else class_id_base
+    if base not in (0, 1) or type(base) is not int:
+        raise ConfigError("class_id_base", f"must be 0 or 1 (or null for the format's default), got {base!r}")
+    if format == "charades_csv" and base != 0:
+        raise ConfigError(
+            "class_id_base", "charades_csv names classes c000.. after its class list; only 0 applies"
+        )
     paths = [annotations] if isinstance(annotations, (str, Path)) else list(annotations)
     if not paths:
         raise ConfigError("annotations", "no annotation file given")
@@ -349,16 +457,28 @@ def load_annotations(
         if classes_file is None:
             raise ConfigError("classes_file", "charades_csv needs Charades_v1_classes.txt")
         return read_charades_csv(paths, classes_file)
-    if format in ("pdan_json", "synthetic"):
+    if format in ("pdan_json", "multithumos", "synthetic"):
+        if format == "multithumos" and num_classes is None:
+            num_classes = MULTITHUMOS_NUM_CLASSES
         return merge_annotations(
             read_pdan_json(
-                p, num_classes=None if names else num_classes, class_names=names, fps=annotation_fps
+                p,
+                num_classes=None if names else num_classes,
+                class_names=names,
+                fps=annotation_fps,
+                class_id_base=base,
             )
             for p in paths
         )
     if format == "tsu":
         return merge_annotations(
-            read_tsu_json(p, fps=annotation_fps or TSU_FPS, num_classes=num_classes or 51, class_names=names)
+            read_tsu_json(
+                p,
+                fps=annotation_fps or TSU_FPS,
+                num_classes=num_classes or 51,
+                class_names=names,
+                class_id_base=base,
+            )
             for p in paths
         )
     if format == "pkummd":
@@ -373,22 +493,24 @@ def load_annotations(
             num_classes=num_classes or (len(names) if names else 51),
             class_names=names,
             skeleton_dir=skeleton_dir,
+            class_id_base=base,
         )
-    raise ConfigError(
-        "format", f"expected one of charades_csv, pdan_json, tsu, pkummd, synthetic; got {format!r}"
-    )
+    raise AssertionError(f"unhandled format {format!r}")  # UNTRIMMED_FORMATS is checked above
 
 
 class UntrimmedVideoDataModule(L.LightningDataModule):
     """Feature sequences of an untrimmed-video detection dataset, for LightningCLI/YAML.
 
     Args:
-        format: ``charades_csv | pdan_json | tsu | pkummd | synthetic``.
+        format: ``charades_csv | pdan_json | multithumos | tsu | pkummd | synthetic``
+            (``multithumos``: the PDAN-style JSON with class ids 1..65).
         annotations: annotation path(s): Charades CSVs (train and test), a PDAN-style JSON, or the
             PKU-MMD label folder. For ``synthetic``: default ``<feature_root>/annotations.json``.
         classes_file: Charades_v1_classes.txt (required for charades_csv) or a names list.
-        num_classes: class count for JSON formats (default: largest id + 1 for ``pdan_json``, so
-            give 157 for Charades and 65 for MultiTHUMOS; TSU 51; PKU-MMD 51).
+        num_classes: class count for JSON formats (default: largest id - base + 1 for
+            ``pdan_json``, so give 157 for Charades; MultiTHUMOS 65; TSU 51; PKU-MMD 51).
+        class_id_base: the first class id in the annotation files, 0 or 1 (``null``: the format's,
+            :data:`FORMAT_CLASS_ID_BASE`: 1 for ``multithumos`` and ``pkummd``, else 0).
         annotation_fps: frames per second of frame-based annotations (TSU 20, PKU-MMD 30).
         split_file: PKU-MMD cross-subject.txt / cross-view.txt.
         skeleton_dir: PKU-MMD skeleton folder, used only for video lengths.
@@ -399,7 +521,9 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
         max_len: training crop length in feature steps.
         batch_size: per-device batch size.
         num_workers: DataLoader workers.
-        align / on_bad_input / nonfinite / feature_fps: see :class:`UntrimmedFeatureDataset`.
+        align / on_bad_input / nonfinite / feature_fps / missing: see
+            :class:`UntrimmedFeatureDataset`; bad videos are replaced in training and dropped in
+            validation, test and predict.
         synthetic_videos / synthetic_classes / synthetic_seed / synthetic_pose: parameters of the
             generated world (:func:`xmkd.data.synthetic_untrimmed.make_synthetic_untrimmed`).
     """
@@ -428,6 +552,8 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
         synthetic_classes: int = 12,
         synthetic_seed: int = 0,
         synthetic_pose: bool = False,
+        class_id_base: int | None = None,
+        missing: BadInputPolicy = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -471,6 +597,7 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
                 hp.annotation_fps,
                 hp.split_file,
                 hp.skeleton_dir,
+                hp.class_id_base,
             )
         return self._annotations
 
@@ -500,6 +627,8 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
             on_bad_input=hp.on_bad_input,
             nonfinite=hp.nonfinite,
             feature_fps=hp.feature_fps,
+            missing=hp.missing,
+            skip_mode="replace" if train else "drop",
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -516,8 +645,10 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a DataLoader")
-        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault
-        return ResumableDataLoader(
+        # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault.
+        # Evaluation drops bad videos, so a batch may come out short or (held back) empty.
+        loader_class = ResumableDataLoader if shuffle else DropEmptyBatchesLoader
+        return loader_class(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,

@@ -1,14 +1,22 @@
 """Readers for untrimmed-video action detection annotations, read as they ship on disk.
 
 Every reader returns one in-memory form, :class:`UntrimmedAnnotations` (a list of
-:class:`UntrimmedVideo` plus class names), with all times in SECONDS and 0-based class ids:
+:class:`UntrimmedVideo` plus class names), with all times in SECONDS and 0-based class ids.
+
+Class ids: each format's files number classes from a base, 0 or 1, which readers subtract. The
+defaults (:data:`CLASS_ID_BASE`) were checked against the official files and the authors'
+loaders: Charades 0 (``c000``..``c156``; its PDAN JSON holds 0..156), TSU 0 (``tsu_cs.json`` holds
+0..50), MultiTHUMOS 1 (its PDAN/super-events JSON holds 1..65 and their loaders subtract 1),
+PKU-MMD 1 (``Label/*.txt`` hold 1..51). An id outside ``base..base + num_classes - 1`` is an error
+naming the file, the video and the base, never a silent shift of every label by one column.
 
 - Charades: ``Charades_v1_train.csv`` / ``Charades_v1_test.csv`` (columns id, subject, scene,
   quality, relevance, verified, script, objects, descriptions, actions, length; ``actions`` like
   ``c092 11.90 21.20;c147 0.00 12.60`` or empty) with ``Charades_v1_classes.txt``
   (``c000 Holding some clothes``) -> :func:`read_charades_csv`, :func:`read_charades_classes`.
 - PDAN/TGM/super-events JSON ``{video_id: {subset, duration, actions: [[class, start, end]]}}``
-  (Charades, MultiTHUMOS; times in seconds) -> :func:`read_pdan_json`.
+  (Charades with ids from 0, MultiTHUMOS with ids from 1; times in seconds) ->
+  :func:`read_pdan_json` (``class_id_base``).
 - Toyota Smarthome Untrimmed: the same JSON layout with duration and action times in FRAMES
   (about 20 fps) -> :func:`read_tsu_json` divides by ``fps``. Labels at feature resolution depend
   only on ratios (time / duration), so the exact ``fps`` value changes the seconds reported, never
@@ -57,6 +65,8 @@ TSU_NUM_CLASSES = 51
 TSU_FPS = 20.0
 PKUMMD_NUM_CLASSES = 51
 PKUMMD_FPS = 30.0
+# The first class id in each dataset's official annotation files (see the module docstring).
+CLASS_ID_BASE = {"charades": 0, "tsu": 0, "multithumos": 1, "pkummd": 1}
 
 
 class Segment(NamedTuple):
@@ -91,6 +101,7 @@ class UntrimmedAnnotations:
     videos: list[UntrimmedVideo]
     class_names: list[str]
     source: str = ""
+    class_id_base: int = 0  # the first class id in the source files (subtracted when reading)
 
     @property
     def num_classes(self) -> int:
@@ -123,11 +134,30 @@ def default_class_names(num_classes: int, prefix: str = "class_") -> list[str]:
     return [f"{prefix}{i:03d}" for i in range(num_classes)]
 
 
-def _check_label(label: int, num_classes: int, path: Path, where: str, line: int | None = None) -> None:
-    if not 0 <= label < num_classes:
-        raise AnnotationError(
-            path, f"{where}: unknown class id {label} (expected 0..{num_classes - 1})", line=line
-        )
+def check_class_id_base(base: int, path: str | Path) -> int:
+    """``base`` if it is 0 or 1 (the only numberings the datasets use), else an AnnotationError."""
+    if type(base) is not int or base not in (0, 1):
+        raise AnnotationError(path, f"class_id_base must be 0 or 1, got {base!r}")
+    return base
+
+
+def _check_label(
+    label: int, num_classes: int, path: Path, where: str, line: int | None = None, base: int = 0
+) -> None:
+    """Refuse an id outside ``base..base + num_classes - 1``, saying which base was used and why
+    the other one may be meant (an id one past the end under base 0, or 0 under base 1)."""
+    if base <= label < base + num_classes:
+        return
+    hint = f"; class ids were read as counting from {base} (class_id_base: {base})"
+    if base == 0 and label == num_classes:
+        hint += "; files numbering classes from 1 (MultiTHUMOS, PKU-MMD) need class_id_base: 1"
+    elif base == 1 and label == 0:
+        hint += "; files numbering classes from 0 (Charades, TSU) need class_id_base: 0"
+    raise AnnotationError(
+        path,
+        f"{where}: unknown class id {label} (expected {base}..{base + num_classes - 1}){hint}",
+        line=line,
+    )
 
 
 def _check_times(start: float, end: float, path: Path, where: str, line: int | None = None) -> None:
@@ -277,16 +307,19 @@ def read_pdan_json(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     fps: float | None = None,
+    class_id_base: int = 0,
 ) -> UntrimmedAnnotations:
     """Read the PDAN/TGM JSON ``{video_id: {subset, duration, actions: [[class, start, end]]}}``.
 
-    Classes are 0-based integers. ``class_names`` (or ``num_classes``) fixes the class count and so
-    which ids are unknown; with neither, the count is the largest id + 1 (a test set that never
-    shows the last class would then be one class short; pass the count for real datasets).
-    ``fps``: the source counts in frames at this rate (TSU); ``None``: seconds (Charades,
-    MultiTHUMOS).
+    Class ids are integers counting from ``class_id_base``: 0 for Charades and TSU, 1 for
+    MultiTHUMOS (:data:`CLASS_ID_BASE`); they become 0-based. ``class_names`` (or ``num_classes``)
+    fixes the class count and so which ids are unknown; with neither, the count is the largest
+    id - base + 1 (a test set that never shows the last class would then be one class short; pass
+    the count for real datasets). ``fps``: the source counts in frames at this rate (TSU);
+    ``None``: seconds (Charades, MultiTHUMOS).
     """
     path = Path(path)
+    base = check_class_id_base(class_id_base, path)
     data = _load_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(
@@ -338,24 +371,24 @@ def read_pdan_json(
             segs.append((label, start, end))
         raw_videos.append((str(video_id), subset, float(duration), segs))
     if not names:
-        count = num_classes if num_classes is not None else max_label + 1
+        count = num_classes if num_classes is not None else max_label - base + 1
         if count <= 0:
             raise AnnotationError(path, "no actions and no class count given")
         names = default_class_names(count)
     videos: list[UntrimmedVideo] = []
     for video_id, subset, duration, segs in raw_videos:
         for label, _, _ in segs:
-            _check_label(label, len(names), path, f"video {video_id}")
+            _check_label(label, len(names), path, f"video {video_id}", base=base)
         videos.append(
             UntrimmedVideo(
                 video_id,
                 subset,
                 duration * scale,
                 fps,
-                [Segment(label, s * scale, e * scale) for label, s, e in segs],
+                [Segment(label - base, s * scale, e * scale) for label, s, e in segs],
             )
         )
-    return UntrimmedAnnotations(videos, names, source=str(path))
+    return UntrimmedAnnotations(videos, names, source=str(path), class_id_base=base)
 
 
 def read_tsu_json(
@@ -363,13 +396,19 @@ def read_tsu_json(
     fps: float = TSU_FPS,
     num_classes: int | None = TSU_NUM_CLASSES,
     class_names: Sequence[str] | None = None,
+    class_id_base: int = CLASS_ID_BASE["tsu"],
 ) -> UntrimmedAnnotations:
     """Toyota Smarthome Untrimmed PDAN-style JSON (``tsu_cs.json`` / ``tsu_cv.json``).
 
     Duration and action times are in frames; ``fps`` (about 20 for TSU) converts them to seconds.
+    Class ids count from 0 (the official files hold 0..50).
     """
     return read_pdan_json(
-        path, num_classes=None if class_names else num_classes, class_names=class_names, fps=fps
+        path,
+        num_classes=None if class_names else num_classes,
+        class_names=class_names,
+        fps=fps,
+        class_id_base=class_id_base,
     )
 
 
@@ -420,15 +459,20 @@ def read_pkummd_split(path: str | Path) -> dict[str, str]:
 
 
 def read_pkummd_label_file(
-    path: str | Path, fps: float = PKUMMD_FPS, num_classes: int = PKUMMD_NUM_CLASSES
+    path: str | Path,
+    fps: float = PKUMMD_FPS,
+    num_classes: int = PKUMMD_NUM_CLASSES,
+    class_id_base: int = CLASS_ID_BASE["pkummd"],
 ) -> list[Segment]:
     """Read one PKU-MMD label file: lines ``label,start_frame,end_frame,confidence``.
 
-    Labels are 1-based (1..num_classes) and become 0-based; frames become seconds via ``fps``.
+    Labels count from ``class_id_base`` (1 in the official files: 1..51) and become 0-based;
+    frames become seconds via ``fps``.
     The confidence column (1 or 2, annotation quality) is read but not kept; a line with only three
     fields (no confidence) is accepted.
     """
     path = Path(path)
+    base = check_class_id_base(class_id_base, path)
     if not path.is_file():
         raise AnnotationError(path, "label file not found")
     segments: list[Segment] = []
@@ -445,10 +489,9 @@ def read_pkummd_label_file(
                 float(parts[3])
         except ValueError:
             raise AnnotationError(path, f"non-numeric field in {line!r}", line=lineno) from None
-        if not 1 <= label <= num_classes:
-            raise AnnotationError(path, f"unknown class id {label} (expected 1..{num_classes})", line=lineno)
+        _check_label(label, num_classes, path, "segment", lineno, base=base)
         _check_times(start, end, path, "segment", lineno)
-        segments.append(Segment(label - 1, start / fps, end / fps))
+        segments.append(Segment(label - base, start / fps, end / fps))
     return segments
 
 
@@ -466,6 +509,7 @@ def read_pkummd(
     class_names: Sequence[str] | None = None,
     durations: Mapping[str, float] | None = None,
     skeleton_dir: str | Path | None = None,
+    class_id_base: int = CLASS_ID_BASE["pkummd"],
 ) -> UntrimmedAnnotations:
     """Read PKU-MMD: the videos of ``split_file`` with labels from ``label_dir/<video>.txt``.
 
@@ -486,7 +530,9 @@ def read_pkummd(
             raise AnnotationError(
                 label_path, f"label file for video {video_id} (listed in {split_file}) not found"
             )
-        segments = read_pkummd_label_file(label_path, fps=fps, num_classes=num_classes)
+        segments = read_pkummd_label_file(
+            label_path, fps=fps, num_classes=num_classes, class_id_base=class_id_base
+        )
         estimated = False
         if durations is not None and video_id in durations:
             frames = float(durations[video_id])
@@ -507,7 +553,9 @@ def read_pkummd(
         videos.append(
             UntrimmedVideo(video_id, subset, frames / fps, fps, segments, duration_estimated=estimated)
         )
-    return UntrimmedAnnotations(videos, names, source=f"{label_dir} ({split_file})")
+    return UntrimmedAnnotations(
+        videos, names, source=f"{label_dir} ({split_file})", class_id_base=class_id_base
+    )
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -526,10 +574,14 @@ def read_class_names(path: str | Path) -> list[str]:
 def merge_annotations(parts: Iterable[UntrimmedAnnotations]) -> UntrimmedAnnotations:
     """Join sources that share one class list (for example a train and a test file)."""
     parts = list(parts)
-    names = parts[0].class_names
+    names, base = parts[0].class_names, parts[0].class_id_base
     for p in parts[1:]:
         if p.class_names != names:
             raise AnnotationError(p.source, "class list differs from the first source's")
+        if p.class_id_base != base:
+            raise AnnotationError(
+                p.source, f"class ids count from {p.class_id_base}, the first source's from {base}"
+            )
     return UntrimmedAnnotations(
-        [v for p in parts for v in p.videos], names, ", ".join(p.source for p in parts)
+        [v for p in parts for v in p.videos], names, ", ".join(p.source for p in parts), base
     )
