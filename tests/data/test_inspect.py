@@ -172,6 +172,26 @@ def test_real_file_quirks_rate_count_and_the_true_cause_of_each_failure(tmp_path
         assert re.fullmatch(r"truncated: data ends at \d\.\d\d s of 14\.00 s", reason), reason
 
 
+def test_kinetics_test_csv_without_labels(tmp_path: Path, capsys) -> None:
+    """The official test CSV has no label column: inspect lists and decodes its clips."""
+    write_video(tmp_path / "test" / "C_000004_000014.mp4", num_frames=8, fps=8, size=32, audio=False)
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\nC,4,14,test\nD,1,11,test\n")
+    argv = [
+        "kinetics",
+        "--root",
+        str(tmp_path / "test"),
+        "--csv",
+        str(tmp_path / "test.csv"),
+        "--decode",
+        "2",
+    ]
+    rc, result, err = run_tool(argv, capsys)
+    assert rc == 0, err
+    assert (result["labelled"], result["num_classes"]) == (False, 0)
+    assert (result["splits"]["test"]["listed"], result["splits"]["test"]["found"]) == (2, 1)
+    assert [d["video_id"] for d in result["decoded"]] == ["C_000004_000014"]
+
+
 def test_malformed_annotation_exits_2_naming_file_and_line(tmp_path: Path, capsys) -> None:
     splits = tmp_path / "splits"
     splits.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from xmkd.data.readers.trimmed import (
+    UNLABELLED,
     ClipRecord,
     kinetics_clip_name,
     read_class_list,
@@ -328,3 +329,34 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"1 Caf\xe9\n")
     with pytest.raises(AnnotationError, match="not UTF-8"):
         read_ucf101_class_index(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# unlabelled files
+
+
+def test_kinetics_test_csv_without_labels_is_read(realdata, tmp_path: Path) -> None:
+    """The official test CSV is 'youtube_id,time_start,time_end,split': it used to be refused for
+    lacking a label column; its clips are listed (flat under the root) with no label."""
+    import csv as csv_module
+
+    val = list(csv_module.reader(realdata("kinetics/kinetics-400_val.csv").read_text().splitlines()))
+    header, rows = val[0], val[1:]
+    keep = [header.index(c) for c in ("youtube_id", "time_start", "time_end", "split")]
+    test_csv = tmp_path / "kinetics_test.csv"
+    test_csv.write_text("\n".join(",".join(row[i] for i in keep) for row in [header, *rows]) + "\n")
+    ann = read_kinetics_csv(test_csv, tmp_path / "test")
+    assert not ann.labelled and ann.class_names == [] and len(ann.records) == 19906
+    first = ann.records[0]
+    assert (first.label, first.video_id) == (UNLABELLED, "0wR5jVB-WPk_000417_000427")
+    assert first.path == str(tmp_path / "test" / "0wR5jVB-WPk_000417_000427.mp4")
+    names = ["abseiling", "air drumming"]
+    assert read_kinetics_csv(test_csv, tmp_path, classes=names).class_names == names  # kept, not a filter
+
+
+def test_generic_csv_of_paths_only_is_unlabelled(tmp_path: Path) -> None:
+    ann = read_csv_annotations(write(tmp_path / "p.csv", "path\nv/a.mp4\nv/b.mp4\n"), tmp_path, ["x", "y"])
+    assert not ann.labelled and ann.class_names == ["x", "y"]
+    assert [(r.label, r.video_id) for r in ann.records] == [(UNLABELLED, "v/a"), (UNLABELLED, "v/b")]
+    with pytest.raises(AnnotationError, match=r"m\.csv:2: a path without a label"):
+        read_csv_annotations(write(tmp_path / "m.csv", "v/a.mp4,run\nv/b.mp4\n"), tmp_path)

@@ -437,3 +437,32 @@ def test_datamodule_synthetic_generates_and_reads_through_ucf_reader(tmp_path: P
     kin.setup("fit")
     assert sorted(kin.class_names) == sorted(dm.class_names)
     assert kin.train_set.listed + kin.eval_set.listed == 12 and not kin.train_set.missing_paths
+
+
+def test_datamodule_predicts_on_an_unlabelled_test_csv_and_refuses_it_for_testing(tmp_path: Path) -> None:
+    """The official Kinetics test CSV (no label column) serves predict; test and fit say why not."""
+    from xmkd.data.trimmed import TrimmedVideoDataModule
+
+    for name, folder in (("A_000000_000010", "run"), ("B_000000_000010", "jump")):
+        write_video(tmp_path / folder / f"{name}.mp4", num_frames=8, fps=8, size=16, audio=False)
+    for name in ("C_000004_000014", "D_000001_000011"):
+        write_video(tmp_path / "test" / f"{name}.mp4", num_frames=8, fps=8, size=16, audio=False)
+    (tmp_path / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nrun,A,0,10,train\njump,B,0,10,train\n"
+    )
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\nC,4,14,test\nD,1,11,test\n")
+    options = dict(
+        dataset="kinetics", root=str(tmp_path), annotation=str(tmp_path / "train.csv"),
+        num_frames=2, fps=8.0, with_audio=False, train_transform="none", eval_transform="none",
+        test_clips=1, test_crops=1, batch_size=2, eval_batch_size=2, num_workers=0,
+    )  # fmt: skip
+    test_root = str(tmp_path / "test")
+    dm = TrimmedVideoDataModule(**{**options, "root": test_root}, test_annotation=str(tmp_path / "test.csv"))
+    dm.setup("predict")
+    assert dm.class_names == ["jump", "run"]
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["video_id"] == ["C_000004_000014", "D_000001_000011"] and batch["label"].tolist() == [-1, -1]
+    for stage in ("test", "fit"):
+        dm = TrimmedVideoDataModule(**options, test_annotation=str(tmp_path / "test.csv"))
+        with pytest.raises(ConfigError, match=r"'test_annotation': .*test\.csv has no labels .*predict"):
+            dm.setup(stage)

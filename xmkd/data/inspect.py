@@ -5,7 +5,7 @@ listed and the ones found on disk, decodes ``--decode N`` of the found videos (t
 and their last second, checking that frames come back in time order, that the file is not
 truncated and that an audio track, if any, decodes) and prints::
 
-    {"dataset": ..., "num_classes": int,
+    {"dataset": ..., "num_classes": int, "labelled": bool,
      "splits": {"train": {"listed": int, "found": int, "missing_examples": [path, ...]}, ...},
      "decoded": [{"video_id", "split", "path", "frames", "fps", "fps_source", "num_frames",
                   "has_audio", "in_time_order", "duration_s", "last_second_from_s", "shape"}, ...],
@@ -161,6 +161,7 @@ def inspect_annotations(ann: TrimmedAnnotations, dataset: str, decode: int, fram
         "dataset": dataset,
         "source": ann.source,
         "num_classes": ann.num_classes,
+        "labelled": ann.labelled,  # False: an unlabelled file (predict and feature extraction only)
         "splits": split_counts(ann.records, exists),
         "decoded": decoded,
         "failures": failures,

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
 from xmkd.data.readers.trimmed import (
+    UNLABELLED,
     ClipRecord,
     find_existing,
     read_class_list,
@@ -687,10 +688,34 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         return None, 1
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._dataset(train=True)
-        if stage in (None, "fit", "validate", "test", "predict") and self.eval_set is None:
-            self.eval_set = self._dataset(train=False)
+        if stage in (None, "fit"):
+            self._require_labels(train=True)
+            if self.train_set is None:
+                self.train_set = self._dataset(train=True)
+        if stage in (None, "fit", "validate", "test", "predict"):
+            if stage != "predict":
+                self._require_labels(train=False)
+            if self.eval_set is None:
+                self.eval_set = self._dataset(train=False)
+
+    def _require_labels(self, train: bool) -> None:
+        """Refuse an unlabelled file (the official Kinetics test CSV) where labels are needed.
+
+        Unlabelled files are read (their records are ``UNLABELLED``) so that they serve
+        ``predict`` and feature extraction; training, validation and testing need labels.
+        """
+        records = self._read()[0 if train else 1]
+        if not any(r.label == UNLABELLED for r in records):
+            return
+        key = "annotation" if train or self.test_annotation is None else "test_annotation"
+        source = self.annotation if key == "annotation" else self.test_annotation
+        what = "training" if train else "validation and testing"
+        raise ConfigError(
+            key,
+            f"{source} has no labels (e.g. the official Kinetics test CSV, "
+            f"youtube_id,time_start,time_end,split): {what} need them; an unlabelled file serves "
+            "predict and feature extraction only",
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -728,4 +753,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         return self._loader(self.eval_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split's clips (labelled or not; ``label`` is -1 for an unlabelled file)."""
         return self._loader(self.eval_set, train=False)

@@ -14,6 +14,11 @@ Every reader returns the same in-memory form, :class:`TrimmedAnnotations`: a lis
 - Kinetics CSVs (``label,youtube_id,time_start,time_end,split[,is_cc]``) quote labels with
   spaces; clip files are named ``<youtube_id>_<start:06d>_<end:06d>.mp4`` and live under a class
   folder (named as in the CSV, or with spaces replaced by underscores) or flat under the root.
+  The official test CSV has no label column (``youtube_id,time_start,time_end,split``).
+
+Unlabelled files (that test CSV, a generic CSV of paths only) are read as they are: their records
+carry ``label = UNLABELLED`` (-1) and the annotations ``labelled = False``; they serve prediction
+and feature extraction, and the data module refuses them, saying so, where labels are needed.
 
 Video paths are resolved against ``root`` when reading, with one directory listing per folder
 (not one ``stat`` per file), so that a record's ``path`` is where the file is if it exists at any
@@ -33,6 +38,7 @@ from pathlib import Path
 from xmkd.errors import AnnotationError
 
 __all__ = [
+    "UNLABELLED",
     "ClipRecord",
     "TrimmedAnnotations",
     "find_existing",
@@ -50,7 +56,9 @@ UCF101_FOLDS = (1, 2, 3)
 HMDB51_FOLDS = (1, 2, 3)
 _HMDB_SPLIT_RE = re.compile(r"^(?P<cls>.+)_test_split(?P<fold>\d+)\.txt$")
 _HMDB_FLAGS = {"1": "train", "2": "test"}  # "0": not used in this split
-_KINETICS_REQUIRED = ("label", "youtube_id", "time_start", "time_end")
+_KINETICS_REQUIRED = ("youtube_id", "time_start", "time_end")  # and "label", except in the test CSV
+# The label of a record read from an unlabelled file (the official Kinetics test CSV).
+UNLABELLED = -1
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class ClipRecord:
 
     ``path`` is the video file (resolved against the dataset root; a ``str``, cheaper than
     ``Path`` for 240k records sent to every DataLoader worker); ``label`` indexes the class
-    names of the annotations it came from; ``video_id`` is unique within a dataset (the file stem);
+    names of the annotations it came from (``UNLABELLED``, -1, for an unlabelled file); ``video_id`` is unique within a dataset (the file stem);
     ``start_s``/``end_s`` bound the part of the file that is the clip (``None`` = whole file: the
     trimmed datasets ship one file per clip); ``split`` is ``train``/``test``/``val``/... or ``""``.
     """
@@ -80,6 +88,7 @@ class TrimmedAnnotations:
     class_names: list[str]
     source: str = ""  # the file or folder read, for messages
     splits: tuple[str, ...] = field(default=())
+    labelled: bool = True  # False: the file has no labels (records carry UNLABELLED)
 
     @property
     def num_classes(self) -> int:
@@ -355,9 +364,15 @@ def read_kinetics_csv(
     and labels index ``classes``; a listed class absent from the CSV is an error (a typo would
     otherwise silently shrink the dataset). Records carry the CSV ``split`` value (``""`` if the
     column is absent).
+
+    The official test CSV has no ``label`` column: its records are ``UNLABELLED``, the clips are
+    looked for flat under ``root``, and ``classes`` (if given) is kept as the class list without
+    filtering anything (``labelled=False``).
     """
     csv_path, root = Path(csv_path), Path(root)
     rows = list(_kinetics_rows(csv_path))
+    if rows and rows[0][1] is None:
+        return _unlabelled_kinetics(csv_path, root, rows, classes, extension)
     present = {label for _, label, *_ in rows}
     if classes is None:
         class_names = sorted(present)
@@ -392,7 +407,33 @@ def read_kinetics_csv(
     return TrimmedAnnotations(records, class_names, source=str(csv_path), splits=splits)
 
 
-def _kinetics_rows(csv_path: Path) -> Iterator[tuple[int, str, str, float, float, str]]:
+def _unlabelled_kinetics(
+    csv_path: Path,
+    root: Path,
+    rows: list[tuple[int, str | None, str, float, float, str]],
+    classes: Sequence[str] | None,
+    extension: str,
+) -> TrimmedAnnotations:
+    """Records of the official test CSV: no label, clips flat under ``root``."""
+    index = _DirIndex()
+    root_str = str(root)
+    records = []
+    for _, _, youtube_id, start, end, split in rows:
+        filename = kinetics_clip_name(youtube_id, start, end, extension)
+        records.append(
+            ClipRecord(
+                path=index.first_existing([(root_str, filename)]),
+                label=UNLABELLED,
+                video_id=filename[: -len(extension)] if extension else filename,
+                split=split,
+            )
+        )
+    splits = tuple(dict.fromkeys(r.split for r in records))
+    names = list(classes) if classes is not None else []
+    return TrimmedAnnotations(records, names, source=str(csv_path), splits=splits, labelled=False)
+
+
+def _kinetics_rows(csv_path: Path) -> Iterator[tuple[int, str | None, str, float, float, str]]:
     lines = [line for _, line in _numbered_raw_lines(csv_path)]
     reader = csv.reader(lines)
     try:
@@ -403,7 +444,7 @@ def _kinetics_rows(csv_path: Path) -> Iterator[tuple[int, str, str, float, float
     if missing:
         raise AnnotationError(
             csv_path, f"header {','.join(header)!r} lacks column(s) {missing}; expected "
-            "'label,youtube_id,time_start,time_end,split[,is_cc]'", line=1,
+            "'label,youtube_id,time_start,time_end,split[,is_cc]' (the test CSV: no label)", line=1,
         )  # fmt: skip
     col = {name: header.index(name) for name in header}
     for number, row in enumerate(reader, start=2):
@@ -413,9 +454,9 @@ def _kinetics_rows(csv_path: Path) -> Iterator[tuple[int, str, str, float, float
             raise AnnotationError(
                 csv_path, f"expected {len(header)} fields ({','.join(header)}), got {len(row)}", line=number
             )
-        label = row[col["label"]].strip()
+        label = row[col["label"]].strip() if "label" in col else None
         youtube_id = row[col["youtube_id"]].strip()
-        if not label or not youtube_id:
+        if label == "" or not youtube_id:
             raise AnnotationError(csv_path, "empty label or youtube_id", line=number)
         start = _parse_float(row[col["time_start"]], csv_path, number, "time_start")
         end = _parse_float(row[col["time_end"]], csv_path, number, "time_end")
@@ -457,22 +498,29 @@ def read_csv_annotations(
     ``end_s`` (both or neither, seconds) bound the clip inside the file; empty cells mean the whole
     file. ``video_id`` is the path without extension (unique even when stems repeat across folders),
     suffixed with the start time when one file holds several clips.
+
+    A file of paths only (one field per row, header ``path`` optional) is unlabelled: its records
+    are ``UNLABELLED`` and ``class_names`` (if given) is kept as the class list.
     """
     csv_path, root = Path(csv_path), Path(root)
     rows: list[tuple[int, list[str]]] = []
-    first = True
+    first, labelled_header = True, False
     for number, line in _numbered_raw_lines(csv_path):
         if not line.strip():
             continue
         row = [cell.strip() for cell in next(csv.reader([line]))]
         if first and [c.lower() for c in row[:2]] == ["path", "label"]:
-            first = False
+            first, labelled_header = False, True
             continue  # header
+        if first and [c.lower() for c in row] == ["path"]:
+            first = False
+            continue  # header of an unlabelled file
         first = False
-        if len(row) not in (2, 4):
+        if len(row) not in ((2, 4) if labelled_header else (1, 2, 4)):
             raise AnnotationError(
                 csv_path,
-                f"expected 'path,label' or 'path,label,start_s,end_s', got {len(row)} fields",
+                f"expected 'path,label' or 'path,label,start_s,end_s' (or 'path' alone, unlabelled), "
+                f"got {len(row)} fields",
                 line=number,
             )
         if not row[0]:
@@ -480,6 +528,13 @@ def read_csv_annotations(
         rows.append((number, row))
     if not rows:
         raise AnnotationError(csv_path, "no rows")
+    unlabelled = [number for number, row in rows if len(row) == 1]
+    if unlabelled and len(unlabelled) < len(rows):
+        raise AnnotationError(
+            csv_path, "a path without a label in a file whose other rows have labels", line=unlabelled[0]
+        )
+    if unlabelled:
+        return _unlabelled_csv(csv_path, root, rows, class_names, split)
 
     by_index = all(_is_int(row[1]) for _, row in rows)
     if by_index:
@@ -530,6 +585,28 @@ def read_csv_annotations(
             )
         )
     return TrimmedAnnotations(records, names, source=str(csv_path), splits=(split,))
+
+
+def _unlabelled_csv(
+    csv_path: Path,
+    root: Path,
+    rows: list[tuple[int, list[str]]],
+    class_names: Sequence[str] | None,
+    split: str,
+) -> TrimmedAnnotations:
+    """Records of a CSV of paths only (prediction, feature extraction)."""
+    records: list[ClipRecord] = []
+    ids: dict[str, int] = {}
+    for number, (relative,) in rows:
+        video_id = Path(relative).with_suffix("").as_posix()
+        if video_id in ids:
+            raise AnnotationError(
+                csv_path, f"{relative!r} listed twice (also line {ids[video_id]})", line=number
+            )
+        ids[video_id] = number
+        records.append(ClipRecord(str(root / relative), UNLABELLED, video_id, split=split))
+    names = list(class_names) if class_names is not None else []
+    return TrimmedAnnotations(records, names, source=str(csv_path), splits=(split,), labelled=False)
 
 
 def _is_int(text: str) -> bool:
