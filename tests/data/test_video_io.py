@@ -384,3 +384,25 @@ def test_truncated_avi_reports_where_its_data_ends(tmp_path):
     assert info.duration_s == pytest.approx(14.0) and 2.0 < info.data_end_s < 10.0
     with pytest.raises(MediaError, match="truncated"):
         read_clip(path, info.data_end_s - 0.2, 8)  # runs into the missing part: no silent looping
+
+
+def test_seek_landing_past_the_data_falls_back_to_decoding_from_the_start(tmp_path, monkeypatch, caplog):
+    """Where a damaged index sends the seek to the end of the file (nothing decodes after it), the
+    clip is decoded from the start instead, and the log says so once."""
+    import xmkd.data.video_io as video_io
+
+    path = write_video(tmp_path / "a.avi", num_frames=60, fps=25, codec="mpeg4", audio=False, gop=12)
+    real = video_io._decode_range
+
+    def seek_to_eof(container, stream, timing, targets, seek):
+        if seek:  # what _decode_range says when nothing decodes after the seek
+            return "the seek landed past the data"
+        return real(container, stream, timing, targets, seek)
+
+    monkeypatch.setattr(video_io, "_decode_range", seek_to_eof)
+    monkeypatch.setattr(video_io, "_from_start_logged", False)
+    with caplog.at_level("WARNING", logger="xmkd.data.video_io"):
+        assert indices(read_clip(path, 1.0, 8)) == list(range(25, 33))
+        assert indices(read_clip(path, 2.0, 4)) == list(range(50, 54))
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(messages) == 1 and "the seek landed past the data; decoding from the start" in messages[0]
