@@ -185,3 +185,26 @@ def test_light_pulse_at_the_class_rate(label):
 def test_pulse_rates_differ_by_class_and_stay_under_nyquist_at_8_fps():
     rates = [synthetic_av.class_spec(i, 10)["pulse_hz"] for i in range(10)]
     assert len(set(rates)) == 10 and min(rates) > 0 and max(rates) < 8.0 / 2
+
+
+def test_heldout_clips_are_tested_in_every_fold_and_never_trained(tmp_path):
+    base = {**TINY, "classes": 2, "clips_per_class": 6, "clips_per_group": 2}
+    plain = synthetic_av.plan_clips(synthetic_av.SyntheticAVParams(seed=5, **base))
+    more = synthetic_av.plan_clips(synthetic_av.SyntheticAVParams(seed=5, heldout_per_class=3, **base))
+    assert more[: len(plain)] == plain  # adding held-out clips changes none of the others
+    heldout = more[len(plain) :]
+    assert len(heldout) == 6 and all(c["test_fold"] == synthetic_av.HELDOUT for c in heldout)
+    assert {c["group"] for c in heldout}.isdisjoint({c["group"] for c in plain})  # scenes of their own
+    info = make_synthetic_av(tmp_path / "h", workers=1, seed=5, heldout_per_class=3, **base)
+    root = tmp_path / "h"
+    names = {c["path"].removeprefix("videos/") for c in heldout}
+    for k in (1, 2, 3):
+        train = {
+            line.split()[0] for line in (root / "splits" / f"trainlist0{k}.txt").read_text().splitlines()
+        }
+        test = set((root / "splits" / f"testlist0{k}.txt").read_text().splitlines())
+        assert names <= test and names.isdisjoint(train)
+    with open(root / "kinetics.csv") as f:
+        val = {r["youtube_id"] for r in csv.DictReader(f) if r["split"] == "val"}
+    assert {c["youtube_id"] for c in heldout} <= val
+    assert info["counts"]["heldout_per_class"] == 3 and info["counts"]["test"][1] == info["counts"]["test"][0]

@@ -1,4 +1,5 @@
-"""The synthetic untrimmed world: deterministic, readable by the real readers, flow > RGB > chance."""
+"""The synthetic untrimmed ``evidence`` world: deterministic, readable by the real readers, flow > RGB >
+chance (the ``motion`` world: tests/data/test_synthetic_motion.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_world_has_the_real_data_quirks():
 
 def test_written_files_read_back_identically(tmp_path):
     params = {**SMALL, "pose": True}
-    info = make_synthetic_untrimmed(tmp_path / "w", **params)
+    info = make_synthetic_untrimmed(tmp_path / "w", "evidence", **params)
     root = tmp_path / "w"
     videos = generate_world(SyntheticUntrimmedParams(**params))
     csv_ann = read_charades_csv(
@@ -74,14 +75,14 @@ def test_written_files_read_back_identically(tmp_path):
 
 def test_ensure_reuses_and_refuses_other_params(tmp_path):
     root = tmp_path / "w"
-    ensure_synthetic_untrimmed(root, **SMALL)
+    ensure_synthetic_untrimmed(root, "evidence", **SMALL)
     stamp = (root / "rgb" / "SYN00000.npy").stat().st_mtime_ns
-    ensure_synthetic_untrimmed(root, **SMALL)
+    ensure_synthetic_untrimmed(root, "evidence", **SMALL)
     assert (root / "rgb" / "SYN00000.npy").stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match="other parameters"):
-        ensure_synthetic_untrimmed(root, **{**SMALL, "classes": 5})
+        ensure_synthetic_untrimmed(root, "evidence", **{**SMALL, "classes": 5})
     with pytest.raises(ConfigError, match="already exists"):
-        make_synthetic_untrimmed(root, **SMALL)
+        make_synthetic_untrimmed(root, "evidence", **SMALL)
     with pytest.raises(ConfigError, match="min_steps"):
         generate_world(SyntheticUntrimmedParams(min_steps=50, max_steps=10))
 
@@ -128,5 +129,15 @@ def test_cli_tool(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["videos"] == 6 and out["feature_dims"] == {"rgb": 64, "flow": 64}
     assert json.loads((tmp_path / "w" / "dataset.json").read_text())["params"]["max_steps"] == 30
+    info = json.loads((tmp_path / "w" / "dataset.json").read_text())
+    assert info["world"] == "motion"  # the default
     with pytest.raises(ConfigError, match="--set"):
         run(parser.parse_args(["--out", str(tmp_path / "x"), "--set", "nonsense=1"]))
+    # --world evidence takes the evidence world's knobs
+    run(
+        parser.parse_args(
+            ["--out", str(tmp_path / "e"), "--world", "evidence", "--videos", "4", "--set", "rgb_noise=2"]
+        )
+    )
+    info = json.loads((tmp_path / "e" / "dataset.json").read_text())
+    assert info["world"] == "evidence" and info["params"]["rgb_noise"] == 2.0

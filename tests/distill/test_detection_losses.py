@@ -85,9 +85,11 @@ def test_atomic_matches_loop() -> None:
     assert got.item() == pytest.approx(atomic_ref(s, t, mask, 3, 0.1), rel=1e-9)
 
 
-def gcr_ref(s, t, mask, mode, tau) -> float:
+def gcr_ref(s, t, mask, mode, tau, center=False) -> float:
     per = []
     for a, b in zip(valid_rows(s, mask), valid_rows(t, mask)):
+        if center:
+            a, b = a - a.mean(0), b - b.mean(0)
         sa, sb = unit(a) @ unit(a).T, unit(b) @ unit(b).T
         if mode == "mse":
             per.append(((sa - sb) ** 2).mean())
@@ -120,12 +122,34 @@ def abs_ref(s, t, mask, tau, mode) -> float:
     for a, b in zip(valid_rows(s, mask), valid_rows(t, mask)):
         ba = np.linalg.norm(np.diff(unit(a), axis=0), axis=1)
         bb = np.linalg.norm(np.diff(unit(b), axis=0), axis=1)
+        if mode == "profile":
+            za, zb = (ba - ba.mean()) / ba.std(), (bb - bb.mean()) / bb.std()
+            per.append(((za - zb) ** 2).mean())
+            continue
         ps, pt = softmax(ba / tau), softmax(bb / tau)
         per.append((pt * np.log(pt / ps)).sum() if mode == "kl" else np.abs(pt - ps).sum())
     return float(np.mean(per))
 
 
-@pytest.mark.parametrize("mode", ["kl", "l1"])
+@pytest.mark.parametrize("mode", ["mse", "kl"])
+def test_centred_gcr_matches_loop_and_ignores_a_shared_offset(mode: str) -> None:
+    s, t, mask = toy(4)
+    got = global_contextual_relation_loss(s, t, mask, mode, 0.5, center=True)
+    assert got.item() == pytest.approx(gcr_ref(s, t, mask, mode, 0.5, center=True), rel=1e-9)
+    # a large offset shared by every step of a video: the centred relations do not see it ...
+    offset = 50 * torch.randn(s.shape[0], 1, s.shape[2])
+    shifted = global_contextual_relation_loss(s + offset, t, mask, mode, 0.5, center=True)
+    assert shifted.item() == pytest.approx(got.item(), rel=1e-9)
+    # ... the plain ones do: every pair of steps then looks alike
+    plain = global_contextual_relation_loss(s + offset, t, mask, mode, 0.5)
+    assert plain.item() != pytest.approx(gcr_ref(s, t, mask, mode, 0.5), rel=1e-3)
+    sp, mp = pad_with_garbage(s, mask)
+    tp, _ = pad_with_garbage(t, mask)
+    padded = global_contextual_relation_loss(sp, tp, mp, mode, 0.5, center=True)
+    assert padded.item() == pytest.approx(got.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["kl", "l1", "profile"])
 def test_abs_matches_loop_and_invariances(mode: str) -> None:
     s, t, mask = toy(2)
     got = action_boundary_saliency_loss(s, t, mask, 0.3, mode)
@@ -136,6 +160,39 @@ def test_abs_matches_loop_and_invariances(mode: str) -> None:
     sp, mp = pad_with_garbage(s, mask)
     tp, _ = pad_with_garbage(t, mask)
     assert action_boundary_saliency_loss(sp, tp, mp, 0.3, mode).item() == pytest.approx(got.item(), rel=1e-9)
+
+
+def test_abs_profile_follows_the_shape_of_the_saliency_not_its_scale() -> None:
+    """``profile`` compares saliency over time after standardising it per video: a student whose
+    changes are the teacher's, only twice as large and offset, matches exactly."""
+    g = torch.Generator().manual_seed(5)
+    t = torch.randn(2, 9, 3, generator=g)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    s = torch.cat([t, torch.zeros(2, 9, 1)], -1)  # same changes, another width
+    assert action_boundary_saliency_loss(s, t, mask, mode="profile", normalize=False).item() == pytest.approx(
+        0.0, abs=1e-9
+    )
+    loud = s * 2.0 + 7.0  # every change twice as large
+    assert action_boundary_saliency_loss(
+        loud, t, mask, mode="profile", normalize=False
+    ).item() == pytest.approx(0.0, abs=1e-9)
+    # by hand: teacher 0,0,1,1,1 changes once (saliency 0,1,0,0); student 1,1,0,2,2 (0,1,2,0)
+    teacher = torch.tensor([[[0.0], [0.0], [1.0], [1.0], [1.0]]])
+    student = torch.tensor([[[1.0], [1.0], [0.0], [2.0], [2.0]]])
+    bt, bs = np.array([0.0, 1.0, 0.0, 0.0]), np.array([0.0, 1.0, 2.0, 0.0])
+    zt, zs = (bt - bt.mean()) / bt.std(), (bs - bs.mean()) / bs.std()
+    m = torch.ones(1, 5, dtype=torch.bool)
+    got = action_boundary_saliency_loss(student, teacher, m, mode="profile", normalize=False).item()
+    assert got == pytest.approx(((zs - zt) ** 2).mean(), rel=1e-5)  # zero changes are 1e-6 (finite grads)
+
+
+def test_abs_on_probabilities_reads_the_logits() -> None:
+    s, t, mask = toy(6)
+    loss = DISTILL_LOSSES["abs"](source="probabilities", mode="kl", temperature=0.3)
+    assert loss.teacher_keys == ("logits",)
+    got = loss({"logits": s, "embedding": None}, {"logits": t}, mask)
+    want = action_boundary_saliency_loss(s.sigmoid(), t.sigmoid(), mask, 0.3, "kl", normalize=False)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
 
 
 def test_abs_gradient_finite_for_constant_sequences() -> None:
@@ -308,6 +365,16 @@ def test_builder_rejects_unknown_names_and_options() -> None:
         build_distill_losses({"gcr": 1.0}, 4, 4, 4, {"abs": {}})
     losses = build_distill_losses({"gcr": 1.0, "atomic": 0.5}, 4, 6, 4, {"gcr": {"mode": "kl"}})
     assert losses["gcr"].mode == "kl" and losses["atomic"].teacher_proj[0].in_features == 6
+
+
+def test_atomic_without_a_teacher_projector_compares_with_the_teacher_as_it_is() -> None:
+    s, t, mask = toy(14)
+    loss = DISTILL_LOSSES["atomic"](student_dim=4, teacher_dim=6, window=2, teacher_projector=False)
+    assert loss.teacher_proj is None and loss.student_proj[-1].out_features == 6
+    t6 = torch.randn(*t.shape[:2], 6)
+    got = loss({"embedding": s}, {"embedding": t6}, mask)
+    want = atomic_contrastive_loss(s, t6, mask, 2, 0.1, loss.student_proj, None)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
 
 
 def test_atomic_projectors_learn() -> None:

@@ -150,6 +150,39 @@ def test_student_config_errors(teacher_ckpt: Path, tmp_path: Path) -> None:
         SingleStreamDetector(modality="pose", input_dim=3, **HEAD)(collate(fake_videos()[:2]))
 
 
+@pytest.mark.parametrize(("choice", "key"), [("aux", "aux_embedding"), ("fused", "embedding")])
+def test_terms_read_the_chosen_teacher_embedding(teacher_ckpt: Path, choice: str, key: str) -> None:
+    student = AugmentedRGBStudent(
+        teacher_checkpoint=str(teacher_ckpt),
+        rgb_dim=D_RGB,
+        teacher_embedding=choice,
+        cache_teacher=True,
+        **HEAD,
+    )
+    batch = collate(fake_videos()[:3])
+    with torch.no_grad():
+        want = student.teacher(batch)[key]
+    for _ in range(2):  # computed, then from the cache
+        torch.testing.assert_close(student.teacher_outputs(batch)["embedding"], want)
+    # what the terms compute is what they compute on that embedding
+    out = student(batch)
+    terms = student.distillation_terms(out, batch)
+    gcr = student.distill_losses["gcr"](out, {"embedding": want}, batch["mask"])
+    torch.testing.assert_close(terms["gcr"], gcr)
+
+
+def test_reading_the_aux_stream_needs_a_late_fusion_teacher(tmp_path: Path) -> None:
+    feature_teacher = TwoStreamTeacher(rgb_dim=D_RGB, aux_dim=D_FLOW, fusion="feature", **HEAD)
+    student = AugmentedRGBStudent(teacher=feature_teacher, rgb_dim=D_RGB, **HEAD)
+    with pytest.raises(ConfigError, match="teacher_embedding"):
+        student.setup("fit")
+    with pytest.raises(ConfigError, match="teacher_embedding"):
+        AugmentedRGBStudent(teacher=feature_teacher, rgb_dim=D_RGB, teacher_embedding="flow", **HEAD)
+    AugmentedRGBStudent(teacher=feature_teacher, rgb_dim=D_RGB, teacher_embedding="fused", **HEAD).setup(
+        "fit"
+    )
+
+
 def test_teacher_fusion_variants() -> None:
     torch.manual_seed(0)
     batch = collate(fake_videos()[:3])

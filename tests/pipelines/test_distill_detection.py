@@ -19,7 +19,7 @@ def test_rows_keep_table_order_and_students_pull_in_the_teacher():
     assert dd.parse_rows("gcr,rgb") == ["rgb", "teacher", "gcr"]
     assert dd.parse_rows("aux") == ["aux"]
     assert dd.parse_rows("all") == list(dd.ROWS)
-    assert len(dd.ROWS) == 14  # rgb, aux, teacher, full student, 3 single terms, 7 baselines
+    assert len(dd.ROWS) == 15  # rgb, rgb 10x, aux, teacher, full student, 3 single terms, 7 baselines
     with pytest.raises(ConfigError, match="unknown row"):
         dd.parse_rows("rgb,fitnet")
 
@@ -112,3 +112,66 @@ def test_pipeline_tiny_run_writes_results_and_table(tmp_path: Path):
         not list(out.glob("*/version_1"))
         and again["inference_cost"]["student_params"] == cost["student_params"]
     )
+
+
+def entry(name: str, mean: float, std: float | None = 0.01) -> dict:
+    return {"name": name, "map_mean": mean, "map_std": std}
+
+
+def test_gap_closed_preconditions_and_the_students_verdict():
+    assert dd.gap_closed(0.35, 0.25, 0.5) == pytest.approx(0.4)
+    assert dd.gap_closed(0.3, 0.5, 0.5) is None  # no gap to close
+    rows = [entry("rgb", 0.25), entry("rgb10x", 0.45), entry("aux", 0.6), entry("teacher", 0.5)]
+    checks = {c["name"]: c for c in dd.preconditions(rows)}
+    assert checks["a"]["value"] == pytest.approx(0.9) and checks["a"]["holds"]  # 0.45 / 0.5 >= 0.8
+    assert checks["b"]["value"] == pytest.approx(0.5) and checks["b"]["holds"]  # 0.25 / 0.5 <= 0.6
+    assert checks["c"]["value"] == pytest.approx(0.25) and "-10.0" in checks["c"]["what"]  # behind flow
+    weak = {
+        c["name"]: c
+        for c in dd.preconditions([entry("rgb", 0.4), entry("rgb10x", 0.39), entry("teacher", 0.5)])
+    }
+    assert not weak["a"]["holds"] and not weak["b"]["holds"]
+    # the target: >= 30 % of the gap and a gain above twice the larger seed std
+    ok = dd.student_verdict([*rows, entry("student", 0.34, 0.02)])
+    assert ok["gap_closed"] == pytest.approx(0.36) and ok["noise"] == pytest.approx(0.04) and ok["holds"]
+    noisy = dd.student_verdict([*rows, entry("student", 0.34, 0.05)])  # gain 0.09 < 2 x 0.05
+    assert not noisy["holds"]
+    short = dd.student_verdict([*rows, entry("student", 0.3, 0.001)])  # 20 % of the gap
+    assert not short["holds"]
+    assert dd.student_verdict([*rows, entry("student", 0.34, None)]) is None  # one seed: no std
+    table = dd.markdown_table(
+        [{**e, "label": e["name"], "seeds": [e["map_mean"]], "map_25_mean": 0.0, "map_25_std": None}
+         for e in [*rows, entry("student", 0.34, 0.02)]]
+    )  # fmt: skip
+    assert "| 36 % |" in table and "(a) information is in RGB" in table and ": met." in table
+
+
+def test_the_grown_world_keeps_the_test_videos(tmp_path: Path):
+    parser = argparse.ArgumentParser()
+    dd.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--feature-root",
+            str(tmp_path / "world"),
+            "--synthetic-videos",
+            "10",
+        ]
+    )
+    base, grown = dd.prepare_world(args, 1), dd.prepare_world(args, 3)
+    assert grown.feature_root == tmp_path / "world-3x"
+    info = json.loads((base.feature_root / "dataset.json").read_text())
+    assert grown.options == {"extra_training_videos": 2 * info["counts"]["training"]}
+    a = json.loads(base.annotations.read_text())
+    b = json.loads(grown.annotations.read_text())
+    assert {v for v, e in a.items() if e["subset"] == "testing"} == {
+        v for v, e in b.items() if e["subset"] == "testing"
+    }
+    assert sum(e["subset"] != "testing" for e in b.values()) == 3 * sum(
+        e["subset"] != "testing" for e in a.values()
+    )
+    args.world = "evidence"
+    args.feature_root = str(tmp_path / "evidence")
+    with pytest.raises(ConfigError, match="needs --world motion"):
+        dd.prepare_world(args, 10)

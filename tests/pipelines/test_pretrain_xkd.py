@@ -280,3 +280,57 @@ def test_ablation_table_lists_every_row():
     lines = table.splitlines()
     assert "chance 10.0%" in lines[0] and len(lines) == 5
     assert "50.0%" in lines[3] and "75.0%" in lines[3] and "25.0%" in lines[3] and "n/a" in lines[3]
+
+
+def test_seed_summary_mean_std_and_the_noise_verdict():
+    from xmkd.pipelines.pretrain_xkd import summarize_seeds
+
+    runs = [
+        {
+            "probe_top1": 0.40,
+            "probe_top1_random_init": 0.20,
+            "probe_audio_top1": 0.5,
+            "probe_audio_top1_random_init": 0.3,
+        },
+        {
+            "probe_top1": 0.50,
+            "probe_top1_random_init": 0.30,
+            "probe_audio_top1": 0.5,
+            "probe_audio_top1_random_init": 0.3,
+        },
+        {
+            "probe_top1": 0.45,
+            "probe_top1_random_init": 0.25,
+            "probe_audio_top1": 0.5,
+            "probe_audio_top1_random_init": 0.3,
+        },
+    ]
+    s = summarize_seeds(runs)
+    assert s["probe_top1"]["mean"] == pytest.approx(0.45) and s["probe_top1"]["std"] == pytest.approx(0.05)
+    margin = s["video_margin"]
+    assert margin["mean"] == pytest.approx(0.2) and margin["std"] == pytest.approx(0.0, abs=1e-12)
+    assert margin["twice_larger_std"] == pytest.approx(0.1) and margin["beyond_noise"]  # 0.2 > 2 x 0.05
+    runs[1]["probe_top1"] = 0.70  # one lucky seed: std 0.15, the gap 0.267 < 0.3
+    assert not summarize_seeds(runs)["video_margin"]["beyond_noise"]
+
+
+@pytest.mark.slow
+def test_pipeline_with_seeds_writes_each_seed_and_the_summary(tmp_path: Path):
+    parser = argparse.ArgumentParser()
+    pretrain_xkd.add_arguments(parser)
+    args = parser.parse_args(
+        ["--runs-dir", str(tmp_path / "runs"), "--max-steps", "1", "--seeds", "0,3"]
+        + [a for o in tiny_pipeline_overrides(tmp_path) for a in ("--override", o)]
+    )
+    assert pretrain_xkd.run(args) == 0
+    out = tmp_path / "runs" / "pretrain-xkd"
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [0, 3] and [r["seed"] for r in results["per_seed"]] == [0, 3]
+    assert results["probe_top1"] == results["per_seed"][0]["probe_top1"]
+    assert len(results["summary"]["probe_top1"]["values"]) == 2
+    assert (out / "encoders" / "student_video.pt").is_file() and (
+        out / "encoders-seed3" / "student_video.pt"
+    ).is_file()
+    runs = [Path(r["runs"]["pretrain"]) for r in results["per_seed"]]
+    assert [r.parent.name for r in runs] == ["pretrain-xkd-seed0", "pretrain-xkd-seed3"]
+    assert "seed_everything: 3" in (runs[1] / "config.yaml").read_text()

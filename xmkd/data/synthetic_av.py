@@ -25,7 +25,11 @@ Layout under ``out``::
 Like UCF101, clips come in groups (same background and palette: "same actor, same room"), and
 each fold keeps a group wholly in train or wholly in test, with UCF101's proportions (7 of 25
 groups per test fold, the last 4 of 25 always in train): see :func:`fold_of_group`.
-``kinetics.csv`` marks fold 1's test clips ``val`` and the rest ``train``.
+``heldout_per_class`` adds that many clips per class, in groups of their own, that no training list
+holds: they are in the test list of every fold, so an evaluation can have many more test clips
+than UCF101's proportions give without growing the training set (the tiny XKD recipe scores its
+online probe on them). ``kinetics.csv`` marks fold 1's test clips and the held-out clips ``val``
+and the rest ``train``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ FAMILIES = ("HorizontalBounce", "VerticalBounce", "Circle", "FigureEight", "Diag
 TEMPOS = ("Slow", "Fast", "Faster", "Fastest")
 _ID_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 FORMAT = "xmkd-synthetic-av"
-VERSION = 1
+#: 2: files written by x264's portable C path (byte-identical on every machine and in any process).
+VERSION = 2
 
 #: ``light_pulse``: the rates span [PULSE_MIN_HZ, PULSE_MAX_HZ] over the classes, and per clip the
 #: light dims by a depth drawn from PULSE_DEPTH at the troughs.
@@ -72,6 +77,7 @@ class SyntheticAVParams:
     clips_per_group: int = 3
     crf: int = 23
     light_pulse: bool = False
+    heldout_per_class: int = 0
 
     def validate(self) -> None:
         checks = {
@@ -83,8 +89,10 @@ class SyntheticAVParams:
             "sample_rate": self.sample_rate in (16000, 22050, 44100, 48000),
             "clips_per_group": self.clips_per_group >= 1,
             "crf": 0 <= self.crf <= 51,
+            "heldout_per_class": self.heldout_per_class >= 0,
         }
         ranges = {
+            "heldout_per_class": ">= 0",
             "duration": "in [0.5, 600] s",
             "size": "an even number in [32, 1024]",
             "fps": "in [1, 120]",
@@ -258,6 +266,10 @@ def _make_clip(job: tuple[dict[str, Any], str]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------- dataset
+#: ``test_fold`` of a held-out clip: in every fold's test list, in no training list.
+HELDOUT = -1
+
+
 def fold_of_group(group: int, num_groups: int) -> int | None:
     """0, 1, 2: the fold whose test set holds this group; None: always in train.
 
@@ -275,34 +287,47 @@ def _youtube_id(rng: np.random.Generator) -> str:
 
 
 def plan_clips(params: SyntheticAVParams) -> list[dict[str, Any]]:
-    """Every clip's record (label, group, folds, file name), without rendering anything."""
+    """Every clip's record (label, group, folds, file name), without rendering anything.
+
+    ``test_fold`` is the fold whose test list holds the clip (None: always in train; -1: a
+    held-out clip, in every fold's test list and no training list).
+    """
     num_groups = math.ceil(params.clips_per_class / params.clips_per_group)
     rng = np.random.default_rng([params.seed, 1_000_003])
     used: set[str] = set()
-    clips = []
-    for label in range(params.classes):
+
+    def record(label: int, index: int, test_fold: int | None) -> dict[str, Any]:
         name = class_name(label)
-        for index in range(params.clips_per_class):
-            group = index // params.clips_per_group
+        ytid = _youtube_id(rng)
+        while ytid in used:
             ytid = _youtube_id(rng)
-            while ytid in used:
-                ytid = _youtube_id(rng)
-            used.add(ytid)
-            start = int(rng.integers(0, 300))
-            end = start + max(1, round(params.duration))
-            clips.append(
-                {
-                    "path": f"videos/{name}/{ytid}_{start:06d}_{end:06d}.mp4",
-                    "label": label,
-                    "class": name,
-                    "index": index,
-                    "group": group,
-                    "test_fold": fold_of_group(group, num_groups),
-                    "youtube_id": ytid,
-                    "time_start": start,
-                    "time_end": end,
-                }
-            )
+        used.add(ytid)
+        start = int(rng.integers(0, 300))
+        end = start + max(1, round(params.duration))
+        return {
+            "path": f"videos/{name}/{ytid}_{start:06d}_{end:06d}.mp4",
+            "label": label,
+            "class": name,
+            "index": index,
+            "group": index // params.clips_per_group,
+            "test_fold": test_fold,
+            "youtube_id": ytid,
+            "time_start": start,
+            "time_end": end,
+        }
+
+    clips = [
+        record(label, index, fold_of_group(index // params.clips_per_group, num_groups))
+        for label in range(params.classes)
+        for index in range(params.clips_per_class)
+    ]
+    # Drawn after the regular clips, so adding held-out clips changes none of those.
+    first = num_groups * params.clips_per_group  # held-out clips start a group of their own
+    clips += [
+        record(label, first + j, HELDOUT)
+        for label in range(params.classes)
+        for j in range(params.heldout_per_class)
+    ]
     return clips
 
 
@@ -354,17 +379,23 @@ def _write_annotations(root: Path, p: SyntheticAVParams, clips: list[dict[str, A
                     c["youtube_id"],
                     c["time_start"],
                     c["time_end"],
-                    "val" if c["test_fold"] == 0 else "train",
+                    "val" if c["test_fold"] in (0, HELDOUT) else "train",
                 ]
             )
     splits = root / "splits"
     splits.mkdir(exist_ok=True)
     (splits / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
-    counts: dict[str, Any] = {"clips": len(clips), "per_class": p.clips_per_class, "train": [], "test": []}
+    counts: dict[str, Any] = {
+        "clips": len(clips),
+        "per_class": p.clips_per_class,
+        "heldout_per_class": p.heldout_per_class,
+        "train": [],
+        "test": [],
+    }
     for k in range(3):
         rel = [(c, c["path"].removeprefix("videos/")) for c in clips]
-        train = [f"{r} {c['label'] + 1}\n" for c, r in rel if c["test_fold"] != k]
-        test = [f"{r}\n" for c, r in rel if c["test_fold"] == k]
+        train = [f"{r} {c['label'] + 1}\n" for c, r in rel if c["test_fold"] not in (k, HELDOUT)]
+        test = [f"{r}\n" for c, r in rel if c["test_fold"] in (k, HELDOUT)]
         (splits / f"trainlist0{k + 1}.txt").write_text("".join(train))
         (splits / f"testlist0{k + 1}.txt").write_text("".join(test))
         counts["train"].append(len(train))
@@ -434,6 +465,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--light-pulse", action="store_true", help="also pulse the scene's light at a class rate (0.5-3.5 Hz)"
     )
+    parser.add_argument(
+        "--heldout-per-class",
+        type=int,
+        default=d.heldout_per_class,
+        help="extra clips per class in every fold's test list and no training list",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
 
 
@@ -448,6 +485,7 @@ def run(args: argparse.Namespace) -> int:
         "sample_rate": args.sample_rate,
         "clips_per_group": args.clips_per_group,
         "light_pulse": args.light_pulse,
+        "heldout_per_class": args.heldout_per_class,
     }
     info = make_synthetic_av(args.out, workers=args.workers, **params)
     print(json.dumps({"out": str(args.out), "classes": len(info["classes"]), **info["counts"]}))
@@ -455,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "HELDOUT",
     "SyntheticAVParams",
     "add_arguments",
     "class_name",

@@ -1,6 +1,15 @@
-"""A small synthetic untrimmed-video world with KNOWN structure: the embedded default for detection.
+"""The synthetic untrimmed-video worlds, and the ``evidence`` world (the first one) itself.
 
-Why it exists: Augmented-RGB distils a two-stream (RGB + flow [+ pose]) teacher into an RGB-only
+Two worlds, chosen with ``world``:
+
+- ``motion`` (the default; :mod:`xmkd.data.synthetic_motion`): actions are motions, RGB holds them
+  only implicitly, flow explicitly, and the training labels carry boundary jitter and omissions. It
+  is built to test Augmented-RGB's premise (see its docstring and the README's preconditions).
+- ``evidence`` (this module; :class:`SyntheticUntrimmedParams`): per-step class evidence, weak and
+  nuisance-laden in RGB, clean in flow, exact dense labels. On it a teacher adds little that the
+  labels do not already give (README).
+
+The ``evidence`` world. Why it exists: Augmented-RGB distils a two-stream (RGB + flow [+ pose]) teacher into an RGB-only
 student. To test that end to end in seconds, the world must make the second stream genuinely more
 informative than RGB while leaving RGB useful, which real I3D features do for reasons we cannot
 control. Here the reasons are explicit:
@@ -27,10 +36,7 @@ control. Here the reasons are explicit:
 - Pose (``pose_dim``, written with ``pose=True``): intermediate, class signatures with noise
   ``pose_noise``.
 
-Outputs in ``root``: ``rgb/``, ``flow/`` (and ``pose/``) ``<video_id>.npy`` float32 (T, D);
-``Charades_v1_train.csv``, ``Charades_v1_test.csv`` and ``Charades_v1_classes.txt`` in the
-official Charades layout; ``annotations.json`` in the PDAN layout; ``dataset.json`` with the
-parameters and counts. Everything is deterministic given the parameters (seed included); each
+Outputs in ``root``: see :mod:`xmkd.data.synthetic_world`. Everything is deterministic given the parameters (seed included); each
 video draws from its own stream ``(seed, index)``, the shared class directions from ``seed``.
 
 Measured with the defaults (200 videos, 12 classes, 160 train / 40 test, test per-frame mAP, chance
@@ -42,10 +48,10 @@ flow 0.75, RGB+flow 0.78. RGB is weak but far above chance: room for a cross-mod
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -54,10 +60,13 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from xmkd.data.readers.untrimmed import Segment
+from xmkd.data.synthetic_motion import MotionWorldParams, generate_motion_world
+from xmkd.data.synthetic_world import FORMAT_VERSION, SyntheticVideo, write_world
 from xmkd.data.untrimmed import frame_labels
 from xmkd.errors import ConfigError
 
-FORMAT_VERSION = 1
+#: The default world of the generator, the data module and ``make distill-detection``.
+DEFAULT_WORLD = "motion"
 
 
 @dataclass(frozen=True)
@@ -110,16 +119,6 @@ class SyntheticUntrimmedParams:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(key, f"invalid synthetic-untrimmed parameter ({getattr(self, key)!r})")
-
-
-@dataclass
-class SyntheticVideo:
-    video_id: str
-    subset: str
-    duration_s: float
-    segments: list[Segment]
-    features: dict[str, np.ndarray]
-    labels: np.ndarray  # (T, C) ground truth, the dataset's own rule
 
 
 def _unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
@@ -206,82 +205,32 @@ def generate_world(params: SyntheticUntrimmedParams) -> list[SyntheticVideo]:
     return videos
 
 
-def class_names(num_classes: int) -> list[str]:
-    return [f"Synthetic action {i:02d}" for i in range(num_classes)]
+#: world name -> (parameter dataclass, generator)
+WORLDS: dict[str, tuple[type, Callable[[Any], list[SyntheticVideo]]]] = {
+    "motion": (MotionWorldParams, generate_motion_world),
+    "evidence": (SyntheticUntrimmedParams, generate_world),
+}
 
 
-def _charades_row(video: SyntheticVideo, index: int) -> dict[str, str]:
-    actions = ";".join(f"c{s.label:03d} {s.start_s:.2f} {s.end_s:.2f}" for s in video.segments)
-    return {
-        "id": video.video_id,
-        "subject": f"SUB{index % 17:02d}",
-        "scene": ["Kitchen", "Living room", "Bedroom", "Garage"][index % 4],
-        "quality": str(1 + index % 7),
-        "relevance": str(1 + index % 7),
-        "verified": "Yes",
-        # commas inside quoted fields, as in the real Charades scripts
-        "script": f"A person enters, does {len(video.segments)} synthetic action(s), and leaves.",
-        "objects": "box;chair;table",
-        "descriptions": "A synthetic person moves around, then stops.",
-        "actions": actions,
-        "length": f"{video.duration_s:.2f}",
-    }
+def world_params(world: str, **params: Any) -> Any:
+    """The parameter dataclass of ``world`` (ConfigError naming the world or the unknown knob)."""
+    if world not in WORLDS:
+        raise ConfigError("world", f"unknown synthetic world {world!r}; expected one of {sorted(WORLDS)}")
+    cls = WORLDS[world][0]
+    unknown = sorted(set(params) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(
+            "synthetic_options",
+            f"the {world!r} world has no parameter(s) {unknown}; it has {sorted(f.name for f in fields(cls))}",
+        )
+    return cls(**params)
 
 
-def write_world(videos: list[SyntheticVideo], params: SyntheticUntrimmedParams, root: Path) -> dict[str, Any]:
-    """Write features and annotations of ``videos`` under ``root`` (which must exist)."""
-    for modality in videos[0].features:
-        (root / modality).mkdir(parents=True, exist_ok=True)
-    for v in videos:
-        for modality, arr in v.features.items():
-            np.save(root / modality / f"{v.video_id}.npy", arr)
-    names = class_names(params.classes)
-    (root / "Charades_v1_classes.txt").write_text(
-        "".join(f"c{i:03d} {n}\n" for i, n in enumerate(names)), encoding="utf-8"
-    )
-    from xmkd.data.readers.untrimmed import CHARADES_CSV_COLUMNS
-
-    for subset, filename in (("training", "Charades_v1_train.csv"), ("testing", "Charades_v1_test.csv")):
-        with (root / filename).open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CHARADES_CSV_COLUMNS))
-            writer.writeheader()
-            for i, v in enumerate(videos):
-                if v.subset == subset:
-                    writer.writerow(_charades_row(v, i))
-    pdan = {
-        v.video_id: {
-            "subset": v.subset,
-            "duration": v.duration_s,
-            "actions": [[s.label, s.start_s, s.end_s] for s in v.segments],
-        }
-        for v in videos
-    }
-    (root / "annotations.json").write_text(json.dumps(pdan), encoding="utf-8")
-    segs = [(v, s) for v in videos for s in v.segments]
-    info = {
-        "format_version": FORMAT_VERSION,
-        "params": asdict(params),
-        "class_names": names,
-        "feature_dims": {m: int(a.shape[1]) for m, a in videos[0].features.items()},
-        "counts": {
-            "videos": len(videos),
-            "training": sum(v.subset == "training" for v in videos),
-            "testing": sum(v.subset == "testing" for v in videos),
-            "segments": len(segs),
-            "segments_past_end": sum(s.end_s > v.duration_s for v, s in segs),
-            "videos_without_actions": sum(not v.segments for v in videos),
-            "positive_step_fraction": float(np.mean([v.labels.mean() for v in videos])),
-        },
-    }
-    (root / "dataset.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return info
-
-
-def make_synthetic_untrimmed(root: str | Path, **params: Any) -> dict[str, Any]:
-    """Generate the world into ``root`` (written to a temporary sibling, then renamed, so that an
+def make_synthetic_untrimmed(root: str | Path, world: str = DEFAULT_WORLD, **params: Any) -> dict[str, Any]:
+    """Generate ``world`` into ``root`` (written to a temporary sibling, then renamed, so that an
     interrupted run leaves no half-written dataset). Returns the ``dataset.json`` content."""
     root = Path(root)
-    p = SyntheticUntrimmedParams(**params)
+    p = world_params(world, **params)
     if root.exists():
         raise ConfigError("out", f"{root} already exists; remove it or choose another folder")
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
@@ -289,7 +238,7 @@ def make_synthetic_untrimmed(root: str | Path, **params: Any) -> dict[str, Any]:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        info = write_world(generate_world(p), p, tmp)
+        info = write_world(WORLDS[world][1](p), p, tmp, world)
         tmp.rename(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,18 +246,25 @@ def make_synthetic_untrimmed(root: str | Path, **params: Any) -> dict[str, Any]:
     return info
 
 
-def ensure_synthetic_untrimmed(root: str | Path, **params: Any) -> dict[str, Any]:
-    """Generate the world at ``root`` unless it is there with the same parameters.
+def ensure_synthetic_untrimmed(root: str | Path, world: str = DEFAULT_WORLD, **params: Any) -> dict[str, Any]:
+    """Generate ``world`` at ``root`` unless it is there with the same parameters.
 
-    A folder with a ``dataset.json`` of other parameters raises ConfigError (never overwritten).
+    A folder with a ``dataset.json`` of another world or other parameters raises ConfigError (never
+    overwritten).
     """
     root = Path(root)
-    wanted = asdict(SyntheticUntrimmedParams(**params))
+    wanted = asdict(world_params(world, **params))
     info_path = root / "dataset.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
+        have_world = info.get("world", "evidence")  # written before there were two worlds
         have = info.get("params", {})
         diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if have_world != world:
+            raise ConfigError(
+                "feature_root",
+                f"{root} holds the {have_world!r} synthetic world, not {world!r}; delete it or choose another folder",
+            )
         if diff or info.get("format_version") != FORMAT_VERSION:
             raise ConfigError(
                 "feature_root",
@@ -320,7 +276,7 @@ def ensure_synthetic_untrimmed(root: str | Path, **params: Any) -> dict[str, Any
         raise ConfigError("feature_root", f"{root} exists, is not empty and has no dataset.json")
     if root.exists():
         root.rmdir()
-    return make_synthetic_untrimmed(root, **params)
+    return make_synthetic_untrimmed(root, world, **params)
 
 
 # ------------------------------------------------------------------------------ evidence check (probe)
@@ -373,9 +329,16 @@ def ridge_probe_map(
 
 # ------------------------------------------------------------------------------------------ CLI tool
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``xmkd data synth-untrimmed --out DIR [--videos N] [--classes C] [--seed S] [--pose]``."""
-    defaults = SyntheticUntrimmedParams()
+    """``xmkd data synth-untrimmed --out DIR [--world motion|evidence] [--videos N] [--classes C] [--seed S]
+    [--pose] [--set KEY=VALUE]``."""
+    defaults = MotionWorldParams()
     parser.add_argument("--out", required=True, help="folder to create (must not exist)")
+    parser.add_argument(
+        "--world",
+        default=DEFAULT_WORLD,
+        choices=sorted(WORLDS),
+        help=f"which world (default {DEFAULT_WORLD}; see xmkd.data.synthetic_untrimmed)",
+    )
     parser.add_argument("--videos", type=int, default=defaults.videos, help="number of videos")
     parser.add_argument("--classes", type=int, default=defaults.classes, help="number of action classes")
     parser.add_argument(
@@ -387,12 +350,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other knob of SyntheticUntrimmedParams, e.g. --set rgb_noise=1.5",
+        help="any other knob of the world's parameters (MotionWorldParams, SyntheticUntrimmedParams), "
+        "e.g. --set rgb_noise=1.5",
     )
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    types = {f.name: f.type for f in fields(SyntheticUntrimmedParams)}
+def _parse_set(items: list[str], world: str = DEFAULT_WORLD) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(WORLDS[world][0])}
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -410,7 +374,8 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     params = {"videos": args.videos, "classes": args.classes, "seed": args.seed, "pose": args.pose}
-    params.update(_parse_set(args.set))
-    info = make_synthetic_untrimmed(args.out, **params)
+    world = getattr(args, "world", DEFAULT_WORLD)
+    params.update(_parse_set(args.set, world))
+    info = make_synthetic_untrimmed(args.out, world, **params)
     print(json.dumps({"out": str(args.out), **info["counts"], "feature_dims": info["feature_dims"]}))
     return 0

@@ -106,8 +106,16 @@ def atomic_contrastive_loss(
     return _info_nce(F.normalize(s, dim=-1), F.normalize(t, dim=-1), temperature)
 
 
-def cosine_similarity_matrices(h: Tensor) -> Tensor:
-    """Per-video T x T cosine similarities of per-step embeddings: (B, T, E) -> (B, T, T)."""
+def cosine_similarity_matrices(h: Tensor, mask: Tensor | None = None, center: bool = False) -> Tensor:
+    """Per-video T x T cosine similarities of per-step embeddings: (B, T, E) -> (B, T, T).
+
+    ``center`` subtracts each video's mean embedding over its valid steps (``mask``) first, so the
+    similarities measure how steps differ within the video rather than what they all share.
+    """
+    if center:
+        if mask is None:
+            mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        h = h - masked_mean_pool(h, mask).unsqueeze(1)
     n = F.normalize(h, dim=-1)
     return n @ n.transpose(1, 2)
 
@@ -118,16 +126,19 @@ def global_contextual_relation_loss(
     mask: Tensor,
     mode: Literal["mse", "kl"] = "mse",
     temperature: float = 0.1,
+    center: bool = False,
 ) -> Tensor:
     """Global Contextual Relations (interpretation, METHODS.md B).
 
     Per video, the T x T cosine-similarity matrices of student and teacher over valid steps;
     ``mse``: mean squared difference over the valid pairs of each video; ``kl``: KL(teacher row ||
     student row) between row-softmaxes at ``temperature``, averaged over valid rows. Each video
-    counts equally (mean over videos with at least one valid step).
+    counts equally (mean over videos with at least one valid step). ``center`` (interpretation):
+    the similarities of the embeddings minus their per-video mean (see
+    :func:`cosine_similarity_matrices`); a shared offset otherwise makes every pair look alike.
     """
-    ss = cosine_similarity_matrices(student)
-    ts = cosine_similarity_matrices(teacher.detach())
+    ss = cosine_similarity_matrices(student, mask, center)
+    ts = cosine_similarity_matrices(teacher.detach(), mask, center)
     m = mask.to(student.dtype)
     pair = m.unsqueeze(2) * m.unsqueeze(1)
     has = mask.any(1)
@@ -146,12 +157,18 @@ def global_contextual_relation_loss(
     return per_video[has].mean()
 
 
-def boundary_saliency(h: Tensor, mask: Tensor, normalize: bool = True) -> tuple[Tensor, Tensor]:
+def boundary_saliency(
+    h: Tensor, mask: Tensor, normalize: bool = True, center: bool = False
+) -> tuple[Tensor, Tensor]:
     """b_t = ||h_{t+1} - h_t||_2 (B, T-1) and its validity (both steps valid).
 
     ``normalize`` L2-normalises each step first (interpretation: makes the saliency independent
-    of each network's feature scale, so student and teacher are comparable).
+    of each network's feature scale, so student and teacher are comparable). ``center``
+    (interpretation) subtracts the video's mean embedding before normalising, so a large shared
+    offset does not shrink every step's change to nearly nothing.
     """
+    if center:
+        h = h - masked_mean_pool(h, mask).unsqueeze(1)
     if normalize:
         h = F.normalize(h, dim=-1)
     diff = h[:, 1:] - h[:, :-1]
@@ -160,25 +177,42 @@ def boundary_saliency(h: Tensor, mask: Tensor, normalize: bool = True) -> tuple[
     return b, mask[:, 1:] & mask[:, :-1]
 
 
+def _standardize_over_time(b: Tensor, valid: Tensor) -> Tensor:
+    """Per video, (b - mean) / std over the valid steps (0 where invalid or constant)."""
+    m = valid.to(b.dtype)
+    n = m.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (b * m).sum(-1, keepdim=True) / n
+    var = (((b - mean) * m) ** 2).sum(-1, keepdim=True) / n
+    return (b - mean) * m / var.clamp_min(1e-12).sqrt()
+
+
 def action_boundary_saliency_loss(
     student: Tensor,
     teacher: Tensor,
     mask: Tensor,
     temperature: float = 0.1,
-    mode: Literal["kl", "l1"] = "kl",
+    mode: Literal["kl", "l1", "profile"] = "kl",
     normalize: bool = True,
+    center: bool = False,
 ) -> Tensor:
     """Action Boundary Saliency (interpretation, METHODS.md B).
 
-    Saliency b_t over valid consecutive pairs, a softmax over time at ``temperature`` per video,
-    then KL(teacher || student) (``kl``) or the L1 distance between the two distributions (``l1``);
-    mean over videos with at least two valid steps.
+    Saliency b_t over valid consecutive pairs (see :func:`boundary_saliency` for ``normalize`` and
+    ``center``), a softmax over time at ``temperature`` per video, then KL(teacher || student)
+    (``kl``) or the L1 distance between the two distributions (``l1``); or, without a softmax,
+    the mean squared difference of the two saliency profiles standardised over each video's time
+    (``profile``: 1 - their correlation, x2); mean over videos with at least two valid steps.
     """
-    bs, valid = boundary_saliency(student, mask, normalize)
-    bt, _ = boundary_saliency(teacher.detach(), mask, normalize)
+    bs, valid = boundary_saliency(student, mask, normalize, center)
+    bt, _ = boundary_saliency(teacher.detach(), mask, normalize, center)
     has = valid.any(1)
     if not bool(has.any()):
         return _zero(student)
+    if mode == "profile":
+        zs, zt = _standardize_over_time(bs, valid), _standardize_over_time(bt, valid)
+        m = valid.to(bs.dtype)
+        per_video = ((zs - zt) ** 2 * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+        return per_video[has].mean()
     log_ps = _masked_log_softmax(bs / temperature, valid, -1)
     log_pt = _masked_log_softmax(bt / temperature, valid, -1)
     if mode == "kl":
@@ -186,7 +220,7 @@ def action_boundary_saliency_loss(
     elif mode == "l1":
         per_video = (log_pt.exp() - log_ps.exp()).abs().masked_fill(~valid, 0.0).sum(-1)
     else:
-        raise ValueError(f"abs mode must be 'kl' or 'l1', got {mode!r}")
+        raise ValueError(f"abs mode must be 'kl', 'l1' or 'profile', got {mode!r}")
     return per_video[has].mean()
 
 
@@ -313,6 +347,10 @@ class AtomicContrastiveLoss(DistillationLoss):
     """Atomic-level InfoNCE (see ``atomic_contrastive_loss``) with learnable 128-d projectors.
 
     ``window`` (8), ``temperature`` (0.1), ``proj_dim`` (128), ``hidden`` (512): interpretation.
+    ``teacher_projector`` (interpretation): project the teacher's segments with a learnable MLP too
+    (default) or compare the student's projection with the teacher's segments as they are (then
+    ``proj_dim`` is the teacher's width), so the student cannot settle for a learnt subspace of the
+    teacher that is easy for it.
     """
 
     def __init__(
@@ -323,11 +361,13 @@ class AtomicContrastiveLoss(DistillationLoss):
         temperature: float = 0.1,
         proj_dim: int = 128,
         hidden: int = 512,
+        teacher_projector: bool = True,
     ) -> None:
         super().__init__()
         self.window, self.temperature = window, temperature
-        self.student_proj = projection_mlp(student_dim, proj_dim, hidden)
-        self.teacher_proj = projection_mlp(teacher_dim, proj_dim, hidden)
+        out_dim = proj_dim if teacher_projector else teacher_dim
+        self.student_proj = projection_mlp(student_dim, out_dim, hidden)
+        self.teacher_proj = projection_mlp(teacher_dim, proj_dim, hidden) if teacher_projector else None
 
     def forward(self, student: Outputs, teacher: Outputs, mask: Tensor) -> Tensor:
         return atomic_contrastive_loss(
@@ -342,30 +382,71 @@ class AtomicContrastiveLoss(DistillationLoss):
 
 
 class GlobalContextualRelationLoss(DistillationLoss):
-    """Global Contextual Relations (see ``global_contextual_relation_loss``); ``mode`` mse | kl."""
+    """Global Contextual Relations (see ``global_contextual_relation_loss``).
 
-    def __init__(self, mode: Literal["mse", "kl"] = "mse", temperature: float = 0.1) -> None:
+    Defaults (interpretation, measured in the README's Augmented-RGB section): ``mode="kl"`` between
+    row-softmaxes at ``temperature`` 0.1 of similarities of per-video ``center``-ed embeddings.
+    METHODS.md's first formulation, ``mode="mse", center=False``, has similarities that all sit near
+    their shared offset's (a squared-error loss of ~0.03 whose gradient is 1/100 of the detection
+    loss's), and moved the student by less than the seed noise.
+    """
+
+    def __init__(
+        self, mode: Literal["mse", "kl"] = "kl", temperature: float = 0.1, center: bool = True
+    ) -> None:
         super().__init__()
-        self.mode, self.temperature = mode, temperature
+        self.mode, self.temperature, self.center = mode, temperature, center
 
     def forward(self, student: Outputs, teacher: Outputs, mask: Tensor) -> Tensor:
         return global_contextual_relation_loss(
-            student["embedding"], teacher["embedding"], mask, self.mode, self.temperature
+            student["embedding"], teacher["embedding"], mask, self.mode, self.temperature, self.center
         )
 
 
 class ActionBoundarySaliencyLoss(DistillationLoss):
-    """Action Boundary Saliency (see ``action_boundary_saliency_loss``); ``mode`` kl | l1."""
+    """Action Boundary Saliency (see ``action_boundary_saliency_loss``).
+
+    Default ``mode="profile"`` (interpretation, measured in the README's Augmented-RGB section):
+    the student's saliency profile over time should follow the teacher's, standardised per video.
+    METHODS.md's first formulation, a softmax over time at ``temperature`` 0.1 and
+    KL(teacher || student) (``mode="kl"``; ``"l1"``), targets a few peaked steps per video that an
+    RGB student can match on its training videos without seeing the motion; it gave no gain alone and
+    cancelled the other terms' gains when combined. ``normalize`` and ``center``: see
+    :func:`boundary_saliency`.
+
+    ``source`` (interpretation): the per-step representation whose changes make the saliency:
+    ``embedding`` (default; the heads' last-block embeddings) or ``probabilities`` (the per-class
+    sigmoid scores, where a change is literally an action starting or ending; ``normalize`` and
+    ``center`` then do not apply).
+    """
 
     def __init__(
-        self, temperature: float = 0.1, mode: Literal["kl", "l1"] = "kl", normalize: bool = True
+        self,
+        temperature: float = 0.1,
+        mode: Literal["kl", "l1", "profile"] = "profile",
+        normalize: bool = True,
+        center: bool = False,
+        source: Literal["embedding", "probabilities"] = "embedding",
     ) -> None:
         super().__init__()
-        self.temperature, self.mode, self.normalize = temperature, mode, normalize
+        if source not in ("embedding", "probabilities"):
+            raise ValueError(f"abs source must be 'embedding' or 'probabilities', got {source!r}")
+        self.temperature, self.mode, self.normalize, self.center = temperature, mode, normalize, center
+        self.source = source
+        self.teacher_keys = ("logits",) if source == "probabilities" else ("embedding",)
 
     def forward(self, student: Outputs, teacher: Outputs, mask: Tensor) -> Tensor:
+        if self.source == "probabilities":
+            s, t = student["logits"].sigmoid(), teacher["logits"].sigmoid()
+            return action_boundary_saliency_loss(s, t, mask, self.temperature, self.mode, False, False)
         return action_boundary_saliency_loss(
-            student["embedding"], teacher["embedding"], mask, self.temperature, self.mode, self.normalize
+            student["embedding"],
+            teacher["embedding"],
+            mask,
+            self.temperature,
+            self.mode,
+            self.normalize,
+            self.center,
         )
 
 

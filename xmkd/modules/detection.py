@@ -389,6 +389,13 @@ class AugmentedRGBStudent(DetectionModule):
             only saves work when inputs are deterministic (whole sequences, ``max_len`` >= the
             longest video), and is never wrong. Memory: about T x (E + C) floats per video.
         baseline_checkpoint: an optional RGB-only ``SingleStreamDetector`` drawn on the timelines.
+        teacher_embedding: interpretation: which teacher embedding the embedding terms (atomic,
+            gcr, abs, fitnets, at, sp, crd, rkd) read. ``aux`` (default): the two-stream teacher's
+            auxiliary (flow / pose) stream's, the knowledge the RGB student lacks. ``fused``: the
+            mean of its streams' embeddings; in a late-fusion teacher its variance is mostly the RGB
+            stream's, which an RGB student matches without learning the motion (a linear map from
+            the student's embedding explains 0.54 of the fused embedding's variance and 0.07 of the
+            flow stream's; README, Augmented-RGB results). ``mars`` always reads the auxiliary stream.
     """
 
     def __init__(
@@ -401,9 +408,12 @@ class AugmentedRGBStudent(DetectionModule):
         teacher_dims: tuple[int, int] | None = None,
         baseline_checkpoint: str | None = None,
         teacher: TwoStreamTeacher | None = None,
+        teacher_embedding: Literal["fused", "aux"] = "aux",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if teacher_embedding not in ("fused", "aux"):
+            raise ConfigError("teacher_embedding", f"expected fused | aux, got {teacher_embedding!r}")
         self.distill_weights = dict(DEFAULT_DISTILL if distill is None else distill)
         if teacher is None and teacher_checkpoint is not None:
             teacher = self._load_frozen(TwoStreamTeacher, teacher_checkpoint, "teacher_checkpoint")
@@ -427,7 +437,13 @@ class AugmentedRGBStudent(DetectionModule):
             )
         except ValueError as e:
             raise ConfigError("distill", str(e)) from e
-        self._teacher_keys = sorted({k for loss in self.distill_losses.values() for k in loss.teacher_keys})
+        # what the terms read -> the teacher output it comes from
+        self._teacher_sources = {
+            k: ("aux_embedding" if k == "embedding" and teacher_embedding == "aux" else k)
+            for loss in self.distill_losses.values()
+            for k in loss.teacher_keys
+        }
+        self._teacher_keys = sorted(set(self._teacher_sources.values()))
         self._cache: dict[str, tuple[tuple[float, ...], dict[str, Tensor]]] = {}
 
     # the frozen teacher -------------------------------------------------------------------------
@@ -468,7 +484,11 @@ class AugmentedRGBStudent(DetectionModule):
             and "aux_embedding" in self._teacher_keys
             and teacher.hparams.fusion == "feature"
         ):
-            raise ConfigError("distill.mars", "MARS needs a late-fusion teacher (fusion != feature)")
+            raise ConfigError(
+                "teacher_embedding" if self.hparams.teacher_embedding == "aux" else "distill.mars",
+                "reading the teacher's auxiliary stream (mars, teacher_embedding: aux) needs a late-fusion "
+                "teacher (fusion != feature)",
+            )
 
     def on_fit_start(self) -> None:
         self._move_frozen()
@@ -476,9 +496,15 @@ class AugmentedRGBStudent(DetectionModule):
     def on_validation_start(self) -> None:
         self._move_frozen()
 
-    @torch.no_grad()
     def teacher_outputs(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """The teacher's outputs the configured terms read, from the cache when enabled and valid."""
+        """The teacher's outputs under the names the configured terms read (``embedding`` is the
+        teacher's fused or auxiliary embedding, see ``teacher_embedding``)."""
+        raw = self._teacher_raw(batch)
+        return {k: raw[source] for k, source in self._teacher_sources.items()}
+
+    @torch.no_grad()
+    def _teacher_raw(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The teacher's outputs the configured terms need, from the cache when enabled and valid."""
         teacher = self.teacher
         if teacher is None:
             raise ConfigError("teacher_checkpoint", "no teacher loaded")

@@ -1,9 +1,15 @@
 """``xmkd pipeline distill-detection`` (``make distill-detection``): the Augmented-RGB comparison table.
 
-On the synthetic untrimmed world (generated when missing) it trains, for each seed, the RGB-only and
-auxiliary(flow)-only detectors, the two-stream teacher, the Augmented-RGB student with the paper's
-three terms, the student with each term alone, and the student with each baseline distillation of
-the paper's table; students of seed s distil from the teacher of seed s. Every training is a
+On a synthetic untrimmed world (``--world``, default ``motion``; generated when missing) it trains,
+for each seed, the RGB-only and auxiliary(flow)-only detectors, the two-stream teacher, the
+Augmented-RGB student with the paper's three terms, the student with each term alone, and the
+student with each baseline distillation of the paper's table; students of seed s distil from the
+teacher of seed s. On the ``motion`` world it also trains RGB only on 10x the training videos (the
+same world with more of them, the same test videos), and reports the world's three preconditions
+before any distillation result: (a) the information is in RGB (RGB only with 10x the videos reaches
+at least 80 % of the teacher), (b) it is hard at the default budget (RGB only at most 60 % of the
+teacher), (c) the teacher is well ahead of RGB only. Each row also gets the fraction of the gap
+between RGB only and the teacher that it closes. Every training is a
 regular run of the synthetic YAMLs in ``experiments/detection/`` through ``run_lightning_cli`` (in
 this process), so each keeps its run folder (resolved config, checkpoints, metrics.csv,
 results.json) under ``runs/distill-detection/<row>-seed<s>/version_N``.
@@ -22,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +38,7 @@ import lightning as L
 import numpy as np
 
 from xmkd.errors import ConfigError
+from xmkd.pipelines.seeds import mean_std, parse_seeds, pm
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "detection"
 PIPELINE_DIR = "distill-detection"
@@ -47,11 +53,20 @@ class Row:
     config: str
     distill: Mapping[str, float] | None = None  # students only: the terms and weights
     options: Mapping[str, Any] = field(default_factory=dict)  # students only: distill_options
+    data_scale: int = 1  # training videos, as a multiple of the world's (precondition a)
 
     @property
     def is_student(self) -> bool:
         return self.distill is not None
 
+
+#: Preconditions of a world that tests Augmented-RGB (the issue's (a)-(c)), as fractions of the teacher.
+INFORMATION_PRESENT = 0.8  # (a) RGB only on 10x the videos reaches >= this of the teacher
+HARD_AT_BUDGET = 0.6  # (b) RGB only at the default budget stays <= this of the teacher
+#: The Augmented-RGB student's target: close this fraction of the RGB-to-teacher gap, with a gain
+#: over RGB only larger than NOISE_FACTOR x the larger of the two rows' seed standard deviations.
+TARGET_GAP_CLOSED = 0.3
+NOISE_FACTOR = 2.0
 
 _TEACHER_CFG = "teacher-rgbflow_pdan_synthetic.yaml"
 _STUDENT_CFG = "augrgb-flow_pdan_synthetic.yaml"
@@ -61,6 +76,7 @@ ROWS: dict[str, Row] = {
     r.name: r
     for r in [
         Row("rgb", "RGB only", "rgb_pdan_synthetic.yaml"),
+        Row("rgb10x", "RGB only, 10x the training videos", "rgb_pdan_synthetic.yaml", data_scale=10),
         Row("aux", "flow only (auxiliary)", "flow_pdan_synthetic.yaml"),
         Row("teacher", "two-stream teacher (RGB + flow)", _TEACHER_CFG),
         Row(
@@ -89,20 +105,6 @@ def parse_rows(text: str | None) -> list[str]:
     return [name for name in ROWS if name in asked]
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``3`` -> [0, 1, 2]; ``0,5,7`` -> those seeds."""
-    try:
-        if "," in text:
-            seeds = [int(t) for t in text.split(",") if t.strip()]
-        else:
-            seeds = list(range(int(text)))
-    except ValueError:
-        raise ConfigError("--seeds", f"expected a count (3) or a list (0,1,2), got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError("--seeds", f"need at least one seed and no repeats, got {text!r}")
-    return seeds
-
-
 def carve_validation(
     entries: Mapping[str, Mapping[str, Any]], fraction: float, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
@@ -127,12 +129,6 @@ def carve_validation(
     }
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof 1; None for a single seed, where it is undefined)."""
-    mean = float(statistics.fmean(values))
-    return mean, (float(statistics.stdev(values)) if len(values) > 1 else None)
-
-
 def summarize_row(row: Row, per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
     """One ``results.json`` entry from the per-seed test metrics of a row."""
     seeds = sorted(per_seed)
@@ -154,25 +150,98 @@ def summarize_row(row: Row, per_seed: Mapping[int, Mapping[str, float]]) -> dict
     }
 
 
-def _pm(mean: float, std: float | None, scale: float = 100.0) -> str:
-    return f"{mean * scale:.1f}" + (f" ± {std * scale:.1f}" if std is not None else "")
+def gap_closed(value: float, rgb: float, teacher: float) -> float | None:
+    """Fraction of the RGB-only-to-teacher gap that ``value`` closes (None without a gap)."""
+    gap = teacher - rgb
+    return (value - rgb) / gap if gap > 0 else None
+
+
+def preconditions(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The world's preconditions from the table's rows (those whose rows are present):
+    (a) ``rgb10x`` / teacher >= INFORMATION_PRESENT, (b) ``rgb`` / teacher <= HARD_AT_BUDGET,
+    (c) the teacher's lead over RGB only and over the auxiliary stream (in mAP points)."""
+    by = {e["name"]: e["map_mean"] for e in entries}
+    out: list[dict[str, Any]] = []
+    teacher = by.get("teacher")
+    if teacher is None or teacher <= 0:
+        return out
+    if "rgb10x" in by:
+        ratio = by["rgb10x"] / teacher
+        out.append(
+            {"name": "a", "what": f"information is in RGB: RGB only on 10x the videos / teacher >= {INFORMATION_PRESENT}",
+             "value": ratio, "holds": ratio >= INFORMATION_PRESENT}
+        )  # fmt: skip
+    if "rgb" in by:
+        ratio = by["rgb"] / teacher
+        out.append(
+            {"name": "b", "what": f"hard at the default budget: RGB only / teacher <= {HARD_AT_BUDGET}",
+             "value": ratio, "holds": ratio <= HARD_AT_BUDGET}
+        )  # fmt: skip
+        lead = teacher - by["rgb"]
+        aux = f"; over flow only {100 * (teacher - by['aux']):+.1f}" if "aux" in by else ""
+        out.append(
+            {"name": "c", "what": f"the teacher is well ahead of RGB only (points{aux})",
+             "value": lead, "holds": lead > 0.1}
+        )  # fmt: skip
+    return out
+
+
+def student_verdict(entries: Sequence[Mapping[str, Any]], name: str = "student") -> dict[str, Any] | None:
+    """Does row ``name`` meet the target? Its gap closed >= TARGET_GAP_CLOSED and its gain over RGB
+    only > NOISE_FACTOR x the larger seed std of the two rows (needs >= 2 seeds)."""
+    by = {e["name"]: e for e in entries}
+    if not {"rgb", "teacher", name} <= set(by) or by[name]["map_std"] is None:
+        return None
+    rgb, student, teacher = by["rgb"], by[name], by["teacher"]
+    gain = student["map_mean"] - rgb["map_mean"]
+    noise = NOISE_FACTOR * max(rgb["map_std"] or 0.0, student["map_std"] or 0.0)
+    closed = gap_closed(student["map_mean"], rgb["map_mean"], teacher["map_mean"])
+    return {
+        "row": name,
+        "gain": gain,
+        "noise": noise,
+        "gap_closed": closed,
+        "holds": closed is not None and closed >= TARGET_GAP_CLOSED and gain > noise,
+    }
 
 
 def markdown_table(entries: Sequence[Mapping[str, Any]], cost: Mapping[str, Any] | None = None) -> str:
-    """The results as a markdown table (mAP in %), gains against the RGB-only row where present,
+    """The results as a markdown table (mAP in %), gains against the RGB-only row and the fraction of
+    the RGB-to-teacher gap closed where present, the world's preconditions, the student's verdict,
     then the inference-cost table."""
     rgb = next((e for e in entries if e["name"] == "rgb"), None)
+    teacher = next((e for e in entries if e["name"] == "teacher"), None)
     lines = [
-        "| row | per-frame mAP (%) | Charades 25-pt mAP (%) | vs RGB only | seeds |",
-        "| --- | --- | --- | --- | --- |",
+        "| row | per-frame mAP (%) | Charades 25-pt mAP (%) | vs RGB only | gap closed | seeds |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for e in entries:
         gain = f"{(e['map_mean'] - rgb['map_mean']) * 100:+.1f}" if rgb is not None and e is not rgb else ""
+        closed = ""
+        if rgb is not None and teacher is not None and e is not rgb:
+            frac = gap_closed(e["map_mean"], rgb["map_mean"], teacher["map_mean"])
+            closed = f"{100 * frac:.0f} %" if frac is not None else ""
         seeds = ", ".join(f"{v * 100:.1f}" for v in e["seeds"])
         lines.append(
-            f"| {e['label']} | {_pm(e['map_mean'], e['map_std'])} | "
-            f"{_pm(e['map_25_mean'], e['map_25_std'])} | {gain} | {seeds} |"
+            f"| {e['label']} | {pm(e['map_mean'], e['map_std'])} | "
+            f"{pm(e['map_25_mean'], e['map_25_std'])} | {gain} | {closed} | {seeds} |"
         )
+    checks = preconditions(entries)
+    if checks:
+        lines += ["", "| precondition of the world | measured | holds |", "| --- | --- | --- |"]
+        for c in checks:
+            value = f"{100 * c['value']:.1f} points" if c["name"] == "c" else f"{c['value']:.2f}"
+            lines.append(f"| ({c['name']}) {c['what']} | {value} | {'yes' if c['holds'] else 'NO'} |")
+    verdict = student_verdict(entries)
+    if verdict is not None:
+        closed = verdict["gap_closed"]
+        lines += [
+            "",
+            f"Augmented-RGB student: gain {100 * verdict['gain']:+.1f} points over RGB only "
+            f"({NOISE_FACTOR:g} x the larger seed std: {100 * verdict['noise']:.1f}), "
+            f"{'n/a' if closed is None else f'{100 * closed:.0f} %'} of the gap to the teacher closed "
+            f"(target {100 * TARGET_GAP_CLOSED:.0f} %): {'met' if verdict['holds'] else 'NOT met'}.",
+        ]
     if cost:
         lines += [
             "",
@@ -311,11 +380,21 @@ def _best_checkpoint(run_dir: Path) -> Path:
     return Path(best)
 
 
+@dataclass(frozen=True)
+class WorldData:
+    """Where a row's world lives: features, annotations with the carved validation split, and the
+    generator options beyond the pipeline's own (``extra_training_videos`` for a scaled world)."""
+
+    feature_root: Path
+    annotations: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 def train_run(
     row: Row,
     seed: int,
     args: argparse.Namespace,
-    annotations: Path,
+    world: WorldData,
     teacher_ckpt: Path | None,
 ) -> tuple[Any, Path, Path]:
     """Fit one row for one seed in this process; returns (model with the best weights, run folder,
@@ -324,6 +403,7 @@ def train_run(
 
     from xmkd.cli import run_lightning_cli
 
+    annotations = world.annotations
     argv = [
         "fit",
         "--config", str(EXPERIMENTS / row.config),
@@ -333,8 +413,10 @@ def train_run(
         "--trainer.max_epochs", str(args.epochs),
         "--trainer.enable_progress_bar", "false",
         "--model.init_args.plot_videos", str(args.plot_videos),
-        "--data.init_args.feature_root", str(args.feature_root),
+        "--data.init_args.feature_root", str(world.feature_root),
         "--data.init_args.synthetic_videos", str(args.synthetic_videos),
+        "--data.init_args.synthetic_world", args.world,
+        "--data.init_args.synthetic_options", json.dumps(dict(world.options)),
         "--data.init_args.annotations", json.dumps([str(annotations)]),
         "--data.init_args.train_subset", "training",
         "--data.init_args.eval_subset", "validation",
@@ -351,6 +433,7 @@ def train_run(
             "--model.init_args.distill", json.dumps(dict(row.distill)),
             "--model.init_args.distill_options", json.dumps(dict(row.options)),
         ]  # fmt: skip
+        argv += [o if o.startswith("--") else f"--{o}" for o in args.student_override]
     cli = run_lightning_cli(argv)
     best = _best_checkpoint(cli.run_dir)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -358,18 +441,31 @@ def train_run(
     return cli.model, cli.run_dir, best
 
 
-def prepare_world(args: argparse.Namespace) -> Path:
-    """Generate the synthetic world if missing; write the annotations with a carved validation split."""
+def prepare_world(args: argparse.Namespace, scale: int = 1) -> WorldData:
+    """Generate the synthetic world if missing (``scale`` > 1: the same world with ``scale`` times its
+    training videos, in its own folder); write its annotations with a carved validation split."""
     from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
 
     root = Path(args.feature_root)
-    ensure_synthetic_untrimmed(root, videos=args.synthetic_videos, classes=12, seed=0, pose=False)
+    base = ensure_synthetic_untrimmed(
+        root, args.world, videos=args.synthetic_videos, classes=12, seed=0, pose=False
+    )
+    options: dict[str, Any] = {}
+    if scale > 1:
+        if args.world != "motion":
+            raise ConfigError("--rows", f"a row with {scale}x the training videos needs --world motion")
+        options = {"extra_training_videos": (scale - 1) * int(base["counts"]["training"])}
+        root = root.with_name(f"{root.name}-{scale}x")
+        ensure_synthetic_untrimmed(
+            root, args.world, videos=args.synthetic_videos, classes=12, seed=0, pose=False, **options
+        )
     entries = json.loads((root / "annotations.json").read_text(encoding="utf-8"))
     carved = carve_validation(entries, args.val_fraction, seed=0)
-    out = Path(args.runs_dir) / PIPELINE_DIR / "annotations_train-val-test.json"
+    suffix = f"-{scale}x" if scale > 1 else ""
+    out = Path(args.runs_dir) / PIPELINE_DIR / f"annotations_train-val-test{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(carved), encoding="utf-8")
-    return out
+    return WorldData(root, out, options)
 
 
 def load_test_batches(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -377,6 +473,7 @@ def load_test_batches(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     dm = UntrimmedVideoDataModule(
         format="synthetic",
+        synthetic_world=args.world,
         feature_root=str(args.feature_root),
         modalities=["rgb", "flow"],
         eval_subset="testing",
@@ -395,10 +492,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help=f"comma-separated rows (default all): {', '.join(ROWS)}; a student row also trains the teacher",
     )
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs of every run (default 20)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs of every run (default 40)")
     parser.add_argument("--runs-dir", dest="runs_dir", default="runs", help="root of the run folders")
     parser.add_argument(
-        "--feature-root", dest="feature_root", default="data/synth-untrimmed", help="the synthetic world"
+        "--world",
+        default="motion",
+        choices=["motion", "evidence"],
+        help="the synthetic world (default motion)",
+    )
+    parser.add_argument(
+        "--feature-root",
+        dest="feature_root",
+        default=None,
+        help="where the synthetic world lives (default data/synth-untrimmed-<world>)",
     )
     parser.add_argument(
         "--synthetic-videos", dest="synthetic_videos", type=int, default=200, help="videos in the world"
@@ -427,6 +533,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot-videos", dest="plot_videos", type=int, default=0, help="timeline plots per run"
     )
     parser.add_argument(
+        "--student-override",
+        dest="student_override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="LightningCLI override for every student row, e.g. model.init_args.teacher_embedding=aux",
+    )
+    parser.add_argument(
         "--wandb",
         default="disabled",
         choices=["disabled", "offline", "online"],
@@ -440,6 +554,10 @@ def run(args: argparse.Namespace) -> int:
 
     rows = parse_rows(args.rows)
     seeds = parse_seeds(str(args.seeds))
+    if args.feature_root is None:
+        args.feature_root = f"data/synth-untrimmed-{args.world}"
+    if args.world != "motion" and args.rows in (None, "", "all"):
+        rows = [r for r in rows if ROWS[r].data_scale == 1]  # only the motion world can grow
     if args.epochs < 1:
         raise ConfigError("--epochs", f"must be >= 1, got {args.epochs}")
     threads, wandb_mode = torch.get_num_threads(), os.environ.get("WANDB_MODE")
@@ -507,7 +625,15 @@ def _write_outputs(
             e["runs"] = [per_row[name][s]["run_dir"] for s in e["seed_ids"]]
             entries.append(e)
     write_json(
-        out_dir / "results.json", {"complete": complete, "rows": entries, "inference_cost": cost, **meta}
+        out_dir / "results.json",
+        {
+            "complete": complete,
+            "rows": entries,
+            "preconditions": preconditions(entries),
+            "student_verdict": student_verdict(entries),
+            "inference_cost": cost,
+            **meta,
+        },
     )
     table = markdown_table(entries, cost)
     note = "" if complete else " (INCOMPLETE: still running or interrupted; rerun with --resume)"
@@ -524,9 +650,11 @@ def _run_table(args: argparse.Namespace, rows: list[str], seeds: list[int]) -> i
 
     start = time.perf_counter()
     out_dir = Path(args.runs_dir) / PIPELINE_DIR
-    annotations = prepare_world(args)
+    worlds = {scale: prepare_world(args, scale) for scale in sorted({ROWS[r].data_scale for r in rows} | {1})}
+    annotations = worlds[1].annotations
     batches = load_test_batches(args)
     meta: dict[str, Any] = {
+        "world": args.world,
         "seeds": seeds,
         "epochs": args.epochs,
         "threads": args.threads,
@@ -540,16 +668,18 @@ def _run_table(args: argparse.Namespace, rows: list[str], seeds: list[int]) -> i
     per_row: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in rows}
     cost_models: dict[str, tuple[str, Any]] = {}  # teacher and first student of the first seed
     ordered = (["teacher"] if "teacher" in rows else []) + [r for r in rows if r != "teacher"]
+    total, count = len(seeds) * len(ordered), 0
     for seed in seeds:
         for name in ordered:
             row = ROWS[name]
+            count += 1
             t0 = time.perf_counter()
             done = finished_run(Path(args.runs_dir), name, seed, args.epochs) if args.resume else None
             if done is not None:
                 per_row[name][seed], model, how = done, None, "reused"
             else:
                 teacher_ckpt = Path(per_row["teacher"][seed]["checkpoint"]) if row.is_student else None
-                model, run_dir, best = train_run(row, seed, args, annotations, teacher_ckpt)
+                model, run_dir, best = train_run(row, seed, args, worlds[row.data_scale], teacher_ckpt)
                 scores = evaluate(model, batches)
                 per_row[name][seed] = {**scores, "run_dir": str(run_dir), "checkpoint": str(best)}
                 update_results(
@@ -563,7 +693,7 @@ def _run_table(args: argparse.Namespace, rows: list[str], seeds: list[int]) -> i
                 cost_models[role] = (name, model)
             scores = per_row[name][seed]
             print(
-                f"[distill-detection] {name} seed {seed}: test mAP {scores['map'] * 100:.1f}, "
+                f"[distill-detection] run {count} of {total}: {name} seed {seed}: test mAP {scores['map'] * 100:.1f}, "
                 f"25-pt {scores['map_25'] * 100:.1f} ({how})",
                 flush=True,
             )

@@ -31,6 +31,7 @@ from xmkd.distill.ema import freeze_
 from xmkd.models.heads import mean_patch_tokens
 from xmkd.models.masking import TokenMask
 from xmkd.modules.xkd import MODALITIES, XKDPretrainer
+from xmkd.pipelines.seeds import mean_std, parse_seeds, pm
 from xmkd.runs import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,7 @@ __all__ = [
     "pretrain_with_control",
     "run",
     "step_time_summary",
+    "summarize_seeds",
 ]
 
 
@@ -281,6 +283,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment YAML (default: tiny CPU)")
     parser.add_argument("--experiment", default="pretrain-xkd", help="run name under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="root of the run folders")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="run the recipe at several seeds: a count (3 -> 0,1,2) or a list (0,4); each seed gets its own "
+        "run folder (<experiment>-seed<s>) and results.json the per-seed figures and their mean ± std. "
+        "Default: one run at the config's seed",
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
     parser.add_argument(
@@ -301,23 +310,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The figures that get a mean ± std over seeds.
+PROBE_KEYS = ("probe_top1", "probe_top1_random_init", "probe_audio_top1", "probe_audio_top1_random_init")
+
+
+def summarize_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± sample std over seeds of the probes and of the pretrained-minus-random-init margins,
+    and whether the video margin clears the noise: mean XKD probe - mean random-init probe > 2 x the
+    larger of the two seed stds (needs >= 2 seeds)."""
+    out: dict[str, Any] = {}
+    for key in PROBE_KEYS:
+        values = [r[key] for r in per_seed if r.get(key) is not None]
+        if values:
+            mean, std = mean_std(values)
+            out[key] = {"mean": mean, "std": std, "values": values}
+    for modality, xkd, rand in (
+        ("video", "probe_top1", "probe_top1_random_init"),
+        ("audio", "probe_audio_top1", "probe_audio_top1_random_init"),
+    ):
+        if xkd in out and rand in out and len(out[xkd]["values"]) == len(out[rand]["values"]):
+            margins = [a - b for a, b in zip(out[xkd]["values"], out[rand]["values"])]
+            mean, std = mean_std(margins)
+            stds = [out[xkd]["std"], out[rand]["std"]]
+            noise = 2 * max(stds) if None not in stds else None
+            out[f"{modality}_margin"] = {
+                "mean": mean,
+                "std": std,
+                "values": margins,
+                "twice_larger_std": noise,
+                "beyond_noise": None if noise is None else out[xkd]["mean"] - out[rand]["mean"] > noise,
+            }
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     out_dir = Path(args.runs_dir) / args.experiment
-    argv = fit_argv(
-        args.config, args.experiment, args.runs_dir, args.max_epochs, args.max_steps, args.override
-    )
-    result = pretrain_with_control(argv, export_dir=out_dir / "encoders")
-    result.update(
+    seeds: list[int | None] = parse_seeds(str(args.seeds)) if args.seeds else [None]
+    per_seed: list[dict[str, Any]] = []
+    for i, seed in enumerate(seeds):
+        experiment = args.experiment if seed is None else f"{args.experiment}-seed{seed}"
+        overrides = list(args.override) + ([f"seed_everything={seed}"] if seed is not None else [])
+        if len(seeds) > 1:
+            print(f"[pretrain-xkd] seed {seed} ({i + 1} of {len(seeds)})", flush=True)
+        argv = fit_argv(args.config, experiment, args.runs_dir, args.max_epochs, args.max_steps, overrides)
+        # the first seed's encoders are the ones the downstream targets read (runs/<experiment>/encoders)
+        export = out_dir / ("encoders" if i == 0 else f"encoders-seed{seed}")
+        result = pretrain_with_control(argv, export_dir=export)
+        result.update(seed=seed, runs={"pretrain": result.pop("run_dir")})
+        per_seed.append(result)
+        if len(seeds) > 1:
+            print(format_table(_rows(result, out_dir), f"XKD pretraining, seed {seed}"), flush=True)
+    summary = summarize_seeds(per_seed) if len(seeds) > 1 else {}
+    # the first seed's record at the top level (one schema whatever the seed count), the rest beside it
+    results = dict(per_seed[0])
+    results.update(
         config=str(args.config),
         threads=torch.get_num_threads(),
         wall_s=time.perf_counter() - t0,
-        runs={"pretrain": result.pop("run_dir")},
+        seeds=[r["seed"] for r in per_seed],
     )
-    write_json(out_dir / "results.json", result)
-    rows = [
+    if len(seeds) > 1:
+        results.update(per_seed=per_seed, summary=summary)
+    write_json(out_dir / "results.json", results)
+    title = "XKD pretraining on synthetic AV: online linear probe vs a frozen random init"
+    if len(seeds) > 1:
+        print(format_table(_summary_rows(summary, per_seed[0]), f"{title}, {len(seeds)} seeds"))
+    else:
+        print(format_table(_rows(results, out_dir), title))
+    return 0
+
+
+def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    return [
         ("probe top-1 (video), pretrained", _pct(result["probe_top1"])),
         ("probe top-1 (video), random init", _pct(result["probe_top1_random_init"])),
         ("probe top-1 (audio), pretrained", _pct(result["probe_audio_top1"])),
@@ -330,13 +397,37 @@ def run(args: argparse.Namespace) -> int:
             f"{result['step_s_median'] or float('nan'):.3f} / {result['data_wait_s_median'] or float('nan'):.3f}",
         ),
         ("share of train time waiting for data", _pct(result["data_wait_fraction"])),
-        (
-            "fit s / validate s / total s",
-            f"{result['fit_s']:.0f} / {result['validate_s']:.0f} / {result['wall_s']:.0f}",
-        ),
-        ("encoders", str(out_dir / "encoders")),
+        ("fit s / validate s", f"{result['fit_s']:.0f} / {result['validate_s']:.0f}"),
+        ("encoders", str(result.get("encoders", {}).get("student_video", out_dir / "encoders"))),
         ("run folder", result["runs"]["pretrain"]),
         ("results", str(out_dir / "results.json")),
     ]
-    print(format_table(rows, "XKD pretraining on synthetic AV: online linear probe vs a frozen random init"))
-    return 0
+
+
+def _summary_rows(summary: dict[str, Any], first: dict[str, Any]) -> list[tuple[str, str]]:
+    def cell(key: str) -> str:
+        s = summary.get(key)
+        if s is None:
+            return "n/a"
+        values = ", ".join(f"{100 * v:.1f}" for v in s["values"])
+        return f"{pm(s['mean'], s['std'])} % ({values})"
+
+    rows = [
+        ("probe top-1 (video), pretrained", cell("probe_top1")),
+        ("probe top-1 (video), random init", cell("probe_top1_random_init")),
+        ("video margin", cell("video_margin")),
+        ("probe top-1 (audio), pretrained", cell("probe_audio_top1")),
+        ("probe top-1 (audio), random init", cell("probe_audio_top1_random_init")),
+        ("audio margin", cell("audio_margin")),
+    ]
+    margin = summary.get("video_margin")
+    if margin is not None and margin["twice_larger_std"] is not None:
+        verdict = "yes" if margin["beyond_noise"] else "NO"
+        rows.append(
+            ("video margin > 2 x the larger std", f"{verdict} ({100 * margin['twice_larger_std']:.1f})")
+        )
+    rows += [
+        ("chance", f"{_pct(first['chance'])} ({first['num_classes']} classes)"),
+        ("steps / train / val clips", f"{first['steps']} / {first['train_clips']} / {first['val_clips']}"),
+    ]
+    return rows
