@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from xmkd.data.flow import compute_flow, decode_video
-from xmkd.data.readers.untrimmed import read_charades_csv
+from xmkd.data.readers.untrimmed import Segment, read_charades_csv
 from xmkd.data.synthetic_raw_untrimmed import (
     MOTIONS,
     RawUntrimmedParams,
@@ -15,6 +17,7 @@ from xmkd.data.synthetic_raw_untrimmed import (
     motion_offset,
     plan_video,
     render_video,
+    video_segments,
 )
 from xmkd.data.video_io import probe
 from xmkd.errors import ConfigError
@@ -48,7 +51,7 @@ def test_appearance_is_random_per_video_not_per_class():
 
 def test_world_files_are_readable_and_flow_follows_the_class(tmp_path):
     root = tmp_path / "raw"
-    info = make_synthetic_raw_untrimmed(root, workers=1, **SMALL)
+    info = make_synthetic_raw_untrimmed(root, workers=1, **SMALL, label_jitter_s=0.0, label_omission=0.0)
     ann = read_charades_csv(
         [root / "Charades_v1_train.csv", root / "Charades_v1_test.csv"], root / "Charades_v1_classes.txt"
     )
@@ -73,6 +76,27 @@ def test_world_files_are_readable_and_flow_follows_the_class(tmp_path):
             assert expected, (v.video_id, seg, mx, my)
             checked += 1
     assert checked >= 3
+
+
+def test_training_annotations_are_noisy_and_test_annotations_exact(tmp_path):
+    root = tmp_path / "raw"
+    params = {**SMALL, "videos": 12, "max_duration_s": 8.0, "objects": 2}
+    make_synthetic_raw_untrimmed(root, workers=1, **params)
+    ann = read_charades_csv(
+        [root / "Charades_v1_train.csv", root / "Charades_v1_test.csv"], root / "Charades_v1_classes.txt"
+    )
+    exact = json.loads((root / "annotations_exact.json").read_text())
+    p = RawUntrimmedParams(**params)
+    written = true = 0
+    for v in ann.videos:
+        truth = [Segment(*a) for a in exact[v.video_id]["actions"]]
+        assert truth == video_segments(plan_video(p, int(v.video_id[3:])))
+        if v.subset == "testing":
+            assert v.segments == truth
+        else:
+            written, true = written + len(v.segments), true + len(truth)
+            assert v.segments != truth or not truth
+    assert 0 < written < true  # some actions left out
 
 
 def test_ensure_reuses_and_refuses_other_parameters(tmp_path):

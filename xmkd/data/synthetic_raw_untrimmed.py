@@ -15,6 +15,11 @@ only in how pixels move, which optical flow measures directly (direction, rotati
 while an RGB clip encoder has to infer it from appearance changes. The teacher (RGB + flow)
 therefore has evidence an RGB-only student lacks: the setting of Augmented-RGB distillation.
 
+Labels. As in the feature-level ``motion`` world (:mod:`xmkd.data.synthetic_motion`), the training
+videos' annotations are what an annotator writes: each boundary moved by N(0, ``label_jitter_s``)
+seconds and a fraction ``label_omission`` of the actions left out; the test videos' are exact, and
+``annotations_exact.json`` (PDAN layout) keeps every video's exact segments for analysis.
+
 Layout under ``root``::
 
     videos/<video_id>.mp4               h264 yuv420p, ``size`` x ``size`` at ``fps``
@@ -45,7 +50,8 @@ from xmkd.errors import ConfigError
 from xmkd.parallel import process_pool
 
 FORMAT = "xmkd-synthetic-raw-untrimmed"
-VERSION = 1
+#: 2: x264 portable C path (byte-identical everywhere); noisy training annotations, annotations_exact.json.
+VERSION = 2
 #: every motion pattern, in class order; ``classes`` takes the first N.
 MOTIONS = ("Move right", "Move left", "Move up", "Move down", "Circle", "Shake", "Spin", "Zigzag")
 
@@ -69,6 +75,8 @@ class RawUntrimmedParams:
     noise: float = 4.0  # pixel noise sigma (0..255)
     test_fraction: float = 0.25
     crf: int = 18
+    label_jitter_s: float = 0.67  # two feature steps of the chain's default (window 8, stride 4 at 12 fps)
+    label_omission: float = 0.2
 
     def validate(self) -> None:
         checks = {
@@ -81,6 +89,8 @@ class RawUntrimmedParams:
             "min_action_s": 0 < self.min_action_s <= self.max_action_s,
             "test_fraction": 0 < self.test_fraction < 1,
             "crf": 0 <= self.crf <= 51,
+            "label_jitter_s": self.label_jitter_s >= 0,
+            "label_omission": 0 <= self.label_omission < 1,
         }
         for key, ok in checks.items():
             if not ok:
@@ -199,6 +209,23 @@ def video_segments(plan: dict[str, Any]) -> list[Segment]:
     return sorted(Segment(*a) for actions in plan["objects"] for a in actions)
 
 
+def annotated_segments(p: RawUntrimmedParams, plan: dict[str, Any]) -> list[Segment]:
+    """What an annotator writes for a training video: every boundary moved by N(0, ``label_jitter_s``)
+    s, a fraction ``label_omission`` of the actions left out (its own random stream: the video and
+    the exact segments do not depend on it)."""
+    rng = np.random.default_rng([p.seed, plan["index"], 4])
+    written = []
+    for seg in video_segments(plan):
+        omit = rng.random() < p.label_omission
+        ds, de = rng.standard_normal(2) * p.label_jitter_s
+        if omit:
+            continue
+        start = min(max(0.01, seg.start_s + ds), plan["duration_s"] - 0.1)
+        end = max(start + 1 / p.fps, seg.end_s + de)
+        written.append(Segment(seg.label, round(start, 2), round(end, 2)))
+    return written
+
+
 def make_synthetic_raw_untrimmed(
     root: str | os.PathLike, workers: int | None = None, **params: Any
 ) -> dict[str, Any]:
@@ -233,7 +260,7 @@ def make_synthetic_raw_untrimmed(
             for i, (plan, vid) in enumerate(zip(plans, ids)):
                 if (i in test) != (subset == "testing"):
                     continue
-                segs = video_segments(plan)
+                segs = video_segments(plan) if subset == "testing" else annotated_segments(p, plan)
                 writer.writerow({
                     "id": vid, "subject": f"OBJ{i % 7:02d}", "scene": "Synthetic", "quality": "7",
                     "relevance": "7", "verified": "Yes",
@@ -242,6 +269,15 @@ def make_synthetic_raw_untrimmed(
                     "actions": ";".join(f"c{s.label:03d} {s.start_s:.2f} {s.end_s:.2f}" for s in segs),
                     "length": f"{plan['duration_s']:.2f}",
                 })  # fmt: skip
+    exact = {
+        vid: {
+            "subset": "testing" if i in test else "training",
+            "duration": plan["duration_s"],
+            "actions": [[s.label, s.start_s, s.end_s] for s in video_segments(plan)],
+        }
+        for i, (plan, vid) in enumerate(zip(plans, ids))
+    }
+    (root / "annotations_exact.json").write_text(json.dumps(exact), encoding="utf-8")
     segs = [s for plan in plans for s in video_segments(plan)]
     info = {
         "format": FORMAT,

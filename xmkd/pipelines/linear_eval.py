@@ -40,6 +40,7 @@ SYNTHETIC_OPTIONS = {
     "size": 64,
     "fps": 8.0,
     "light_pulse": True,
+    "heldout_per_class": 25,
 }
 HOP_LENGTH, SAMPLE_RATE = 143, 16000
 

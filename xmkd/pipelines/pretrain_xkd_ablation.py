@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from xmkd.pipelines.pretrain_xkd import DEFAULT_CONFIG, fit_argv, pretrain_with_control
+from xmkd.pipelines.pretrain_xkd import DEFAULT_CONFIG, RECIPE_THREADS, fit_argv, pretrain_with_control
 from xmkd.runs import write_json
 
 #: (name, description, loss weights) of the ablation rows, in the paper's order.
@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch threads (default: one per core; see pretrain-xkd --help)",
+        default=RECIPE_THREADS,
+        help=f"torch threads (default {RECIPE_THREADS}, the recipe's; 0 = torch's; see pretrain-xkd --help)",
     )
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE", help="extra LightningCLI override"
@@ -79,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out_dir = Path(args.runs_dir) / args.experiment
     rows: list[dict[str, Any]] = []
     for name, description, weights in ABLATIONS:
