@@ -110,3 +110,21 @@ def test_data_tool_usage_errors_are_clear(project: Path):
     result = run_xmkd(["data", "no-such-tool"], project)
     assert result.returncode != 0
     assert "invalid choice" in result.stderr
+
+
+def test_portable_math_pins_the_cpu_kernels_before_torch_loads():
+    code = (
+        "import sys; from xmkd.cli import apply_portable_math; assert apply_portable_math(); "
+        "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    )
+    env = {**os.environ, "XMKD_PORTABLE_MATH": "1"}
+    for key in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"):
+        env.pop(key, None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() in ("AVX2", "DEFAULT")  # DEFAULT on a machine without AVX2
+    from xmkd.cli import apply_portable_math
+
+    environ = {"XMKD_PORTABLE_MATH": "1", "MKL_CBWR": "COMPATIBLE"}
+    assert apply_portable_math(environ) and environ["MKL_CBWR"] == "COMPATIBLE"  # the user's value wins
+    assert environ["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert not apply_portable_math({"XMKD_PORTABLE_MATH": "0"})

@@ -223,8 +223,30 @@ def run_lightning_cli(argv: list[str]) -> Any:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
+#: ``XMKD_PORTABLE_MATH=1``: the CPU kernels of one vector ISA (AVX2) on every x86-64 machine, set
+#: before torch loads them. A machine picks its own kernels otherwise (AVX-512 where it has it, and MKL
+#: its vendor-specific paths), and their float rounding differs: the tiny XKD recipe's loss after 12
+#: steps changed with the kernels alone. Costs some speed on AVX-512 machines.
+PORTABLE_MATH_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def apply_portable_math(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """With ``XMKD_PORTABLE_MATH=1`` in ``environ``, fill in :data:`PORTABLE_MATH_ENV` (values the user
+    set win). Must run before torch is imported; returns whether it applied."""
+    if environ.get("XMKD_PORTABLE_MATH", "0") in ("", "0", "false", "no"):
+        return False
+    if "torch" in sys.modules:
+        warnings.warn(
+            "XMKD_PORTABLE_MATH is set but torch is already imported: its kernels are chosen", stacklevel=2
+        )
+    for key, value in PORTABLE_MATH_ENV.items():
+        environ.setdefault(key, value)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    apply_portable_math()
     if argv and argv[0] == "data":
         return _tool_main("xmkd data", DATA_TOOLS, argv[1:])
     if argv and argv[0] == "pipeline":
