@@ -258,3 +258,39 @@ def test_pdan_learns_a_tiny_problem(single_thread: None) -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+
+
+@pytest.mark.parametrize(
+    "kind, activation, expected",
+    [("pdan", "release", "logits"), ("mstcn", "release", "softmax"), ("pdan", "softmax", "softmax"),
+     ("mstcn", "logits", "logits"), ("pdan", "sigmoid", "sigmoid")],
+)  # fmt: skip
+def test_later_stages_read_what_stage_activation_says(kind: str, activation: str, expected: str) -> None:
+    """Stage 2's logits = stage 2 applied by hand to the chosen function of stage 1's logits (padded
+    steps zeroed); ``release`` resolves to the release's choice for the kind (PDAN: raw logits,
+    MS-TCN: softmax over classes)."""
+    torch.manual_seed(0)
+    head = TemporalDetectionHead(
+        kind, in_dim=6, num_classes=4, channels=8, num_blocks=2, num_stages=2, stage_activation=activation
+    ).eval()
+    assert head.stage_activation == expected
+    x = torch.randn(2, 9, 6)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    valid = mask.unsqueeze(-1).float()
+    first, _ = head.stages[0](x, valid)
+    by_hand = {
+        "logits": first,
+        "softmax": torch.exp(first) / torch.exp(first).sum(-1, keepdim=True),
+        "sigmoid": 1 / (1 + torch.exp(-first)),
+    }[expected]
+    second, emb = head.stages[1](by_hand * valid, valid)
+    stage_logits, head_emb = head.forward_stages(x, mask)
+    torch.testing.assert_close(stage_logits[0], first)
+    torch.testing.assert_close(stage_logits[1], second)
+    torch.testing.assert_close(head_emb, emb)
+
+
+def test_unknown_stage_activation_is_an_error() -> None:
+    with pytest.raises(ValueError, match="stage_activation"):
+        TemporalDetectionHead("pdan", in_dim=6, num_classes=4, channels=8, stage_activation="relu")

@@ -4,10 +4,23 @@ Both heads take ``features`` (B, T, D) and ``mask`` (B, T) bool (True = valid st
 ``(logits (B, T, C), embeddings (B, T, E))``; the embeddings are the output of the last block of
 the last stage, the per-step representation the Augmented-RGB distillation terms read.
 
-Padding changes nothing: every stage zeroes the padded steps after its input projection and after
-each block, so a padded step looks exactly like the zero padding beyond the sequence ends that the
-released PDAN / MS-TCN code uses. The outputs at valid steps are therefore the same whether a
-video is alone in its batch or padded next to a longer one.
+Equivalence with the released code (dairui01/PDAN ``PDAN.py``; MS-TCN's ``model.py`` has the same
+structure), precisely:
+
+- Unpadded input (``mask`` all true, or ``None``): a single stage computes exactly what the release
+  computes from the same weights (``xmkd.models.convert.convert_pdan_release_state_dict`` maps them;
+  ``tests/models/test_convert.py`` checks the forward against a transcription of the release's).
+  Multi-stage heads too with ``stage_activation="release"`` (see :class:`TemporalDetectionHead`).
+- Padded input differs, deliberately. The release does not mask the output of a stage's input
+  projection (``conv_1x1(x)``): at a padded step, whose features are zero, it holds the projection's
+  bias, and the first block's dilated attention reads those steps as keys and values of the last
+  valid steps (within its dilation). A video's scores then depend on how long the other videos of
+  its batch are. xmkd zeroes the padded steps after the input projection (and, as the release does,
+  after each block), so a padded step looks exactly like the zero padding beyond the sequence end,
+  and the outputs at valid steps are the same whether a video is alone in its batch or padded next
+  to a longer one. This is not a knob: the release's behaviour is a dependence on batch composition,
+  not a modelling choice (a video alone in its batch, as in the release's evaluation with batch
+  size 1, gets the same scores from both).
 
 The layout is (B, T, C) throughout (the released code is (B, C, T)): the 1x1 convolutions become
 plain GEMMs on (B*T, C) (query, key and value in one GEMM) and the dilated attention reads its three
@@ -30,7 +43,9 @@ from torch.autograd.function import once_differentiable
 
 R = TypeVar("R")
 HeadKind = Literal["pdan", "mstcn"]
-StageActivation = Literal["softmax", "sigmoid"]
+StageActivation = Literal["release", "logits", "softmax", "sigmoid"]
+#: What each release feeds its later stages: PDAN the raw (masked) logits, MS-TCN their softmax.
+RELEASE_STAGE_ACTIVATION: dict[str, str] = {"pdan": "logits", "mstcn": "softmax"}
 
 
 def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
@@ -420,12 +435,33 @@ class TemporalStage(nn.Module):
         return self.out(h) * valid, h
 
 
+def stage_input(logits: Tensor, activation: str) -> Tensor:
+    """What a later stage reads of the previous stage's logits (B, T, C); see TemporalDetectionHead."""
+    if activation == "logits":
+        return logits
+    if activation == "softmax":
+        return logits.softmax(-1)
+    if activation == "sigmoid":
+        return logits.sigmoid()
+    raise ValueError(f"unknown stage activation {activation!r}")
+
+
 class TemporalDetectionHead(nn.Module):
     """Multi-stage temporal detection head; ``kind`` picks PDAN (dilated attention) or MS-TCN blocks.
 
-    Later stages refine the previous stage's scores: their input is the softmax over classes (as in
-    the released PDAN and MS-TCN code) or the sigmoid (``stage_activation="sigmoid"``, closer to the
-    multi-label setting) of the previous logits, padded steps zeroed.
+    Later stages refine the previous stage's scores; ``stage_activation`` says what they read of the
+    previous stage's logits (padded steps zeroed in every case):
+
+    - ``"release"`` (default): what the release of ``kind`` does, i.e. ``"logits"`` for PDAN and
+      ``"softmax"`` for MS-TCN. Default because METHODS.md asks for the release's behaviour; PDAN
+      runs 1 stage by default, so it matters only for multi-stage configs.
+    - ``"logits"``: the raw logits. The released PDAN feeds ``out * mask`` to each later stage, where
+      ``out`` is the previous stage's ``conv_out`` output (``PDAN.forward``), with no activation.
+    - ``"softmax"``: the softmax over classes, as the released MS-TCN (``F.softmax(out, dim=1)``); a
+      single-label choice (action segmentation), kept for MS-TCN replications.
+    - ``"sigmoid"``: per-class probabilities; our option, matching the multi-label BCE.
+
+    ``self.stage_activation`` holds the resolved choice (never ``"release"``).
     """
 
     def __init__(
@@ -437,7 +473,7 @@ class TemporalDetectionHead(nn.Module):
         num_blocks: int = 5,
         num_stages: int = 1,
         dropout: float = 0.5,
-        stage_activation: StageActivation = "softmax",
+        stage_activation: StageActivation = "release",
     ) -> None:
         super().__init__()
         if kind not in ("pdan", "mstcn"):
@@ -447,7 +483,13 @@ class TemporalDetectionHead(nn.Module):
         self.kind = kind
         self.num_classes = num_classes
         self.embedding_dim = channels
-        self.stage_activation = stage_activation
+        if stage_activation not in ("release", "logits", "softmax", "sigmoid"):
+            raise ValueError(
+                f"stage_activation must be release | logits | softmax | sigmoid, got {stage_activation!r}"
+            )
+        self.stage_activation = (
+            RELEASE_STAGE_ACTIVATION[kind] if stage_activation == "release" else stage_activation
+        )
         self.stages = nn.ModuleList(
             [
                 TemporalStage(
@@ -466,8 +508,7 @@ class TemporalDetectionHead(nn.Module):
         x = features
         for s, stage in enumerate(self.stages):
             if s > 0:
-                prev = all_logits[-1]
-                x = (prev.softmax(-1) if self.stage_activation == "softmax" else prev.sigmoid()) * valid
+                x = stage_input(all_logits[-1], self.stage_activation) * valid
             logits, embeddings = stage(x, valid)
             all_logits.append(logits)
         return all_logits, embeddings
@@ -485,7 +526,7 @@ def build_head(
     num_blocks: int = 5,
     num_stages: int = 1,
     dropout: float = 0.5,
-    stage_activation: StageActivation = "softmax",
+    stage_activation: StageActivation = "release",
 ) -> TemporalDetectionHead:
     """The head a config names; defaults are PDAN's (1 stage, 5 blocks, 512 channels)."""
     return TemporalDetectionHead(
