@@ -201,11 +201,26 @@ def val_loss(module, batch) -> float:
     return float(module.shared_loss(module(batch), batch))
 
 
+class ValScores(pl.Callback):
+    """Per-rank (probabilities, labels, mask) of every validation batch (for the event mAP)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        probs = pl_module(batch)["logits"].sigmoid()
+        self.batches.append((probs.cpu(), batch["labels"].cpu(), batch["mask"].cpu()))
+
+
 def run_teacher(out: Path) -> None:
     torch.manual_seed(0)
-    model = TwoStreamTeacher(aux_modality="flow", rgb_dim=D_RGB, aux_dim=D_FLOW, **HEAD)
-    rec = Recorder(val_loss)
-    tr = trainer(out, max_steps=2, callbacks=[rec])
+    model = TwoStreamTeacher(
+        aux_modality="flow", rgb_dim=D_RGB, aux_dim=D_FLOW, event_iou_thresholds=[0.1, 0.5], **HEAD
+    )
+    rec, scores = Recorder(val_loss), ValScores()
+    tr = trainer(out, max_steps=2, callbacks=[rec, scores])
+    rec.record["val_scores"] = scores.batches
     tr.fit(model, *detection_loaders())
     dump(out, "teacher", tr, model, rec.record)
 

@@ -20,6 +20,8 @@ import pytest
 import torch
 import yaml
 
+from xmkd.metrics.detection import event_map, segments_from_frame_labels, segments_from_frame_scores
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("xkd", "classifier", "teacher", "student")
 
@@ -123,6 +125,18 @@ def test_two_stream_teacher_val_loss_and_map_synced(ranks) -> None:
         assert d["metrics"]["val/loss"].item() == pytest.approx(expected, rel=1e-5)
     assert r0["metrics"]["val/map"].item() == pytest.approx(r1["metrics"]["val/map"].item())
     assert r0["metrics"]["val/map_25"].item() == pytest.approx(r1["metrics"]["val/map_25"].item())
+    # event mAP over the videos of both ranks, computed here from each rank's raw scores
+    preds, gts = [], []
+    for d in (r0, r1):
+        for probs, labels, mask in d["record"]["val_scores"]:
+            for p, y, m in zip(probs, labels, mask):
+                preds.append(segments_from_frame_scores(p[m], 1.0, 0.5))
+                gts.append(segments_from_frame_labels(y[m], 1.0))
+    assert len(preds) == 8 and sum(len(p) for p in preds) > 0
+    expected = event_map(preds, gts, (0.1, 0.5), num_classes=3)
+    for d in (r0, r1):
+        for iou in (0.1, 0.5):
+            assert d["metrics"][f"val/event_map@{iou:g}"].item() == pytest.approx(expected[iou].map, abs=1e-6)
 
 
 def test_student_teacher_is_frozen_outside_ddp(ranks) -> None:

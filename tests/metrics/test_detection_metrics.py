@@ -7,6 +7,7 @@ from sklearn.metrics import average_precision_score
 
 from xmkd.metrics.detection import (
     CharadesLocalizationMAP,
+    EventMAP,
     PerFrameMAP,
     charades_localization_map,
     charades_localization_targets,
@@ -16,6 +17,7 @@ from xmkd.metrics.detection import (
     interpolated_average_precision,
     per_frame_average_precision,
     per_frame_map,
+    pkummd_event_average_precision,
     segments_from_frame_labels,
     segments_from_frame_scores,
 )
@@ -206,6 +208,10 @@ def test_event_map_hand_worked_example():
              envelope 1 on (0, 1/3], .5 on (1/3, 2/3] -> AP = 1/3 + 1/3 * 0.5 = 0.5
     IoU 0.95: nothing matches -> AP 0.
     Class 1 has no GT (excluded), a prediction of it is ignored.
+
+    The PKU-MMD protocol gives the same class-0 APs here (checked by hand: removing 0.4, 0.6, 0.8,
+    0.9 in turn adds .75 * 1/3 twice and 1 * 1/3 at IoU 0.3; .5 * 1/3 and 1 * 1/3 at IoU 0.5) but
+    averages over both classes, class 1 counting 0.
     """
     preds = {
         "A": torch.tensor(
@@ -214,14 +220,151 @@ def test_event_map_hand_worked_example():
         "B": torch.tensor([[0, 2.0, 6.0, 0.6]]),
     }
     gts = {"A": torch.tensor([[0, 0.0, 10.0], [0, 20.0, 30.0]]), "B": torch.tensor([[0, 0.0, 4.0]])}
-    result = event_map(preds, gts, iou_thresholds=(0.3, 0.5, 0.95))
+    result = event_map(preds, gts, iou_thresholds=(0.3, 0.5, 0.95), protocol="activitynet")
     assert result[0.3].map == pytest.approx(1 / 3 + 2 / 3 * 0.75)
     assert result[0.5].map == pytest.approx(1 / 3 + 1 / 3 * 0.5)
     assert result[0.95].map == pytest.approx(0.0)
     assert result[0.5].excluded_classes == 1
     # sequences aligned by position give the same
-    seq = event_map([preds["A"], preds["B"]], [gts["A"], gts["B"]], iou_thresholds=(0.5,))
+    seq = event_map(
+        [preds["A"], preds["B"]], [gts["A"], gts["B"]], iou_thresholds=(0.5,), protocol="activitynet"
+    )
     assert seq[0.5].map == pytest.approx(result[0.5].map)
+    pku = event_map(preds, gts, iou_thresholds=(0.3, 0.5, 0.95))  # the default protocol
+    assert pku[0.3].map == pytest.approx((1 / 3 + 2 / 3 * 0.75) / 2)
+    assert pku[0.5].map == pytest.approx((1 / 3 + 1 / 3 * 0.5) / 2)
+    assert pku[0.95].map == pytest.approx(0.0)
+    assert pku[0.5].ap[1] == 0 and not pku[0.5].valid[1]
+
+
+def test_pkummd_and_activitynet_ap_differ_where_the_protocols_do():
+    """Score order TP, FP, TP with 2 GTs. ActivityNet: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1,
+    envelope 1 then 2/3 -> 1/2 + 1/2 * 2/3 = 5/6. PKU-MMD: full list p = 2/3, r = 1; removing the
+    0.7 TP: p = 1/2, r = 1/2, adds 2/3 * 1/2; the FP's removal evaluates nothing; removing the 0.9
+    TP empties the list (p = 0, r = 0), adds 2/3 * 1/2 -> 2/3."""
+    preds = [torch.tensor([[0.0, 10.0, 0.9], [40.0, 50.0, 0.8], [20.0, 30.0, 0.7]])]
+    gts = [torch.tensor([[0.0, 10.0], [20.0, 30.0]])]
+    assert event_average_precision(preds, gts, 0.5) == pytest.approx(5 / 6)
+    assert pkummd_event_average_precision(preds, gts, 0.5) == pytest.approx(2 / 3)
+    # a low-scored duplicate on a detected GT keeps it detected until removed: AP 1 in both
+    dup = [torch.tensor([[0.0, 10.0, 0.9], [1.0, 10.0, 0.1]])]
+    assert pkummd_event_average_precision(dup, [gts[0][:1]], 0.5) == pytest.approx(1.0)
+    assert pkummd_event_average_precision(preds, [torch.zeros(0, 2)], 0.5) == 0.0
+    assert pkummd_event_average_precision([torch.zeros(0, 3)], gts, 0.5) == 0.0
+
+
+def pkummd_loop_ap(props: list, ratio: float, ground: list) -> float:
+    """Direct loop transcription of the PKU-MMD protocol's per-class AP on lists of
+    ``(start, end, score, video)`` proposals and ``(start, end, video)`` ground truths."""
+
+    def overlap(p, g):
+        if p[-1] != g[-1]:
+            return 0.0
+        span = max(p[1], g[1]) - min(p[0], g[0])
+        return 0.0 if span == 0 else (min(p[1], g[1]) - max(p[0], g[0])) / span
+
+    props = sorted(props, key=lambda x: x[2])
+    best = []
+    for p in props:
+        chosen = -1
+        for j, g in enumerate(ground):
+            o = overlap(p, g)
+            if o >= ratio and (chosen == -1 or o >= overlap(p, ground[chosen])):
+                chosen = j
+        best.append(chosen)
+    count = [sum(b == j for b in best) for j in range(len(ground))]
+    positive = sum(c > 0 for c in count)
+
+    def pr(pos, n, g):
+        return (0.0, 0.0) if n == 0 or g == 0 else (pos / n, pos / g)
+
+    n = len(props)
+    old_p, old_r = pr(positive, n, len(ground))
+    score = 0.0
+    for b in best:
+        n -= 1
+        if b == -1:
+            continue
+        count[b] -= 1
+        if count[b] == 0:
+            positive -= 1
+        prec, rec = pr(positive, n, len(ground))
+        old_p = max(old_p, prec)
+        score += old_p * (old_r - rec)
+        old_r = rec
+    return score
+
+
+def test_pkummd_ap_matches_loop_transcription_on_random_segments():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        preds, gts, props, ground = [], [], [], []
+        for v in range(3):
+            g_start = np.sort(rng.integers(0, 80, rng.integers(0, 4)))
+            g = np.stack([g_start, g_start + rng.integers(2, 15, len(g_start))], 1).astype(float)
+            p_start = rng.integers(0, 90, rng.integers(0, 6))
+            p = np.stack(
+                [p_start, p_start + rng.integers(1, 15, len(p_start)), rng.integers(0, 5, len(p_start)) / 4],
+                1,
+            ).astype(float)  # coarse scores: ties in the order happen
+            preds.append(torch.from_numpy(p).reshape(-1, 3))
+            gts.append(torch.from_numpy(g).reshape(-1, 2))
+            props += [(*row, v) for row in p.tolist()]
+            ground += [(*row, v) for row in g.tolist()]
+        for ratio in (0.1, 0.3, 0.5):
+            expected = pkummd_loop_ap(props, ratio, ground) if ground and props else 0.0
+            got = pkummd_event_average_precision(preds, gts, ratio)
+            assert got == pytest.approx(expected, abs=1e-12), (trial, ratio)
+
+
+def _event_batches(seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [30, 17, 41, 25, 9]
+    probs = [torch.rand(n, 4, generator=g) for n in lengths]
+    labels = []
+    for n in lengths:
+        lab = torch.zeros(n, 4)
+        for c in range(4):
+            a = int(torch.randint(0, n - 3, (1,), generator=g))
+            lab[a : a + int(torch.randint(2, 8, (1,), generator=g)), c] = 1
+        labels.append(lab)
+    batches = []
+    for group in ([0, 1], [2, 3, 4]):
+        t_max = max(lengths[i] for i in group)
+        p = torch.full((len(group), t_max, 4), 0.99)  # padding scores would form segments if read
+        y = torch.ones(len(group), t_max, 4)
+        m = torch.zeros(len(group), t_max, dtype=torch.bool)
+        for b, i in enumerate(group):
+            p[b, : lengths[i]], y[b, : lengths[i]], m[b, : lengths[i]] = probs[i], labels[i], True
+        batches.append((p, y, m))
+    return probs, labels, batches
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric EventMAP was called before")
+@pytest.mark.parametrize("protocol", ["pku-mmd", "activitynet"])
+def test_event_map_metric_equals_event_map_on_each_videos_valid_steps(protocol: str):
+    probs, labels, batches = _event_batches()
+    thresholds = (0.1, 0.3, 0.5)
+    pred_seg = [segments_from_frame_scores(p, 1.0, 0.5) for p in probs]
+    gt_seg = [segments_from_frame_labels(y, 1.0) for y in labels]
+    expected = event_map(pred_seg, gt_seg, thresholds, num_classes=4, protocol=protocol)
+    metric = EventMAP(thresholds, protocol=protocol)
+    for b in batches:
+        metric.update(*b)
+    values = metric.compute()
+    assert values.tolist() == pytest.approx([expected[t].map for t in thresholds], abs=1e-12)
+    assert metric.last_result[0.3].ap.tolist() == pytest.approx(expected[0.3].ap.tolist(), abs=1e-12)
+    assert float(values.min()) > 0 and float(values.max()) < 1  # a non-trivial case
+    # DDP simulation: each rank saw one batch; merging the cat states gives the single-process value
+    rank0, rank1 = EventMAP(thresholds, protocol=protocol), EventMAP(thresholds, protocol=protocol)
+    rank0.update(*batches[1])
+    rank1.update(*batches[0])
+    rank0.merge_state(rank1)
+    merged = rank0.compute()
+    assert merged.tolist() == pytest.approx(values.tolist(), abs=1e-12)
+    metric.reset()
+    with pytest.raises(ValueError, match="no videos"):
+        metric.compute()
 
 
 def test_event_ap_takes_highest_iou_unmatched_gt():

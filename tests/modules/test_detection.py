@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from xmkd.errors import ConfigError
+from xmkd.metrics.detection import event_map, segments_from_frame_labels, segments_from_frame_scores
 from xmkd.modules.detection import (
     AugmentedRGBStudent,
     SingleStreamDetector,
@@ -211,3 +212,45 @@ def test_plots_return_figures_and_arrays() -> None:
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
     bar = per_class_ap_figure(np.array([0.2, np.nan, 0.9]))
     assert len(bar.axes[0].patches) == 2
+
+
+def test_event_map_logged_in_validation_and_test_equals_direct_computation(tmp_path: Path) -> None:
+    """``event_iou_thresholds`` logs {val,test}/event_map@<iou> and their mean; each equals event_map
+    over the model's own per-video probabilities (valid steps only), computed here directly."""
+    torch.manual_seed(0)
+    thresholds = [0.1, 0.3, 0.5]
+    model = SingleStreamDetector(
+        modality="rgb", input_dim=D_RGB, event_iou_thresholds=thresholds, **{**HEAD, "plot_videos": 0}
+    )
+    tr = trainer(tmp_path, max_steps=2)
+    tr.fit(model, loader(True), loader())
+    model.eval()
+    preds, gts = [], []
+    with torch.no_grad():
+        for batch in loader():
+            probs = model(batch)["logits"].sigmoid()
+            for p, y, m in zip(probs, batch["labels"], batch["mask"]):
+                preds.append(segments_from_frame_scores(p[m], 1.0, 0.5))
+                gts.append(segments_from_frame_labels(y[m], 1.0))
+    expected = event_map(preds, gts, thresholds, num_classes=C, protocol="pku-mmd")
+    assert sum(len(p) for p in preds) > 0 and expected[0.1].map > 0
+    metrics = tr.callback_metrics
+    for t in thresholds:
+        assert metrics[f"val/event_map@{t:g}"].item() == pytest.approx(expected[t].map, abs=1e-6)
+    mean = np.mean([expected[t].map for t in thresholds])
+    assert metrics["val/event_map"].item() == pytest.approx(mean, abs=1e-6)
+    tested = tr.test(model, loader(), verbose=False)[0]
+    assert tested["test/event_map@0.5"] == pytest.approx(expected[0.5].map, abs=1e-6)
+    assert tested["test/map"] == pytest.approx(metrics["val/map"].item(), abs=1e-6)
+    assert "test/map_25" in tested and "test/loss" in tested
+    # off by default; bad thresholds are a config error naming the key
+    assert (
+        "val/event_map"
+        not in trainer(tmp_path).validate(
+            SingleStreamDetector(modality="rgb", input_dim=D_RGB, **{**HEAD, "plot_videos": 0}),
+            loader(),
+            verbose=False,
+        )[0]
+    )
+    with pytest.raises(ConfigError, match="event_iou_thresholds"):
+        SingleStreamDetector(modality="rgb", input_dim=D_RGB, event_iou_thresholds=[0.0, 0.5], **HEAD)

@@ -1,5 +1,9 @@
 """Temporal action detection metrics: per-frame mAP, the Charades 25-point protocol, event mAP.
 
+Event mAP comes in two protocols (``EventProtocol``): ``"pku-mmd"``, the evaluation script of
+PKU-MMD that TSU's release uses too (dairui01/TSU_evaluation ``Event_map``), and ``"activitynet"``
+(greedy matching in score order, interpolated AP); see :func:`event_map`.
+
 Per-frame AP equals scikit-learn's ``average_precision_score`` per class, ties included: all frames
 with an equal score share one threshold, so the precision credited to a positive with score ``s``
 is ``#positives with score >= s / #frames with score >= s`` and AP is the mean of that over the
@@ -27,6 +31,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 __all__ = [
     "CharadesLocalizationMAP",
+    "EventMAP",
     "MAPResult",
     "PerFrameMAP",
     "charades_localization_map",
@@ -37,6 +42,7 @@ __all__ = [
     "interpolated_average_precision",
     "per_frame_average_precision",
     "per_frame_map",
+    "pkummd_event_average_precision",
     "segment_iou",
     "segments_from_frame_labels",
     "segments_from_frame_scores",
@@ -318,6 +324,7 @@ class CharadesLocalizationMAP(Metric):
 # Event (segment) mAP at IoU thresholds
 
 ScoreReduction = Literal["mean", "max"]
+EventProtocol = Literal["pku-mmd", "activitynet"]
 
 
 def _runs(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -433,19 +440,80 @@ def event_average_precision(
     return interpolated_average_precision(precision, tp_cum / npos)
 
 
+def pkummd_event_average_precision(
+    predictions: Sequence[Tensor], ground_truth: Sequence[Tensor], iou_threshold: float
+) -> float:
+    """AP of one class by the PKU-MMD evaluation protocol (``evaluate.py`` of PKU-MMD, used unchanged
+    for TSU's event mAP); same arguments as :func:`event_average_precision`.
+
+    Matching: every prediction is matched to the ground truth of its video with the highest IoU
+    among those with IoU >= threshold (ties: the later one), whether or not another prediction
+    already took it; a ground truth counts as detected while at least one prediction is matched to
+    it. AP: predictions are removed one at a time from the lowest score up (ties: input order);
+    each removal that drops recall from ``r_old`` to ``r`` adds ``p_max * (r_old - r)``, where
+    ``p_max`` is the highest precision of the lists seen so far, the current (shorter) one included
+    and the full list first. Removing an unmatched prediction adds nothing and evaluates no
+    precision; an empty list has precision 0. So the score differs from ActivityNet's: e.g. TP, FP,
+    TP in score order with 2 ground truths gives 2/3 here and 5/6 there. 0 without ground truth.
+    """
+    npos = sum(int(g.shape[0]) for g in ground_truth)
+    n_pred = sum(int(p.shape[0]) for p in predictions)
+    if npos == 0 or n_pred == 0:
+        return 0.0
+    scores, match = [], []
+    offset = 0
+    for p, g in zip(predictions, ground_truth):
+        scores.append(p[:, 2].double().numpy())
+        m = np.full(p.shape[0], -1, dtype=np.int64)
+        if p.shape[0] and g.shape[0]:
+            iou = segment_iou(p[:, :2].double(), g[:, :2].double()).numpy()
+            last_best = g.shape[0] - 1 - np.argmax(iou[:, ::-1], axis=1)  # ties: the later ground truth
+            hit = iou[np.arange(p.shape[0]), last_best] >= iou_threshold
+            m[hit] = last_best[hit] + offset
+        match.append(m)
+        offset += int(g.shape[0])
+    order = np.argsort(np.concatenate(scores), kind="stable")  # ascending, ties in input order
+    matched = np.concatenate(match)[order]
+    count = np.bincount(matched[matched >= 0], minlength=npos)
+    positive = int((count > 0).sum())
+    remaining = n_pred
+    best_precision, old_recall = positive / remaining, positive / npos
+    ap = 0.0
+    for g in matched:
+        remaining -= 1
+        if g < 0:
+            continue
+        count[g] -= 1
+        positive -= int(count[g] == 0)
+        precision, recall = (positive / remaining, positive / npos) if remaining else (0.0, 0.0)
+        best_precision = max(best_precision, precision)
+        ap += best_precision * (old_recall - recall)
+        old_recall = recall
+    return ap
+
+
 def event_map(
     pred_segments: Mapping[str, Tensor] | Sequence[Tensor],
     gt_segments: Mapping[str, Tensor] | Sequence[Tensor],
     iou_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
     num_classes: int | None = None,
+    protocol: EventProtocol = "pku-mmd",
 ) -> dict[float, MAPResult]:
-    """Event-based mAP (TSU / PKU-MMD style) at each IoU threshold.
+    """Event-based mAP at each IoU threshold.
 
     ``pred_segments[video]`` (K, 4) ``[class, start, end, score]`` (as from
     :func:`segments_from_frame_scores`), ``gt_segments[video]`` (G, 3) ``[class, start, end]``, both
     keyed by video id (mapping) or aligned by position (sequences); start/end in any one unit.
-    Returns ``{threshold: MAPResult}``; a class without ground truth is excluded from the mean.
+    Returns ``{threshold: MAPResult}``; ``valid`` marks the classes with ground truth.
+
+    ``protocol``: ``"pku-mmd"`` (default; the official event mAP of PKU-MMD and TSU, whose papers
+    report it at IoU 0.1-0.5): AP per class by :func:`pkummd_event_average_precision`, and the mean
+    over all ``num_classes`` classes, a class without ground truth counting as AP 0 (pass
+    ``num_classes`` so that classes absent from both lists count too). ``"activitynet"``: AP by
+    :func:`event_average_precision`, mean over the classes with ground truth only.
     """
+    if protocol not in ("pku-mmd", "activitynet"):
+        raise ValueError(f"unknown event mAP protocol {protocol!r}; expected 'pku-mmd' or 'activitynet'")
     if isinstance(pred_segments, Mapping) != isinstance(gt_segments, Mapping):
         raise ValueError("pred_segments and gt_segments must both be mappings or both sequences")
     if isinstance(gt_segments, Mapping):
@@ -474,9 +542,108 @@ def event_map(
         for c in range(num_classes):
             p_c = [p[p[:, 0] == c][:, 1:] for p in preds]
             g_c = [g[g[:, 0] == c][:, 1:] for g in gts]
-            value = event_average_precision(p_c, g_c, thr)
-            if not np.isnan(value):
-                ap[c], valid[c] = value, True
-        mean = float(ap[valid].mean()) if bool(valid.any()) else float("nan")
+            valid[c] = any(g.shape[0] for g in g_c)
+            if protocol == "pku-mmd":
+                ap[c] = pkummd_event_average_precision(p_c, g_c, thr)
+            elif valid[c]:
+                ap[c] = event_average_precision(p_c, g_c, thr)
+        if protocol == "pku-mmd":
+            mean = float(ap.sum() / num_classes) if num_classes else float("nan")
+        else:
+            mean = float(ap[valid].mean()) if bool(valid.any()) else float("nan")
         results[float(thr)] = MAPResult(map=mean, ap=ap, valid=valid)
     return results
+
+
+class EventMAP(Metric):
+    """Event-based mAP at IoU thresholds over the videos of an epoch (TSU / PKU-MMD protocols).
+
+    ``update(preds (B, T, C) probabilities, targets (B, T, C), mask (B, T) | None)``: per video, the
+    valid steps' scores are decoded into segments by :func:`segments_from_frame_scores` (runs with
+    score >= ``score_threshold``; interpretation, the releases ship no decoder) and the labels into
+    ground-truth segments by the same run rule, both in time steps (IoU does not depend on the
+    unit). Only the segments are stored, with each video's segment counts: the states are ``cat``
+    lists gathered in the same rank order, so under DDP every rank rebuilds the same per-video lists
+    and computes the mAP over the videos of all ranks.
+
+    ``compute()`` returns the mAP at each threshold, (len(iou_thresholds),) float64, and leaves
+    ``{threshold: MAPResult}`` in ``last_result``. ``num_classes`` defaults to the class dimension
+    of the first update.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        iou_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+        score_threshold: float = 0.5,
+        protocol: EventProtocol = "pku-mmd",
+        num_classes: int | None = None,
+        min_steps: int = 1,
+        score_reduction: ScoreReduction = "mean",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not iou_thresholds:
+            raise ValueError("iou_thresholds is empty")
+        if protocol not in ("pku-mmd", "activitynet"):
+            raise ValueError(f"unknown event mAP protocol {protocol!r}; expected 'pku-mmd' or 'activitynet'")
+        self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
+        self.score_threshold = score_threshold
+        self.protocol = protocol
+        self.num_classes = num_classes
+        self.min_steps = min_steps
+        self.score_reduction = score_reduction
+        self.add_state("pred_rows", default=[], dist_reduce_fx="cat")
+        self.add_state("pred_counts", default=[], dist_reduce_fx="cat")
+        self.add_state("gt_rows", default=[], dist_reduce_fx="cat")
+        self.add_state("gt_counts", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, targets: Tensor, mask: Tensor | None = None) -> None:
+        preds, targets = preds.detach(), targets.detach()
+        if preds.dim() != 3 or targets.shape != preds.shape:
+            raise ValueError(
+                f"preds and targets must be (B, T, C); got {tuple(preds.shape)} and {tuple(targets.shape)}"
+            )
+        if self.num_classes is None:
+            self.num_classes = preds.shape[-1]
+        if mask is None:
+            mask = torch.ones(preds.shape[:2], dtype=torch.bool, device=preds.device)
+        pred_rows, gt_rows, pred_counts, gt_counts = [], [], [], []
+        for b in range(preds.shape[0]):
+            m = mask[b].bool()
+            if not bool(m.any()):
+                continue
+            seg = segments_from_frame_scores(
+                preds[b][m], 1.0, self.score_threshold,
+                min_frames=self.min_steps, score_reduction=self.score_reduction,
+            )  # fmt: skip
+            gt = segments_from_frame_labels(targets[b][m], 1.0)
+            pred_rows.append(seg)
+            gt_rows.append(gt)
+            pred_counts.append(seg.shape[0])
+            gt_counts.append(gt.shape[0])
+        if not pred_counts:
+            return
+        device = self.device
+        self.pred_rows.append(torch.cat(pred_rows).to(device))
+        self.gt_rows.append(torch.cat(gt_rows).to(device))
+        self.pred_counts.append(torch.tensor(pred_counts, dtype=torch.long, device=device))
+        self.gt_counts.append(torch.tensor(gt_counts, dtype=torch.long, device=device))
+
+    def result(self) -> dict[float, MAPResult]:
+        """``{threshold: MAPResult}`` (through ``compute()``, DDP-synced)."""
+        self.compute()
+        return self.last_result
+
+    def compute(self) -> Tensor:
+        if len(self.pred_counts) == 0:  # a list, or one tensor after a DDP sync
+            raise ValueError(f"{type(self).__name__}: no videos were added with update()")
+        pred_counts = dim_zero_cat(self.pred_counts).cpu().tolist()
+        gt_counts = dim_zero_cat(self.gt_counts).cpu().tolist()
+        preds = list(torch.split(dim_zero_cat(self.pred_rows).cpu().reshape(-1, 4), pred_counts))
+        gts = list(torch.split(dim_zero_cat(self.gt_rows).cpu().reshape(-1, 3), gt_counts))
+        self.last_result = event_map(preds, gts, self.iou_thresholds, self.num_classes, self.protocol)
+        return torch.tensor([self.last_result[t].map for t in self.iou_thresholds], dtype=torch.float64)

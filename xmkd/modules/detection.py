@@ -1,7 +1,8 @@
 """LightningModules for temporal action detection and Augmented-RGB distillation (METHODS.md B).
 
 - ``DetectionModule``: the shared base — a PDAN or MS-TCN head, masked BCE, Adam with
-  ReduceLROnPlateau on ``val/map``, per-frame mAP and the Charades 25-point mAP each validation epoch.
+  ReduceLROnPlateau on ``val/map``, per-frame mAP and the Charades 25-point mAP each validation (and
+  test) epoch, and event mAP at IoU thresholds where a config asks for it (TSU, PKU-MMD).
 - ``SingleStreamDetector``: one modality (RGB-only or aux-only baseline).
 - ``TwoStreamTeacher``: an RGB and an auxiliary (flow / pose) stream fused at logit level (default)
   or at feature level.
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from xmkd.distill.detection import build_distill_losses
 from xmkd.errors import ConfigError
-from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
+from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
 
 matplotlib.use("Agg")
@@ -140,12 +141,23 @@ class DetectionModule(L.LightningModule):
     Args:
         num_classes: 157 for Charades, 51 for TSU / PKU-MMD.
         head: ``pdan`` (dilated attention) or ``mstcn`` (dilated residual convolutions).
-        channels, num_blocks, num_stages, dropout, stage_activation: head knobs (PDAN: 512, 5, 1, 0.5).
+        channels, num_blocks, num_stages, dropout, stage_activation: head knobs (PDAN: 512, 5, 1, 0.5,
+            release; see ``xmkd.models.temporal.TemporalDetectionHead``).
         loss_all_stages: sum the BCE over all stages (MS-TCN) or only the last stage's.
         lr, weight_decay: Adam (PDAN: 1e-4, 0).
         lr_factor, lr_patience: ReduceLROnPlateau on ``val/map`` (PDAN: 0.5, 8).
         class_names: for plots; ``plot_videos``: validation videos drawn as timelines each epoch
             (0 = no plots); ``plot_classes``: classes per timeline.
+        event_iou_thresholds: also log event-based mAP at these temporal IoU thresholds, as
+            ``{val,test}/event_map@<iou>`` and their mean ``{val,test}/event_map`` (None: off, the
+            default, as Charades reports per-frame mAP only; TSU and PKU-MMD report IoU 0.1-0.5).
+            Each video's valid steps are decoded into segments (runs of probability >=
+            ``event_score_threshold``, scored by their mean; interpretation, the releases ship no
+            decoder), the labels into ground-truth segments by the same rule, in time steps.
+        event_protocol: ``pku-mmd`` (default: the official event mAP script of PKU-MMD, which TSU's
+            release uses too) or ``activitynet`` (see ``xmkd.metrics.detection.event_map``).
+
+    The test loop (``trainer.test``) logs the same metrics under ``test/``.
     """
 
     # Read by the xmkd CLI to keep the best checkpoint (and by pipelines to pick it).
@@ -159,7 +171,7 @@ class DetectionModule(L.LightningModule):
         num_blocks: int = 5,
         num_stages: int = 1,
         dropout: float = 0.5,
-        stage_activation: StageActivation = "softmax",
+        stage_activation: StageActivation = "release",
         loss_all_stages: bool = True,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -168,14 +180,31 @@ class DetectionModule(L.LightningModule):
         class_names: list[str] | None = None,
         plot_videos: int = 4,
         plot_classes: int = 6,
+        event_iou_thresholds: list[float] | None = None,
+        event_score_threshold: float = 0.5,
+        event_protocol: EventProtocol = "pku-mmd",
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError("class_names", f"{len(class_names)} names for num_classes={num_classes}")
+        if event_iou_thresholds is not None and (
+            not event_iou_thresholds or not all(0 < t <= 1 for t in event_iou_thresholds)
+        ):
+            raise ConfigError(
+                "event_iou_thresholds", f"expected IoU thresholds in (0, 1], got {event_iou_thresholds}"
+            )
+        if event_protocol not in ("pku-mmd", "activitynet"):
+            raise ConfigError("event_protocol", f"expected pku-mmd | activitynet, got {event_protocol!r}")
         # called here, Lightning collects the init args of the subclass frames too (teacher: an instance)
         self.save_hyperparameters(ignore=["teacher"])
+        # one set of metrics, used by the validation and the test loop (they never run at once)
         self.val_map = PerFrameMAP()
         self.val_map_25 = CharadesLocalizationMAP()
+        self.val_event_map = (
+            EventMAP(event_iou_thresholds, event_score_threshold, event_protocol, num_classes)
+            if event_iou_thresholds
+            else None
+        )
         self._plot_buffer: list[dict[str, Any]] = []
 
     def make_head(self, in_dim: int):
@@ -216,9 +245,7 @@ class DetectionModule(L.LightningModule):
         out = self(batch)
         labels, mask = batch["labels"], batch["mask"]
         self.log("val/loss", self.shared_loss(out, batch), batch_size=len(mask), sync_dist=True)
-        probs = out["logits"].sigmoid()
-        self.val_map.update(probs, labels, mask)
-        self.val_map_25.update(probs, labels, mask)
+        self._update_metrics(out, batch)
         if len(self._plot_buffer) < self.hparams.plot_videos:
             scores = self.plot_scores(batch, out)
             for i in range(len(mask)):
@@ -233,17 +260,44 @@ class DetectionModule(L.LightningModule):
                     }
                 )
 
-    def on_validation_epoch_end(self) -> None:
+    def _update_metrics(self, out: Mapping[str, Any], batch: Mapping[str, Any]) -> None:
+        labels, mask = batch["labels"], batch["mask"]
+        probs = out["logits"].sigmoid()
+        self.val_map.update(probs, labels, mask)
+        self.val_map_25.update(probs, labels, mask)
+        if self.val_event_map is not None:
+            self.val_event_map.update(probs, labels, mask)
+
+    def _log_epoch_metrics(self, stage: str) -> np.ndarray:
+        """Log ``{stage}/map``, ``map_25`` and the event mAPs; return the per-class AP; reset."""
         # torchmetrics gathers the states of all processes in compute(): every rank gets the same value
-        self.log(MONITOR, self.val_map.compute().float(), prog_bar=True, sync_dist=True)
-        self.log("val/map_25", self.val_map_25.compute().float(), sync_dist=True)
+        self.log(f"{stage}/map", self.val_map.compute().float(), prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/map_25", self.val_map_25.compute().float(), sync_dist=True)
+        if self.val_event_map is not None:
+            values = self.val_event_map.compute().float()
+            for iou, value in zip(self.val_event_map.iou_thresholds, values):
+                self.log(f"{stage}/event_map@{iou:g}", value, sync_dist=True)
+            self.log(f"{stage}/event_map", values.mean(), sync_dist=True)
+            self.val_event_map.reset()
         ap = self.per_class_ap()  # read after compute(), before reset()
         self.val_map.reset()
         self.val_map_25.reset()
+        return ap
+
+    def on_validation_epoch_end(self) -> None:
+        ap = self._log_epoch_metrics("val")
         buffer, self._plot_buffer = self._plot_buffer, []
         if self.trainer.sanity_checking or not self.trainer.is_global_zero or self.hparams.plot_videos <= 0:
             return
         self._log_figures(ap, buffer)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        out = self(batch)
+        self.log("test/loss", self.shared_loss(out, batch), batch_size=len(batch["mask"]), sync_dist=True)
+        self._update_metrics(out, batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def per_class_ap(self) -> np.ndarray:
         """Per-class AP of the current validation epoch (NaN for classes without positives)."""
