@@ -75,20 +75,37 @@ class ClipColorJitter:
         if not x.is_floating_point():
             raise ValueError("ClipColorJitter expects a float clip in [0, 1]")
         x = x.clone()  # the ops below work in place: memory traffic dominates at these sizes
+        amounts = (self.brightness, self.contrast, self.saturation, self.hue)
         for op in torch.randperm(4).tolist():
-            if op == 0 and self.brightness > 0:
-                x.mul_(self._factor(self.brightness)).clamp_(0, 1)
-            elif op == 1 and self.contrast > 0:
-                mean = TF.rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
-                f = self._factor(self.contrast)
-                x.mul_(f).add_((1 - f) * mean).clamp_(0, 1)
-            elif op == 2 and self.saturation > 0:
-                f = self._factor(self.saturation)
-                x.mul_(f).add_(TF.rgb_to_grayscale(x), alpha=1 - f).clamp_(0, 1)
-            elif op == 3 and self.hue > 0:
-                h = float(torch.empty(1).uniform_(-self.hue, self.hue))
-                x = TF.adjust_hue(x, h) if self.hue_mode == "hsv" else yiq_hue_shift(x, h)
+            if amounts[op] <= 0:
+                continue
+            if op == 3:
+                f = float(torch.empty(1).uniform_(-self.hue, self.hue))
+            else:
+                f = self._factor(amounts[op])
+            x = self.apply_op(x, op, f, self.hue_mode)
         return tv_tensors.wrap(x, like=clip) if isinstance(clip, tv_tensors.TVTensor) else x
+
+    @staticmethod
+    def apply_op(x: torch.Tensor, op: int, factor: float, hue_mode: str = "yiq") -> torch.Tensor:
+        """Op ``op`` (0 brightness, 1 contrast, 2 saturation, 3 hue) with ``factor`` on a float clip.
+
+        Works in place on ``x`` (hue returns a new tensor); :class:`xmkd.data.batch_transforms.
+        XKDBatchViews` applies the same ops with per-clip parameters. Saturation blends with the grey
+        of the brightness-scaled clip, ``f x + (1 - f) f grey(x)`` (``x.mul_(f)`` runs before the
+        grey is taken), not torchvision's ``f x + (1 - f) grey(x)``: as the shipped recipe trains.
+        """
+        f = factor
+        if op == 0:
+            return x.mul_(f).clamp_(0, 1)
+        if op == 1:
+            mean = TF.rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
+            return x.mul_(f).add_((1 - f) * mean).clamp_(0, 1)
+        if op == 2:
+            return x.mul_(f).add_(TF.rgb_to_grayscale(x), alpha=1 - f).clamp_(0, 1)
+        if op == 3:
+            return TF.adjust_hue(x, f) if hue_mode == "hsv" else yiq_hue_shift(x, f)
+        raise ValueError(f"op must be 0-3, got {op}")
 
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

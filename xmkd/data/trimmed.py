@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
+from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews, pad_clips
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
 from xmkd.data.readers.trimmed import (
     UNLABELLED,
@@ -56,6 +57,7 @@ __all__ = [
     "TrimmedVideoDataModule",
     "TrimmedVideoDataset",
     "UniformClipSampler",
+    "collate_raw_clips",
     "find_existing",
     "loop_pad",
     "read_trimmed_annotations",
@@ -359,7 +361,7 @@ class TrimmedVideoDataset(Dataset):
                 else self.transform(frames)
             )
             if isinstance(out, Mapping):
-                if "video" not in out:
+                if "video" not in out and RAW_VIDEO_KEY not in out:  # batch views: the raw clip
                     raise ConfigError("transform", f"returned a dict without 'video' (keys {sorted(out)})")
                 sample.update(out)
             else:
@@ -413,6 +415,15 @@ class TrimmedVideoDataset(Dataset):
         )
 
 
+def collate_raw_clips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`collate_with_failures`, the uint8 clips of ``augment_on: batch`` zero-padded to one size."""
+    clips = [s[RAW_VIDEO_KEY] for s in samples if RAW_VIDEO_KEY in s]  # dropped items have none
+    batch = collate_with_failures([{k: v for k, v in s.items() if k != RAW_VIDEO_KEY} for s in samples])
+    if clips:
+        batch[RAW_VIDEO_KEY] = pad_clips(clips)
+    return batch
+
+
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(key, f"must be one of {' | '.join(allowed)}, got {value!r}")
@@ -423,6 +434,7 @@ def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 TrimmedDatasetName = Literal["ucf101", "hmdb51", "kinetics", "csv", "synthetic"]
 TrainTransformName = Literal["xkd", "finetune", "eval", "none"]
+AugmentOn = Literal["sample", "batch"]
 EvalTransformName = Literal["eval", "none"]
 SYNTHETIC_ROOT = "data/synth-av"
 
@@ -500,6 +512,14 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         linear_probe_view: with ``train_transform: xkd``, also return ``video_probe``, the linear
             evaluation's view of the same clip (random resized crop + flip), for the pretrainer's
             online probe (``probe_view: linear``).
+        augment_on: where ``train_transform: xkd`` makes its views. ``sample``: per clip in the
+            dataset (:class:`~xmkd.data.transforms.XKDVideoViews`; the views travel as floats).
+            ``batch``: the dataset draws each clip's random parameters (still a function of
+            (seed, epoch, item), so resume stays exact) and returns the decoded uint8 clip; the
+            pixels are transformed once per batch in :meth:`on_after_batch_transfer`, on the
+            training device (:class:`~xmkd.data.batch_transforms.XKDBatchViews`: the same
+            distribution, up to the per-clip path's uint8 rounding of the resized crop). Clips of
+            several sizes are zero-padded to the batch's largest (never read).
         batch_size: per device; ``eval_batch_size`` defaults to it.
         missing, missing_audio, on_bad_input, min_duration_s, decode_cache_mb: see
             :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per DataLoader worker and per split).
@@ -526,6 +546,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         local_frames: int = 8,
         num_local_views: int = 1,
         linear_probe_view: bool = False,
+        augment_on: AugmentOn = "sample",
         eval_short_side: int | None = None,
         train_clips_per_video: int = 1,
         test_clips: int = 3,
@@ -548,6 +569,11 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         _check_choice("eval_transform", eval_transform, ("eval", "none"))
         if root is None and dataset != "synthetic":
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
+        _check_choice("augment_on", augment_on, ("sample", "batch"))
+        if augment_on == "batch" and train_transform != "xkd":
+            raise ConfigError(
+                "augment_on", f"batch augmentation exists for train_transform: xkd, not {train_transform!r}"
+            )
         if linear_probe_view and train_transform != "xkd":
             raise ConfigError(
                 "linear_probe_view",
@@ -566,6 +592,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.crop_size, self.local_crop_size = crop_size, local_crop_size
         self.local_frames, self.num_local_views = local_frames, num_local_views
         self.linear_probe_view = linear_probe_view
+        self.augment_on = augment_on
         self.eval_short_side = eval_short_side
         self.train_clips_per_video, self.test_clips, self.test_crops = (
             train_clips_per_video,
@@ -663,7 +690,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         from xmkd.data import transforms as T
 
         if self.train_transform == "xkd":
-            return T.XKDVideoViews(
+            views_class = XKDBatchViews if self.augment_on == "batch" else T.XKDVideoViews
+            return views_class(
                 num_frames=self.num_frames,
                 size=self.crop_size,
                 local_frames=self.local_frames,
@@ -743,8 +771,17 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate_with_failures,
+            collate_fn=collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment_on: batch``: the views of the batch's uint8 clips, made on the training device."""
+        if isinstance(batch, dict) and RAW_VIDEO_KEY in batch:
+            transform = self.train_set.transform if self.train_set is not None else None
+            if not isinstance(transform, XKDBatchViews):
+                raise RuntimeError("a batch of raw clips, but the training set has no XKDBatchViews")
+            batch.update(transform.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -42,10 +42,18 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 
 
 def patchify_video(video: Tensor, tubelet: int, patch: int) -> Tensor:
-    """(B, C, T, H, W) -> (B, T/t * H/p * W/p, t*p*p*C)."""
-    return rearrange(
-        video, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw c)", pt=tubelet, ph=patch, pw=patch
-    )
+    """(B, C, T, H, W) -> (B, T/t * H/p * W/p, t*p*p*C).
+
+    Two copies instead of einops' one: channels last first (free when the clip already is), then
+    whole ``patch * C`` rows per tubelet row. Moving C innermost in a single strided copy reads
+    one float per 4-byte hop across the channel planes; this is ~2x faster on a CPU, same values.
+    """
+    b, c, t, h, w = video.shape
+    if t % tubelet or h % patch or w % patch:
+        raise ValueError(f"video {tuple(video.shape[2:])} is not divisible by ({tubelet}, {patch}, {patch})")
+    rows = video.permute(0, 2, 3, 4, 1).contiguous()  # (B, T, H, W, C)
+    rows = rows.view(b, t // tubelet, tubelet, h // patch, patch, w // patch, patch * c)
+    return rows.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, -1, tubelet * patch * patch * c)
 
 
 def unpatchify_video(
@@ -84,11 +92,14 @@ def unpatchify_spectrogram(patches: Tensor, grid: Sequence[int], patch: Sequence
 def normalized_patch_target(patches: Tensor, eps: float = 1e-6) -> Tensor:
     """Per-patch normalised pixels (MAE ``norm_pix_loss``): (x - mean) / sqrt(var + eps) per token.
 
-    The variance is the unbiased one, as in MAE.
+    The variance is the unbiased one, as in MAE, computed from the centred values' norm (ATen's
+    ``var`` kernel is ~8x slower on a CPU for these 768-3072 wide rows; same values up to float
+    rounding), and the centred copy is divided in place when no gradient flows through it.
     """
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (var + eps).sqrt()
+    centred = patches - patches.mean(dim=-1, keepdim=True)
+    var = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).square() / max(patches.shape[-1] - 1, 1)
+    std = (var + eps).sqrt()
+    return centred / std if centred.requires_grad else centred.div_(std)
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -333,10 +344,14 @@ class ViTEncoder(nn.Module):
             return patchify_video(x, self.config.patch_size[0], self.config.patch_size[1])
         return patchify_spectrogram(x, self.config.patch_size)
 
-    def tokens(self, x: Tensor, keep_indices: Tensor | None = None) -> Tensor:
-        """Patch tokens + position embeddings, the visible subset if ``keep_indices``, CLS first."""
+    def tokens(self, x: Tensor, keep_indices: Tensor | None = None, patches: Tensor | None = None) -> Tensor:
+        """Patch tokens + position embeddings, the visible subset if ``keep_indices``, CLS first.
+
+        ``patches``: ``self.patchify(x)`` when the caller already has it (the MAE target needs it
+        too), so the clip is not rearranged twice.
+        """
         grid = self.grid_of(x)
-        patches = self.patchify(x)
+        patches = self.patchify(x) if patches is None else patches
         pos = interpolate_pos_embed(self.pos_embed[:, 1:], self.config.grid, grid)
         if keep_indices is not None:
             # Embed only the visible patches: with 85% masking the embedding of the masked ones
@@ -348,10 +363,14 @@ class ViTEncoder(nn.Module):
         return torch.cat([cls, tok], dim=1)
 
     def forward_with_attention(
-        self, x: Tensor, keep_indices: Tensor | None = None, return_attention: bool = True
+        self,
+        x: Tensor,
+        keep_indices: Tensor | None = None,
+        return_attention: bool = True,
+        patches: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Final-normed tokens (B, 1 + K, D) and the last block's CLS->patch attention (B, H, K)."""
-        h = self.tokens(x, keep_indices)
+        h = self.tokens(x, keep_indices, patches)
         last = len(self.blocks) - 1
         attn = None
         for i, blk in enumerate(self.blocks):
@@ -360,9 +379,9 @@ class ViTEncoder(nn.Module):
                 attn = a
         return self.norm(h), attn
 
-    def forward(self, x: Tensor, keep_indices: Tensor | None = None) -> Tensor:
-        """Final-normed tokens (B, 1 + K, D), CLS first."""
-        return self.forward_with_attention(x, keep_indices, return_attention=False)[0]
+    def forward(self, x: Tensor, keep_indices: Tensor | None = None, patches: Tensor | None = None) -> Tensor:
+        """Final-normed tokens (B, 1 + K, D), CLS first (``patches``: see :meth:`tokens`)."""
+        return self.forward_with_attention(x, keep_indices, return_attention=False, patches=patches)[0]
 
     def patch_mean(self, x: Tensor) -> Tensor:
         """Clip feature for evaluation: the mean of the patch tokens after the final norm (B, D)."""
@@ -444,7 +463,9 @@ class MAEDecoder(nn.Module):
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
         for blk in self.blocks:
             x, _ = blk(x)
-        return self.pred(self.norm(x))[:, 1:]
+        # CLS dropped before the (row-wise) norm and projection: the same rows come out, and the
+        # backward has no zero-filled (B, 1 + N, patch_dim) slice gradient to write.
+        return self.pred(self.norm(x[:, 1:]))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -285,9 +285,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     def _student_global(self, m: str, x: Tensor, mask: TokenMask) -> tuple[Tensor, Tensor]:
         """Masked global view -> (pooled features (B, D), reconstruction loss)."""
         enc = self.student[m]
-        tokens = enc(x, mask.keep_indices)
+        patches = enc.patchify(x)  # once, for the visible tokens and the target
+        tokens = enc(x, mask.keep_indices, patches=patches)
         pred = self.decoders[m](tokens, mask.restore_indices)
-        target = normalized_patch_target(enc.patchify(x).float())
+        target = normalized_patch_target(patches.float())
         return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
 
     def _student_local(self, m: str, views: Tensor) -> list[Tensor]:
@@ -442,7 +443,13 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     def _batch_views(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         for key in ("video", "video_local", "audio"):
             if key not in batch:
-                raise KeyError(f"XKDPretrainer batch has no '{key}' (keys: {sorted(batch)})")
+                hint = (
+                    "; it holds raw clips ('video_raw'): with augment_on: batch the datamodule makes the "
+                    "views in on_after_batch_transfer, so give the Trainer the datamodule"
+                    if "video_raw" in batch
+                    else ""
+                )
+                raise KeyError(f"XKDPretrainer batch has no '{key}' (keys: {sorted(batch)}){hint}")
         spec = self.audio_spectrogram(batch["audio"])
         spec_local = self.audio_local_views(spec)
         return batch["video"], batch["video_local"], spec, spec_local
