@@ -231,6 +231,10 @@ def test_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
     for key in ("probe_top1", "probe_top1_random_init", "probe_audio_top1", "probe_audio_top1_random_init"):
         assert 0.0 <= results[key] <= 1.0
     assert results["num_classes"] == 2 and results["chance"] == 0.5
+    # the frozen-feature SVM probe of both encoders, on every validation clip
+    for key in ("svm_top1", "svm_top1_random_init", "svm_audio_top1", "svm_audio_top1_random_init"):
+        assert 0.0 <= results[key] <= 1.0 and results[f"{key}_c"] > 0
+    assert results["svm_test_clips"] == results["val_clips"] and results["svm_train_views"] == 5
     assert results["steps"] == results["steps_random_init"] == 2
     assert results["val_clips"] == 4 and results["wall_s"] > 0 and results["fit_cpu_s"] > 0
     assert Path(results["runs"]["pretrain"]).is_dir()
@@ -334,3 +338,45 @@ def test_pipeline_with_seeds_writes_each_seed_and_the_summary(tmp_path: Path):
     runs = [Path(r["runs"]["pretrain"]) for r in results["per_seed"]]
     assert [r.parent.name for r in runs] == ["pretrain-xkd-seed0", "pretrain-xkd-seed3"]
     assert "seed_everything: 3" in (runs[1] / "config.yaml").read_text()
+
+
+def test_frozen_svm_probe_reads_both_encoders_on_fresh_views_of_every_clip():
+    """Each training pass draws new views (a new epoch seeds them), the control's features come from
+    the frozen initial copy, and the test features are the validation clips' own."""
+    from xmkd.pipelines.pretrain_xkd import _frozen_features
+
+    class Loader:
+        def __init__(self, data: TinyClips) -> None:
+            self.data, self.epoch = data, 0
+
+        def __iter__(self):
+            g = torch.Generator().manual_seed(self.epoch)
+            items = [self.data[i] for i in range(len(self.data))]
+            batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+            batch["video_probe"] = batch["video_probe"] + torch.randn(batch["video_probe"].shape, generator=g)
+            batch["video_id"] = [f"v{i}" for i in range(len(items))]
+            yield batch
+
+    class DM:
+        def on_after_batch_transfer(self, batch, idx):
+            return batch
+
+    model = XKDWithRandomInitProbe(**{**TINY, "probe_view": "linear"})
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(0.1)  # "pretrained": no longer the initial weights
+    loader = Loader(TinyClips())
+    first, labels, ids = _frozen_features(model, DM(), loader, train=True)
+    loader.epoch = 1
+    second, _, _ = _frozen_features(model, DM(), loader, train=True)
+    assert set(first) == {"video", "audio", "video_random_init", "audio_random_init"}
+    assert not torch.allclose(first["video"], second["video"])  # another view of the same clips
+    assert ids == ["v0", "v1", "v2", "v3"] and labels.tolist() == [0, 1, 2, 0]
+    batch = next(iter(Loader(TinyClips())))
+    with torch.no_grad():
+        want = model.random_init_encoders["video"].patch_mean(batch["video_probe"])
+    torch.testing.assert_close(first["video_random_init"], want)
+    assert not torch.allclose(first["video"], first["video_random_init"])
+    test, _, _ = _frozen_features(model, DM(), Loader(TinyClips()), train=False)
+    with torch.no_grad():
+        torch.testing.assert_close(test["video"], model.student["video"].patch_mean(batch["video"]))

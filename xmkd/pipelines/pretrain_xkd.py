@@ -8,9 +8,17 @@
    were initialised: :class:`XKDWithRandomInitProbe`. Sharing the batches makes the control exact and
    costs one no-grad encoder pass per step (over the visible tokens only, with ``probe_view:
    masked``) instead of a second run with its own data loading.
-3. Scores both probes on the validation split, exports the student/teacher video/audio encoders to
-   ``runs/pretrain-xkd/encoders/`` and writes ``runs/pretrain-xkd/results.json`` (probe top-1 vs random
-   init vs chance, step-time breakdown, paths) and prints a summary table.
+3. Scores both probes on the validation split (the online probe: a monitor, see below).
+4. Scores both encoders, frozen as they are at the end, under the linear (SVM) protocol
+   (:func:`frozen_svm_probe`): mean patch tokens of ``--svm-train-views`` augmented linear-evaluation
+   views of each training clip (the data module's own cached clips) -> LinearSVC with C chosen by
+   grouped cross-validation on the training clips -> top-1 on the validation clips. This is the
+   headline comparison: an online probe trains on features that keep moving while the encoder
+   pretrains (its lr decays with the pretraining's), while the control's features never move, so
+   the online comparison is biased against the pretrained encoder.
+5. Exports the student/teacher video/audio encoders to ``runs/pretrain-xkd/encoders/`` and writes
+   ``runs/pretrain-xkd/results.json`` (both probes vs random init vs chance, step-time breakdown,
+   paths) and prints a summary table.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -226,8 +235,87 @@ def fit_argv(
     return argv
 
 
-def pretrain_with_control(argv: list[str], export_dir: Path | None = None) -> dict[str, Any]:
-    """Run one pretraining job (``fit_argv``), score both probes, optionally export the encoders."""
+@torch.no_grad()
+def _frozen_features(
+    model: XKDWithRandomInitProbe, dm: Any, loader: Any, train: bool
+) -> tuple[dict[str, Tensor], Tensor, list[str]]:
+    """Mean patch tokens of every batch of ``loader`` under the pretrained and the random-init
+    encoders, video (the probe's view in training, the centre view otherwise) and audio."""
+    assert model.random_init_encoders is not None
+    encoders = {"": model.student, "_random_init": model.random_init_encoders}
+    feats: dict[str, list[Tensor]] = {}
+    labels, ids = [], []
+    for batch in loader:
+        batch = dm.on_after_batch_transfer(batch, 0) if train else batch
+        video = model.probe_video(batch, batch["video"]) if train else batch["video"]
+        inputs = {"video": video}
+        if "audio" in batch:
+            inputs["audio"] = model.audio_spectrogram(batch["audio"])
+        for suffix, enc in encoders.items():
+            for m, x in inputs.items():
+                feats.setdefault(f"{m}{suffix}", []).append(enc[m].patch_mean(x).float())
+        labels.append(batch["label"])
+        ids += [str(v) for v in batch["video_id"]]
+    return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels), ids
+
+
+def frozen_svm_probe(
+    model: XKDWithRandomInitProbe, dm: Any, train_views: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """The linear (SVM) protocol on the final encoders and their random-init copies, frozen.
+
+    Training features: ``train_views`` passes over the training clips, each drawing new augmented
+    linear-evaluation views (the epoch seeds the augmentation); test features: the validation clips'
+    centre views. LinearSVC with C by cross-validation on the training clips, whole scene groups held
+    out (:func:`xmkd.eval.svm.svm_protocol`). Returns top-1 per encoder and modality, and the C used.
+    """
+    from xmkd.eval.svm import FeatureSet, svm_protocol
+    from xmkd.metrics.classification import encode_video_ids
+    from xmkd.pipelines.linear_eval import cv_group_map
+
+    was_training = model.training
+    model.eval()
+    try:
+        loader = dm.train_dataloader()
+        sampler = getattr(loader, "sampler", None)
+        train_parts = []
+        for view in range(train_views):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(10_000 + view)  # epochs the pretraining never drew
+            train_parts.append(_frozen_features(model, dm, loader, train=True))
+        test_feats, test_labels, test_ids = _frozen_features(model, dm, dm.val_dataloader(), train=False)
+    finally:
+        model.train(was_training)
+    groups = cv_group_map("synthetic", str(Path(dm.root) / "videos"), []) if dm.dataset == "synthetic" else {}
+    train_ids = [i for _, _, ids in train_parts for i in ids]
+    train_codes = encode_video_ids(train_ids).numpy()
+    train_labels = torch.cat([lab for _, lab, _ in train_parts]).numpy()
+    views = [v for v, (_, lab, _) in enumerate(train_parts) for _ in range(len(lab))]
+    cv = [groups.get(int(c), int(c)) for c in train_codes] if groups else None
+    out: dict[str, Any] = {"svm_train_views": train_views, "svm_test_clips": len(test_ids)}
+    num_classes = int(model.hparams.probe_num_classes)
+    for key in test_feats:
+        train = FeatureSet(
+            torch.cat([f[key] for f, _, _ in train_parts]).numpy(),
+            train_labels,
+            train_codes,
+            views=np.asarray(views),
+            cv_groups=None if cv is None else np.asarray(cv),
+        )
+        test = FeatureSet(test_feats[key].numpy(), test_labels.numpy(), encode_video_ids(test_ids).numpy())
+        result = svm_protocol(train, test, num_classes, seed=seed)
+        name = "svm_top1" if key.startswith("video") else "svm_audio_top1"
+        suffix = "_random_init" if key.endswith("_random_init") else ""
+        out[name + suffix] = result.video_top1
+        out[f"{name}{suffix}_c"] = result.c
+    return out
+
+
+def pretrain_with_control(
+    argv: list[str], export_dir: Path | None = None, svm_train_views: int = 5
+) -> dict[str, Any]:
+    """Run one pretraining job (``fit_argv``), score both probes (online, and the frozen SVM probe
+    unless ``svm_train_views`` is 0), optionally export the encoders."""
     from xmkd.cli import run_lightning_cli
 
     t0 = time.perf_counter()
@@ -240,6 +328,9 @@ def pretrain_with_control(argv: list[str], export_dir: Path | None = None) -> di
     t1 = time.perf_counter()
     metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
     val_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    svm = frozen_svm_probe(model, dm, svm_train_views) if svm_train_views > 0 else {}
+    svm_s = time.perf_counter() - t2
     num_classes = int(model.hparams.probe_num_classes)
     out: dict[str, Any] = {
         "probe_top1": metrics.get("val/probe_top1"),
@@ -259,6 +350,8 @@ def pretrain_with_control(argv: list[str], export_dir: Path | None = None) -> di
         # unshared machine, whatever else the cores were doing meanwhile.
         "fit_cpu_s": _cpu_seconds() - cpu0,
         "validate_s": val_s,
+        **svm,
+        "svm_s": svm_s,
         **step_time_summary(model.step_times),
         "run_dir": str(cli.run_dir),
     }
@@ -294,6 +387,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "run folder (<experiment>-seed<s>) and results.json the per-seed figures and their mean ± std. "
         "Default: one run at the config's seed",
     )
+    parser.add_argument(
+        "--svm-train-views",
+        type=int,
+        default=5,
+        help="augmented views per training clip for the frozen-feature SVM probe of both encoders "
+        "(default 5; 0 skips it)",
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
     parser.add_argument(
@@ -316,29 +416,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: The figures that get a mean ± std over seeds.
-PROBE_KEYS = ("probe_top1", "probe_top1_random_init", "probe_audio_top1", "probe_audio_top1_random_init")
+PROBE_KEYS = (
+    "svm_top1",
+    "svm_top1_random_init",
+    "svm_audio_top1",
+    "svm_audio_top1_random_init",
+    "probe_top1",
+    "probe_top1_random_init",
+    "probe_audio_top1",
+    "probe_audio_top1_random_init",
+)
+#: (name, pretrained key, random-init key) of the margins summarised over seeds; the first is the headline.
+MARGINS = (
+    ("video_svm_margin", "svm_top1", "svm_top1_random_init"),
+    ("audio_svm_margin", "svm_audio_top1", "svm_audio_top1_random_init"),
+    ("video_margin", "probe_top1", "probe_top1_random_init"),
+    ("audio_margin", "probe_audio_top1", "probe_audio_top1_random_init"),
+)
 
 
 def summarize_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± sample std over seeds of the probes and of the pretrained-minus-random-init margins,
-    and whether the video margin clears the noise: mean XKD probe - mean random-init probe > 2 x the
-    larger of the two seed stds (needs >= 2 seeds)."""
+    """Mean ± sample std over seeds of the probes and of the pretrained-minus-random-init margins
+    (:data:`MARGINS`), and whether each margin clears the noise: mean pretrained - mean random init >
+    2 x the larger of the two seed stds (needs >= 2 seeds)."""
     out: dict[str, Any] = {}
     for key in PROBE_KEYS:
         values = [r[key] for r in per_seed if r.get(key) is not None]
         if values:
             mean, std = mean_std(values)
             out[key] = {"mean": mean, "std": std, "values": values}
-    for modality, xkd, rand in (
-        ("video", "probe_top1", "probe_top1_random_init"),
-        ("audio", "probe_audio_top1", "probe_audio_top1_random_init"),
-    ):
+    for name, xkd, rand in MARGINS:
         if xkd in out and rand in out and len(out[xkd]["values"]) == len(out[rand]["values"]):
             margins = [a - b for a, b in zip(out[xkd]["values"], out[rand]["values"])]
             mean, std = mean_std(margins)
             stds = [out[xkd]["std"], out[rand]["std"]]
             noise = 2 * max(stds) if None not in stds else None
-            out[f"{modality}_margin"] = {
+            out[name] = {
                 "mean": mean,
                 "std": std,
                 "values": margins,
@@ -363,7 +476,7 @@ def run(args: argparse.Namespace) -> int:
         argv = fit_argv(args.config, experiment, args.runs_dir, args.max_epochs, args.max_steps, overrides)
         # the first seed's encoders are the ones the downstream targets read (runs/<experiment>/encoders)
         export = out_dir / ("encoders" if i == 0 else f"encoders-seed{seed}")
-        result = pretrain_with_control(argv, export_dir=export)
+        result = pretrain_with_control(argv, export_dir=export, svm_train_views=args.svm_train_views)
         result.update(seed=seed, runs={"pretrain": result.pop("run_dir")})
         per_seed.append(result)
         if len(seeds) > 1:
@@ -390,10 +503,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
     return [
-        ("probe top-1 (video), pretrained", _pct(result["probe_top1"])),
-        ("probe top-1 (video), random init", _pct(result["probe_top1_random_init"])),
-        ("probe top-1 (audio), pretrained", _pct(result["probe_audio_top1"])),
-        ("probe top-1 (audio), random init", _pct(result["probe_audio_top1_random_init"])),
+        ("SVM on frozen features (video), pretrained", _pct(result.get("svm_top1"))),
+        ("SVM on frozen features (video), random init", _pct(result.get("svm_top1_random_init"))),
+        ("SVM on frozen features (audio), pretrained", _pct(result.get("svm_audio_top1"))),
+        ("SVM on frozen features (audio), random init", _pct(result.get("svm_audio_top1_random_init"))),
+        ("online probe top-1 (video), pretrained", _pct(result["probe_top1"])),
+        ("online probe top-1 (video), random init", _pct(result["probe_top1_random_init"])),
+        ("online probe top-1 (audio), pretrained", _pct(result["probe_audio_top1"])),
+        ("online probe top-1 (audio), random init", _pct(result["probe_audio_top1_random_init"])),
         ("chance", f"{_pct(result['chance'])} ({result['num_classes']} classes)"),
         ("steps (both probes) / epochs", f"{result['steps']} / {result['epochs']}"),
         ("train / val clips", f"{result['train_clips']} / {result['val_clips']}"),
