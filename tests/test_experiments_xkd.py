@@ -157,7 +157,8 @@ def test_yaml_trains_one_step_through_the_cli(path: Path, synth_root: Path, tmp_
     expected = load(path)["model"]["init_args"]
     hp = cli.model.hparams
     assert hp.variant == expected["variant"] and hp.num_local_views == expected["num_local_views"]
-    batch = next(iter(cli.datamodule.train_dataloader()))
+    # with augment_on: batch the views are made after the transfer to the device, as in training
+    batch = cli.datamodule.on_after_batch_transfer(next(iter(cli.datamodule.train_dataloader())), 0)
     assert batch["video_local"].shape[1] == expected["num_local_views"]
     logged = cli.trainer.callback_metrics
     assert torch.isfinite(logged["loss/total"]) and {"loss/rec", "loss/kd", "loss/da"} <= set(logged)

@@ -273,10 +273,12 @@ def test_ablation_table_lists_every_row():
     from xmkd.pipelines.pretrain_xkd_ablation import ablation_table
 
     row = dict(
-        probe_top1=0.5,
-        probe_audio_top1=0.75,
-        probe_top1_random_init=0.25,
-        probe_audio_top1_random_init=None,
+        svm_top1=0.5,
+        svm_audio_top1=0.75,
+        svm_top1_random_init=0.25,
+        svm_audio_top1_random_init=None,
+        probe_top1=None,
+        probe_audio_top1=0.4,
         steps=10,
         fit_s=3.0,
     )
@@ -284,6 +286,7 @@ def test_ablation_table_lists_every_row():
     lines = table.splitlines()
     assert "chance 10.0%" in lines[0] and len(lines) == 5
     assert "50.0%" in lines[3] and "75.0%" in lines[3] and "25.0%" in lines[3] and "n/a" in lines[3]
+    assert "40.0%" in lines[3]  # the online probe's audio figure where it ran
 
 
 def test_seed_summary_mean_std_and_the_noise_verdict():

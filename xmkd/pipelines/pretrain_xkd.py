@@ -79,7 +79,8 @@ class XKDWithRandomInitProbe(XKDPretrainer):
     batch start) and in the step (forward, backward, clipping, AdamW, EMA): ``step_times``.
 
     Args:
-        random_init_probe: train the control probes (needs ``probe_num_classes > 0``).
+        random_init_probe: keep a frozen copy of the initial encoders (the control of the frozen-feature
+            SVM probe) and, with ``probe_num_classes > 0``, train the control online probes on it.
         probe_batchnorm: interpretation: an MAE-style linear probe, ``BatchNorm1d(affine=False)``
             before the linear layer (still a linear map of the features), for both the real and the
             control probes, so the probe's lr does not depend on the scale of the features. Without
@@ -96,15 +97,16 @@ class XKDWithRandomInitProbe(XKDPretrainer):
                 self.probes[m] = nn.Sequential(nn.BatchNorm1d(linear.in_features, affine=False), linear)
         self.random_init_encoders: nn.ModuleDict | None = None
         self.random_init_acc = nn.ModuleDict()
-        if random_init_probe and self.hparams.probe_num_classes > 0:
+        if random_init_probe:
             # One deepcopy of the dict keeps MAS/MATS block sharing as it was at init.
             self.random_init_encoders = copy.deepcopy(self.student)
             for m in MODALITIES:
                 freeze_(self.random_init_encoders[m])
-                self.probes[f"random_init_{m}"] = copy.deepcopy(self.probes[m])
-                self.random_init_acc[m] = MulticlassAccuracy(
-                    self.hparams.probe_num_classes, top_k=1, average="micro"
-                )
+                if self.hparams.probe_num_classes > 0:
+                    self.probes[f"random_init_{m}"] = copy.deepcopy(self.probes[m])
+                    self.random_init_acc[m] = MulticlassAccuracy(
+                        self.hparams.probe_num_classes, top_k=1, average="micro"
+                    )
         self.step_times: list[tuple[float, float]] = []  # (data wait s, step s) per training batch
         self._batch_end: float | None = None
         self._batch_start = 0.0
@@ -146,9 +148,14 @@ class XKDWithRandomInitProbe(XKDPretrainer):
             }
         return {f"random_init_{m}": enc[m].patch_mean(inputs[m]) for m in MODALITIES}
 
+    @property
+    def online_control(self) -> bool:
+        """Whether the control online probes train (a frozen copy and ``probe_num_classes > 0``)."""
+        return self.random_init_encoders is not None and len(self.random_init_acc) > 0
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
-        if self.random_init_encoders is None or "label" not in batch or self._views is None:
+        if not self.online_control or "label" not in batch or self._views is None:
             return loss
         feats = self._random_init_features(self._views, batch)
         for name, probe_loss in self._probe_losses(feats, batch["label"]).items():
@@ -159,7 +166,7 @@ class XKDWithRandomInitProbe(XKDPretrainer):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
-        if self.random_init_encoders is None or "label" not in batch:
+        if not self.online_control or "label" not in batch:
             return
         label = batch["label"]
         valid = label >= 0
@@ -293,7 +300,7 @@ def frozen_svm_probe(
     views = [v for v, (_, lab, _) in enumerate(train_parts) for _ in range(len(lab))]
     cv = [groups.get(int(c), int(c)) for c in train_codes] if groups else None
     out: dict[str, Any] = {"svm_train_views": train_views, "svm_test_clips": len(test_ids)}
-    num_classes = int(model.hparams.probe_num_classes)
+    num_classes = int(dm.num_classes)
     for key in test_feats:
         train = FeatureSet(
             torch.cat([f[key] for f, _, _ in train_parts]).numpy(),
@@ -324,14 +331,14 @@ def pretrain_with_control(
     fit_s = time.perf_counter() - t0
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     if not isinstance(model, XKDWithRandomInitProbe) or model.random_init_encoders is None:
-        raise ValueError("pretrain_with_control needs XKDWithRandomInitProbe with probe_num_classes > 0")
+        raise ValueError("pretrain_with_control needs XKDWithRandomInitProbe with random_init_probe: true")
     t1 = time.perf_counter()
     metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
     val_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     svm = frozen_svm_probe(model, dm, svm_train_views) if svm_train_views > 0 else {}
     svm_s = time.perf_counter() - t2
-    num_classes = int(model.hparams.probe_num_classes)
+    num_classes = int(dm.num_classes)
     out: dict[str, Any] = {
         "probe_top1": metrics.get("val/probe_top1"),
         "probe_top1_random_init": metrics.get("val/random_init_probe_top1"),
@@ -386,6 +393,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the recipe at several seeds: a count (3 -> 0,1,2) or a list (0,4); each seed gets its own "
         "run folder (<experiment>-seed<s>) and results.json the per-seed figures and their mean ± std. "
         "Default: one run at the config's seed",
+    )
+    parser.add_argument(
+        "--online-probe",
+        action="store_true",
+        help="also train the online probe and its random-init control during pretraining (the YAML's "
+        "probe_num_classes; off by default: it costs a third of each step and lags the moving encoder)",
     )
     parser.add_argument(
         "--svm-train-views",
@@ -471,6 +484,8 @@ def run(args: argparse.Namespace) -> int:
     for i, seed in enumerate(seeds):
         experiment = args.experiment if seed is None else f"{args.experiment}-seed{seed}"
         overrides = list(args.override) + ([f"seed_everything={seed}"] if seed is not None else [])
+        if not args.online_probe:
+            overrides.insert(0, "model.init_args.probe_num_classes=0")  # an explicit --override wins
         if len(seeds) > 1:
             print(f"[pretrain-xkd] seed {seed} ({i + 1} of {len(seeds)})", flush=True)
         argv = fit_argv(args.config, experiment, args.runs_dir, args.max_epochs, args.max_steps, overrides)
