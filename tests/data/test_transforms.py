@@ -56,7 +56,9 @@ def test_xkd_probe_view_is_the_linear_evaluations_view_without_colour_operations
     # probe view would be a colour operation; the global view's jitter (p 0.8) does change it.
     colour = torch.tensor([200, 40, 90], dtype=torch.uint8)
     clip = colour.expand(8, 24, 32, 3).contiguous()
-    expected = ((colour.float() / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(3, 1, 1, 1)
+    expected = ((colour.float() / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(
+        3, 1, 1, 1
+    )
     views = XKDVideoViews(num_frames=8, size=16, local_frames=4, local_size=8, probe_view=True)
     assert "video_probe" not in XKDVideoViews(num_frames=8, size=16, local_frames=4, local_size=8)(clip)
     torch.manual_seed(0)

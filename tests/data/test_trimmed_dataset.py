@@ -439,6 +439,23 @@ def test_datamodule_synthetic_generates_and_reads_through_ucf_reader(tmp_path: P
     assert kin.train_set.listed + kin.eval_set.listed == 12 and not kin.train_set.missing_paths
 
 
+def test_finetune_transform_knobs_reach_the_transform(tmp_path: Path) -> None:
+    from torchvision.transforms import v2
+
+    from xmkd.data.trimmed import TrimmedVideoDataModule
+
+    common = dict(root=str(tmp_path / "none"), train_transform="finetune", crop_size=16)
+    plain = TrimmedVideoDataModule(**common, randaug_num_ops=0, erase_p=0.0)._train_transform()
+    assert not any(isinstance(t, v2.RandAugment) for t in plain.geometric.transforms) and plain.erase is None
+    recipe = TrimmedVideoDataModule(**common)._train_transform()  # the fine-tuning recipe's defaults
+    (randaug,) = [t for t in recipe.geometric.transforms if isinstance(t, v2.RandAugment)]
+    assert (randaug.num_ops, randaug.magnitude, recipe.erase.p) == (4, 7, 0.25)
+    with pytest.raises(ConfigError, match="erase_p"):
+        TrimmedVideoDataModule(**common, erase_p=1.5)
+    with pytest.raises(ConfigError, match="randaug_num_ops"):
+        TrimmedVideoDataModule(**common, randaug_num_ops=-1)
+
+
 def test_datamodule_predicts_on_an_unlabelled_test_csv_and_refuses_it_for_testing(tmp_path: Path) -> None:
     """The official Kinetics test CSV (no label column) serves predict; test and fit say why not."""
     from xmkd.data.trimmed import TrimmedVideoDataModule

@@ -512,6 +512,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         linear_probe_view: with ``train_transform: xkd``, also return ``video_probe``, the linear
             evaluation's view of the same clip (random resized crop + flip), for the pretrainer's
             online probe (``probe_view: linear``).
+        randaug_num_ops / randaug_magnitude / erase_p: ``train_transform: finetune``'s RandAugment
+            (0 ops: none) and random-erasing probability (the fine-tuning recipe's 4 / 7 / 0.25).
         augment_on: where ``train_transform: xkd`` makes its views. ``sample``: per clip in the
             dataset (:class:`~xmkd.data.transforms.XKDVideoViews`; the views travel as floats).
             ``batch``: the dataset draws each clip's random parameters (still a function of
@@ -547,6 +549,9 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         num_local_views: int = 1,
         linear_probe_view: bool = False,
         augment_on: AugmentOn = "sample",
+        randaug_num_ops: int = 4,
+        randaug_magnitude: int = 7,
+        erase_p: float = 0.25,
         eval_short_side: int | None = None,
         train_clips_per_video: int = 1,
         test_clips: int = 3,
@@ -570,6 +575,13 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         if root is None and dataset != "synthetic":
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
         _check_choice("augment_on", augment_on, ("sample", "batch"))
+        if randaug_num_ops < 0 or not 0 <= randaug_magnitude <= 30:
+            raise ConfigError(
+                "randaug_num_ops",
+                f"need ops >= 0 and magnitude in [0, 30], got {randaug_num_ops} / {randaug_magnitude}",
+            )
+        if not 0.0 <= erase_p <= 1.0:
+            raise ConfigError("erase_p", f"must be a probability, got {erase_p}")
         if augment_on == "batch" and train_transform != "xkd":
             raise ConfigError(
                 "augment_on", f"batch augmentation exists for train_transform: xkd, not {train_transform!r}"
@@ -593,6 +605,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.local_frames, self.num_local_views = local_frames, num_local_views
         self.linear_probe_view = linear_probe_view
         self.augment_on = augment_on
+        self.randaug = (randaug_num_ops, randaug_magnitude)
+        self.erase_p = erase_p
         self.eval_short_side = eval_short_side
         self.train_clips_per_video, self.test_clips, self.test_crops = (
             train_clips_per_video,
@@ -700,7 +714,13 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
                 probe_view=self.linear_probe_view,
             )
         if self.train_transform == "finetune":
-            return T.VideoTrainTransform(size=self.crop_size)
+            num_ops, magnitude = self.randaug
+            return T.VideoTrainTransform(
+                size=self.crop_size,
+                randaug_num_ops=num_ops,
+                randaug_magnitude=magnitude,
+                erase_p=self.erase_p,
+            )
         if self.train_transform == "eval":
             return T.VideoEvalTransform(size=self.crop_size, short_side=self.eval_short_side, num_crops=1)
         return None
