@@ -26,6 +26,7 @@ import torch
 
 from xmkd.pipelines import finetune as ft
 from xmkd.pipelines import linear_eval as le
+from xmkd.pipelines.seeds import RECIPE_THREADS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--out", default="runs/eval-ablation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=RECIPE_THREADS,
+        help=f"torch threads (default {RECIPE_THREADS}, the recipe's; 0 = torch's; see pretrain-xkd --help)",
+    )
 
 
 def export_random_encoder(like: Path, out: Path, seed: int = 0) -> Path:
@@ -92,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from xmkd.runs import write_json
 
     start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     xkd = Path(args.xkd_ckpt) if args.xkd_ckpt else le.default_encoder("video")
     encoders = {

@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xmkd.errors import ConfigError
 from xmkd.pipelines.linear_eval import FOLDS, default_encoder, summarize
+from xmkd.pipelines.seeds import RECIPE_THREADS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("video_top1", "clip_top1", "video_top5", "clip_top5")
@@ -37,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--out", default=None, help="default runs/finetune-<recipe>")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=RECIPE_THREADS,
+        help=f"torch threads (default {RECIPE_THREADS}, the recipe's; 0 = torch's; see pretrain-xkd --help)",
+    )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then overrides for every fit run")
 
 
@@ -125,6 +134,8 @@ def finetune_all_folds(
 def run(args: argparse.Namespace) -> int:
     from xmkd.runs import write_json
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     extra = [a for a in (args.extra or []) if a != "--"]
     if args.dataset != "synthetic" and not args.data:
         raise ConfigError("data", f"--data is required for {args.dataset}")

@@ -40,7 +40,7 @@ from xmkd.distill.ema import freeze_
 from xmkd.models.heads import mean_patch_tokens
 from xmkd.models.masking import TokenMask
 from xmkd.modules.xkd import MODALITIES, XKDPretrainer
-from xmkd.pipelines.seeds import mean_std, parse_seeds, pm
+from xmkd.pipelines.seeds import RECIPE_THREADS, mean_std, parse_seeds, pm
 from xmkd.runs import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,6 @@ DEFAULT_CONFIG = REPO_ROOT / "experiments" / "xkd" / "xkd_tiny_synthetic.yaml"
 MODEL_CLASS = f"{__name__}.XKDWithRandomInitProbe"
 #: Validation never runs inside fit; the pipeline scores the probes once, after training.
 NEVER = 1_000_000
-#: Torch threads of the recipe's figures. The thread count changes the order of float reductions and so
-#: the numbers (seen: the same seed at 1 and 2 threads gave different losses after 12 steps), so it is
-#: fixed instead of following the machine's core count.
-RECIPE_THREADS = 2
 
 __all__ = [
     "DEFAULT_CONFIG",
