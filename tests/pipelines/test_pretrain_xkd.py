@@ -383,3 +383,18 @@ def test_frozen_svm_probe_reads_both_encoders_on_fresh_views_of_every_clip():
     test, _, _ = _frozen_features(model, DM(), Loader(TinyClips()), train=False)
     with torch.no_grad():
         torch.testing.assert_close(test["video"], model.student["video"].patch_mean(batch["video"]))
+
+
+def test_seed_summary_table_headlines_the_svm_margin_when_the_online_probe_is_off():
+    from xmkd.pipelines.pretrain_xkd import _summary_rows, summarize_seeds
+
+    runs = [
+        {"svm_top1": a, "svm_top1_random_init": b, "probe_top1": None, "probe_top1_random_init": None}
+        for a, b in ((0.42, 0.30), (0.44, 0.31), (0.40, 0.29))
+    ]
+    first = {"chance": 0.1, "num_classes": 10, "steps": 5, "train_clips": 4, "val_clips": 3}
+    rows = dict(_summary_rows(summarize_seeds(runs), first))
+    assert rows["SVM on frozen features (video), pretrained"].startswith("42.0 ± 2.0 % (42.0, 44.0, 40.0)")
+    assert not any(label.startswith("online probe") for label in rows)  # it did not run: no n/a rows
+    assert rows["SVM video margin (pretrained - random init)"].startswith("12.0 ± 1.0")
+    assert rows["headline margin > 2 x the larger seed std"] == "yes (4.0)"

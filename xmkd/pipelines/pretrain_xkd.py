@@ -512,16 +512,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: (label, results key) of the probe rows; a probe that did not run (None) gets no row.
+PROBE_ROWS = (
+    ("SVM on frozen features (video), pretrained", "svm_top1"),
+    ("SVM on frozen features (video), random init", "svm_top1_random_init"),
+    ("SVM on frozen features (audio), pretrained", "svm_audio_top1"),
+    ("SVM on frozen features (audio), random init", "svm_audio_top1_random_init"),
+    ("online probe top-1 (video), pretrained", "probe_top1"),
+    ("online probe top-1 (video), random init", "probe_top1_random_init"),
+    ("online probe top-1 (audio), pretrained", "probe_audio_top1"),
+    ("online probe top-1 (audio), random init", "probe_audio_top1_random_init"),
+)
+#: (label, summary key) of the margin rows over seeds, the headline first (as in :data:`MARGINS`).
+MARGIN_ROWS = (
+    ("SVM video margin (pretrained - random init)", "video_svm_margin"),
+    ("SVM audio margin", "audio_svm_margin"),
+    ("online probe video margin", "video_margin"),
+    ("online probe audio margin", "audio_margin"),
+)
+
+
 def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
-    return [
-        ("SVM on frozen features (video), pretrained", _pct(result.get("svm_top1"))),
-        ("SVM on frozen features (video), random init", _pct(result.get("svm_top1_random_init"))),
-        ("SVM on frozen features (audio), pretrained", _pct(result.get("svm_audio_top1"))),
-        ("SVM on frozen features (audio), random init", _pct(result.get("svm_audio_top1_random_init"))),
-        ("online probe top-1 (video), pretrained", _pct(result["probe_top1"])),
-        ("online probe top-1 (video), random init", _pct(result["probe_top1_random_init"])),
-        ("online probe top-1 (audio), pretrained", _pct(result["probe_audio_top1"])),
-        ("online probe top-1 (audio), random init", _pct(result["probe_audio_top1_random_init"])),
+    rows = [(label, _pct(result[key])) for label, key in PROBE_ROWS if result.get(key) is not None]
+    rows += [
         ("chance", f"{_pct(result['chance'])} ({result['num_classes']} classes)"),
         ("steps (both probes) / epochs", f"{result['steps']} / {result['epochs']}"),
         ("train / val clips", f"{result['train_clips']} / {result['val_clips']}"),
@@ -535,29 +548,28 @@ def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
         ("run folder", result["runs"]["pretrain"]),
         ("results", str(out_dir / "results.json")),
     ]
+    return rows
 
 
 def _summary_rows(summary: dict[str, Any], first: dict[str, Any]) -> list[tuple[str, str]]:
+    """Mean ± std (and the per-seed values) of every probe that ran and of its margin, and the
+    headline margin's verdict: mean pretrained - mean random init > 2 x the larger of their seed stds."""
+
     def cell(key: str) -> str:
-        s = summary.get(key)
-        if s is None:
-            return "n/a"
+        s = summary[key]
         values = ", ".join(f"{100 * v:.1f}" for v in s["values"])
         return f"{pm(s['mean'], s['std'])} % ({values})"
 
-    rows = [
-        ("probe top-1 (video), pretrained", cell("probe_top1")),
-        ("probe top-1 (video), random init", cell("probe_top1_random_init")),
-        ("video margin", cell("video_margin")),
-        ("probe top-1 (audio), pretrained", cell("probe_audio_top1")),
-        ("probe top-1 (audio), random init", cell("probe_audio_top1_random_init")),
-        ("audio margin", cell("audio_margin")),
-    ]
-    margin = summary.get("video_margin")
-    if margin is not None and margin["twice_larger_std"] is not None:
-        verdict = "yes" if margin["beyond_noise"] else "NO"
+    rows = [(label, cell(key)) for label, key in PROBE_ROWS if key in summary]
+    rows += [(label, cell(key)) for label, key in MARGIN_ROWS if key in summary]
+    headline = next((summary[key] for _, key in MARGIN_ROWS if key in summary), None)
+    if headline is not None and headline["twice_larger_std"] is not None:
+        verdict = "yes" if headline["beyond_noise"] else "NO"
         rows.append(
-            ("video margin > 2 x the larger std", f"{verdict} ({100 * margin['twice_larger_std']:.1f})")
+            (
+                "headline margin > 2 x the larger seed std",
+                f"{verdict} ({100 * headline['twice_larger_std']:.1f})",
+            )
         )
     rows += [
         ("chance", f"{_pct(first['chance'])} ({first['num_classes']} classes)"),
