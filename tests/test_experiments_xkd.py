@@ -146,6 +146,19 @@ def test_k400_yaml_is_the_paper_recipe(path: Path):
     assert model["variant"] == variant
     views = 3 if variant in ("mas", "mats") else 1
     assert model["num_local_views"] == data["num_local_views"] == views
+    # the released configs: 1 audio local view in every variant; MAS warms its teacher temperatures
+    assert model.get("num_audio_local_views", model["num_local_views"]) == 1
+    assert model["decoder_heads"] == 12
+    temps = (model["video_teacher_temperature"], model["audio_teacher_temperature"])
+    warm = (model.get("video_warmup_teacher_temperature"), model.get("audio_warmup_teacher_temperature"))
+    if variant == "mas":
+        assert (
+            temps == (0.11, 0.06)
+            and warm == (0.09, 0.04)
+            and model["teacher_temperature_warmup_epochs"] == 30
+        )
+    else:
+        assert temps == (0.1, 0.07) and warm == (None, None)
     assert "/path/to/" in data["root"]  # a placeholder the user must override, never a real path
 
 

@@ -20,6 +20,16 @@ def test_param_groups_exclude_biases_norms_frozen_and_duplicates() -> None:
     }
 
 
+def test_warmup_from_zero_is_the_release_linspace() -> None:
+    """The release's cosine_scheduler: warm-up np.linspace(0, base, W), then the same cosine."""
+    w, total = 10, 110
+    for step in range(w):
+        assert abs(warmup_cosine_factor(step, w, total, from_zero=True) - step / 9) < 1e-12
+    for step in (10, 35, 60, 109):
+        assert warmup_cosine_factor(step, w, total, from_zero=True) == warmup_cosine_factor(step, w, total)
+    assert warmup_cosine_factor(0, 1, total, from_zero=True) == 0.0  # linspace(0, 1, 1) == [0]
+
+
 def test_warmup_cosine_values() -> None:
     assert warmup_cosine_factor(0, 10, 110) == 0.1
     assert warmup_cosine_factor(9, 10, 110) == 1.0

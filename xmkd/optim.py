@@ -46,13 +46,19 @@ def param_groups_weight_decay(
     return [g for g in groups if g["params"]]
 
 
-def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_factor: float = 0.0) -> float:
+def warmup_cosine_factor(
+    step: int, warmup_steps: int, total_steps: int, min_factor: float = 0.0, from_zero: bool = False
+) -> float:
     """Multiplier of the base lr: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> ``min_factor``.
 
-    Warm-up starts at 1 / warmup_steps (not 0) so the first step already moves; after
-    ``total_steps`` the factor stays at ``min_factor``.
+    Warm-up starts at 1 / warmup_steps (not 0) so the first step already moves, unless
+    ``from_zero``: then it is DINO's / the released XKD's ``linspace(0, 1, warmup_steps)``, step 0
+    at lr 0 and step ``warmup_steps - 1`` at the full lr. After ``total_steps`` the factor stays at
+    ``min_factor``.
     """
     if warmup_steps > 0 and step < warmup_steps:
+        if from_zero:
+            return step / (warmup_steps - 1) if warmup_steps > 1 else 0.0
         return (step + 1) / warmup_steps
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, max(0.0, (step - warmup_steps) / decay_steps))
@@ -60,12 +66,12 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_fac
 
 
 def warmup_cosine_lambda(
-    warmup_steps: int, total_steps: int, min_factor: float = 0.0
+    warmup_steps: int, total_steps: int, min_factor: float = 0.0, from_zero: bool = False
 ) -> Callable[[int], float]:
     """For ``torch.optim.lr_scheduler.LambdaLR`` stepped once per optimiser step."""
 
     def factor(step: int) -> float:
-        return warmup_cosine_factor(step, warmup_steps, total_steps, min_factor)
+        return warmup_cosine_factor(step, warmup_steps, total_steps, min_factor, from_zero)
 
     return factor
 

@@ -227,8 +227,13 @@ def test_padded_clips_of_several_sizes_give_each_clips_own_views() -> None:
 # ------------------------------------------------------------------------------ the parameters
 
 
+def test_colour_jitter_is_always_on_by_default_as_released() -> None:
+    p = XKDBatchViews(**KW, num_local_views=2).draw(200, 8, 32, 40, torch.Generator().manual_seed(0))
+    assert bool(p["global_jitter"].all()) and bool(p["local_jitter"].all())
+
+
 def test_parameters_have_the_per_clip_distributions_and_are_independent() -> None:
-    views = XKDBatchViews(**KW, num_local_views=2)
+    views = XKDBatchViews(**KW, num_local_views=2, color_jitter_p=0.8)
     n = 4000
     p = views.draw(n, 8, 32, 40, torch.Generator().manual_seed(0))
 

@@ -53,7 +53,7 @@ def test_xkd_views_shapes_and_one_draw_per_clip():
 
 def test_xkd_probe_view_is_the_linear_evaluations_view_without_colour_operations():
     # A clip of one colour stays that colour under crops, flips and resizes, so any change in the
-    # probe view would be a colour operation; the global view's jitter (p 0.8) does change it.
+    # probe view would be a colour operation; the global view's jitter (always on) does change it.
     colour = torch.tensor([200, 40, 90], dtype=torch.uint8)
     clip = colour.expand(8, 24, 32, 3).contiguous()
     expected = ((colour.float() / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(
@@ -188,3 +188,64 @@ def test_spectrogram_local_views_are_stretched_segments():
     assert span.min() >= 0.6 * 112 - 3 and span.max() <= 1.5 * 112
     assert views.min() >= 0 and views.max() <= t - 1
     assert torch.all(views[..., 1:] >= views[..., :-1])  # order along time is kept
+
+
+# ------------------------------------------------------------------ the release's audio views
+
+
+def test_bicubic_crop_matrix_is_interpolate_of_the_crop() -> None:
+    import torch.nn.functional as F
+
+    from xmkd.data.transforms import bicubic_crop_matrix
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, dtype=torch.float64)
+    for start, length, out in ((0, 40, 17), (5, 12, 30), (20, 1, 9), (7, 33, 33), (0, 2, 50)):
+        m = bicubic_crop_matrix(torch.tensor([start]), torch.tensor([length]), 40, out)[0]
+        crop = x[:, start : start + length]
+        ref = F.interpolate(crop[:, None, None], size=(1, out), mode="bicubic", align_corners=True)[:, 0, 0]
+        torch.testing.assert_close(x @ m.T, ref, rtol=0, atol=1e-12)
+
+
+def test_spectrogram_resized_crop_is_the_release_view_by_view() -> None:
+    """The release's RandomResizeCrop.forward for given boxes: zero canvas (1.0 x 1.5 of the input),
+    input centred, box cut, F.interpolate(bicubic, align_corners=True) back to the input size."""
+    import torch.nn.functional as F
+
+    from xmkd.data.transforms import sample_spectrogram_crops, spectrogram_resized_crop
+
+    torch.manual_seed(1)
+    spec = torch.randn(6, 80, 112)
+    top, left, h, w = sample_spectrogram_crops(6, (80, 112))
+    assert (h >= 48).all() and (h <= 80).all() and (w >= 67).all() and (w <= 168).all()
+    assert (top + h <= 80).all() and (left + w <= 168).all()
+    ours = spectrogram_resized_crop(spec, top, left, h, w)
+    for k in range(6):
+        canvas = torch.zeros(80, 168)
+        canvas[:, 28 : 28 + 112] = spec[k]
+        crop = canvas[top[k] : top[k] + h[k], left[k] : left[k] + w[k]]
+        ref = F.interpolate(crop[None, None], size=(80, 112), mode="bicubic", align_corners=True)[0, 0]
+        torch.testing.assert_close(ours[k], ref, rtol=1e-5, atol=1e-4)  # float32 products
+
+
+def test_spectrogram_crop_boxes_cover_the_release_ranges() -> None:
+    from xmkd.data.transforms import sample_spectrogram_crops
+
+    torch.manual_seed(2)
+    top, left, h, w = sample_spectrogram_crops(4000, (80, 112))
+    # int(U(0.6, 1.5) * 80) clipped to the 80-row canvas: 48..80, 80 whenever U >= 1 (5/9 of the draws)
+    assert int(h.min()) == 48 and int(h.max()) == 80 and abs(float((h == 80).double().mean()) - 5 / 9) < 0.03
+    assert int(w.min()) == 67 and int(w.max()) == 167 and 25 <= int(top.max()) <= 32
+    assert int(left.min()) == 0 and int((left + w).max()) == 168
+
+
+def test_random_waveform_crops_start_on_100_sample_steps() -> None:
+    from xmkd.data.transforms import random_waveform_crops
+
+    torch.manual_seed(3)
+    wave = torch.arange(64000, dtype=torch.float32).repeat(4, 1) + torch.arange(4)[:, None] * 1e5
+    crops = random_waveform_crops(wave, 3, 16000)
+    assert crops.shape == (4, 3, 16000)
+    starts = crops[..., 0] - (torch.arange(4)[:, None] * 1e5)
+    assert torch.all(starts % 100 == 0) and starts.min() >= 0 and starts.max() <= 48000
+    torch.testing.assert_close(crops - crops[..., :1], torch.arange(16000.0).expand(4, 3, -1))

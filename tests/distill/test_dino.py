@@ -59,3 +59,24 @@ def test_center_all_reduces_the_batch_mean(monkeypatch) -> None:
     center = DINOCenter(3, momentum=0.5)
     center.update(torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))
     torch.testing.assert_close(center.center, 0.5 * torch.tensor([[14.0, 14.0, 14.0]]) / 3)
+
+
+def test_teacher_temperature_warmup_by_hand() -> None:
+    """The release's MAS schedule: np.linspace(0.09, 0.11, 30) over epochs 0-29, then 0.11."""
+    from xmkd.distill.dino import teacher_temperature_at
+
+    step = (0.11 - 0.09) / 29
+    for epoch, expected in (
+        (0, 0.09),
+        (1, 0.09 + step),
+        (15, 0.09 + 15 * step),
+        (29, 0.11),
+        (30, 0.11),
+        (799, 0.11),
+    ):
+        assert abs(teacher_temperature_at(epoch, 0.11, 0.09, 30) - expected) < 1e-12, epoch
+    assert abs(teacher_temperature_at(10, 0.06, 0.04, 30) - (0.04 + 0.02 * 10 / 29)) < 1e-12
+    assert teacher_temperature_at(0, 0.07) == 0.07 and teacher_temperature_at(0, 0.07, 0.04, 0) == 0.07
+    assert (
+        teacher_temperature_at(0, 0.07, 0.04, 1) == 0.04 and teacher_temperature_at(1, 0.07, 0.04, 1) == 0.07
+    )

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from xmkd.distill.ema import EMATeacherCallback, cosine_momentum, ema_update_, freeze_
+from xmkd.distill.ema import EMATeacherCallback, cosine_momentum, ema_update_, ema_update_tensors_, freeze_
 
 
 def test_ema_update_formula() -> None:
@@ -86,3 +86,55 @@ def test_callback_updates_only_after_real_optimiser_steps() -> None:
     assert changes == [False, True, False, True]
     assert all(not p.requires_grad for p in module.teacher.parameters())
     assert not module.teacher.training
+
+
+def _shared_pairs() -> tuple[nn.ModuleDict, nn.ModuleDict, nn.Linear]:
+    """XKD-MATS in miniature: per-modality tokenisers, one shared block, shared in the teacher too."""
+    torch.manual_seed(0)
+    shared_s = nn.Linear(2, 2)
+    student = nn.ModuleDict({m: nn.Sequential(nn.Linear(2, 2), shared_s) for m in ("video", "audio")})
+    teacher = copy.deepcopy(student)
+    assert teacher["video"][1] is teacher["audio"][1]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    return student, teacher, shared_s
+
+
+def test_shared_teacher_tensor_per_pair_is_the_release_double_update() -> None:
+    """The release's update_teacher: the video EMA, then the audio EMA over the same shared blocks."""
+    student, teacher, _ = _shared_pairs()
+    expected = copy.deepcopy(teacher)
+    m = 0.997
+    with torch.no_grad():  # the formula applied once per modality, literally
+        for mod in ("video", "audio"):
+            for t, s in zip(expected[mod].parameters(), student[mod].parameters()):
+                t.mul_(m).add_((1 - m) * s)
+    callback = EMATeacherCallback(m, 1.0)  # shared_updates="per_pair" is the default
+    pairs = [(student[mod], teacher[mod]) for mod in ("video", "audio")]
+    groups = callback.tensor_groups(pairs)
+    assert sorted(groups) == [1, 2] and len(groups[2][0]) == 2  # the shared weight and bias
+    for k, (t, s) in groups.items():
+        ema_update_tensors_(t, s, m**k)
+    for (name, t), e in zip(teacher.named_parameters(), expected.parameters()):
+        torch.testing.assert_close(t, e, rtol=0, atol=1e-7, msg=name)
+
+
+def test_shared_updates_once_keeps_one_update() -> None:
+    student, teacher, shared_s = _shared_pairs()
+    before = teacher["video"][1].weight.clone()
+    groups = EMATeacherCallback(0.5, 1.0, shared_updates="once").tensor_groups(
+        [(student[m], teacher[m]) for m in ("video", "audio")]
+    )
+    assert list(groups) == [1]
+    ema_update_tensors_(*groups[1], 0.5)
+    torch.testing.assert_close(teacher["video"][1].weight, 0.5 * before + 0.5 * shared_s.weight)
+
+
+def test_per_pair_refuses_a_shared_teacher_of_different_students() -> None:
+    import pytest
+
+    teacher_block = nn.Linear(2, 2)
+    pairs = [(nn.Sequential(nn.Linear(2, 2)), nn.Sequential(teacher_block)) for _ in range(2)]
+    with pytest.raises(ValueError, match="different student"):
+        EMATeacherCallback().tensor_groups(pairs)

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from xmkd.models.heads import DINOHead
@@ -7,6 +8,7 @@ from xmkd.models.vit import (
     MAEDecoder,
     ViTEncoder,
     audio_encoder_config,
+    build_encoder,
     count_parameters,
     interpolate_pos_embed,
     load_exported_encoder,
@@ -78,6 +80,78 @@ def test_local_views_use_interpolated_position_embeddings() -> None:
         interpolate_pos_embed(const, (2, 2, 2), (4, 6, 6)), torch.full((1, 144, 5), 3.0)
     )
     assert interpolate_pos_embed(torch.randn(40, 5), (20, 2), (20, 7)).shape == (140, 5)
+
+
+def _interp_matrix(n_in: int, n_out: int, scale: float, kind: str) -> np.ndarray:
+    """(n_out, n_in) weights of PyTorch's 1-D resampling with ``align_corners=False`` and a given
+    ``scale_factor``, from the formulas: source x = (i + 0.5) / scale - 0.5; linear clamps x at 0
+    and blends floor / floor + 1; cubic (Keys, a = -0.75) blends floor - 1 .. floor + 2, indices
+    clamped to the border."""
+    m = np.zeros((n_out, n_in))
+    a = -0.75
+    for i in range(n_out):
+        x = (i + 0.5) / scale - 0.5
+        if kind == "linear":
+            x = max(x, 0.0)
+            j = int(np.floor(x))
+            w = x - j
+            m[i, min(j, n_in - 1)] += 1 - w
+            m[i, min(j + 1, n_in - 1)] += w
+            continue
+        j = int(np.floor(x))
+        t = x - j
+        for k, d in zip(range(j - 1, j + 3), (1 + t, t, 1 - t, 2 - t)):
+            d = abs(d)
+            w = ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+            m[i, min(max(k, 0), n_in - 1)] += w
+    return m
+
+
+def test_release_pos_embed_resize_is_scale_factor_n_plus_point_one() -> None:
+    """Video: every axis resampled with scale (n + 0.1) / o (trilinear = separable linear); audio:
+    frequency kept (scale 1), time bicubic with (n + 0.1) / o; both from the formulas above."""
+    torch.manual_seed(0)
+    old, new = (8, 7, 7), (2, 6, 6)  # the paper's global -> local video grid
+    pe = torch.randn(1, 8 * 7 * 7, 4, dtype=torch.float64)
+    ours = interpolate_pos_embed(pe, old, new, "scale_factor").reshape(*new, 4).numpy()
+    mats = [_interp_matrix(o, n, (n + 0.1) / o, "linear") for o, n in zip(old, new)]
+    ref = np.einsum("at,bh,cw,thwd->abcd", *mats, pe.reshape(*old, 4).numpy())
+    np.testing.assert_allclose(ours, ref, atol=2e-5)  # resampled in float32
+    size = interpolate_pos_embed(pe, old, new, "size").reshape(*new, 4).numpy()
+    assert np.abs(size - ours).max() > 1e-3  # the two semantics really differ
+
+    old, new = (20, 28), (20, 7)  # the paper's global -> local spectrogram grid
+    pe = torch.randn(1, 20 * 28, 4, dtype=torch.float64)
+    ours = interpolate_pos_embed(pe, old, new, "scale_factor").reshape(*new, 4).numpy()
+    mat = _interp_matrix(28, 7, 7.1 / 28, "cubic")
+    ref = np.einsum("bt,ftd->fbd", mat, pe.reshape(*old, 4).numpy())
+    np.testing.assert_allclose(ours, ref, atol=2e-5)  # resampled in float32
+
+
+def test_encoder_defaults_are_the_release_and_legacy_exports_rebuild_as_trained() -> None:
+    enc = ViTEncoder(tiny_video_cfg())
+    assert enc.norm.eps == 1e-5 and enc.blocks[0].norm1.eps == 1e-5
+    assert enc.config.pos_embed_resize == "scale_factor"
+    legacy = tiny_video_cfg().to_dict()
+    del legacy["norm_eps"], legacy["pos_embed_resize"]  # a JSON exported before these knobs
+    old = build_encoder(legacy)
+    assert old.norm.eps == 1e-6 and old.blocks[1].norm2.eps == 1e-6 and old.config.pos_embed_resize == "size"
+
+
+def test_decoder_matches_the_release_layout_by_default() -> None:
+    dec = MAEDecoder(num_patches=8, encoder_dim=24, patch_dim=12, dim=24, depth=1)
+    assert dec.blocks[0].attn.num_heads == 12 and dec.blocks[0].norm1.eps == 1e-5
+    assert not any(k.startswith("norm.") for k in dec.state_dict())
+    tokens = torch.randn(2, 3, 24)
+    restore = torch.stack([torch.randperm(8) for _ in range(2)])
+    # no norm between the last block and the prediction layer
+    x = dec.embed(tokens)
+    fill = dec.mask_token.expand(2, 8 + 1 - 3, 24)
+    patches = torch.cat([x[:, 1:], fill], 1).gather(1, restore.unsqueeze(-1).expand(-1, -1, 24))
+    h, _ = dec.blocks[0](torch.cat([x[:, :1], patches], 1) + dec.pos_embed)
+    torch.testing.assert_close(dec(tokens, restore), dec.pred(h[:, 1:]))
+    normed = MAEDecoder(num_patches=8, encoder_dim=24, patch_dim=12, dim=24, depth=1, final_norm=True)
+    assert {"norm.weight", "norm.bias"} <= set(normed.state_dict())
 
 
 def test_drop_path_only_in_training() -> None:

@@ -209,3 +209,90 @@ def test_bad_config_names_the_key() -> None:
         XKDPretrainer(variant="bogus", **TINY)
     with pytest.raises(ValueError, match="loss_weights"):
         XKDPretrainer(loss_weights={"foo": 1.0}, **TINY)
+
+
+# ------------------------------------------------------------------ fidelity to the release
+
+
+def test_release_audio_views_shapes_and_the_legacy_option() -> None:
+    torch.manual_seed(0)
+    wave = torch.randn(3, SAMPLES) * 0.1
+    model = XKDPretrainer(num_local_views=2, num_audio_local_views=1, **TINY)
+    spec, local = model.audio_views(wave)
+    assert spec.shape == (3, 80, 32) and local.shape == (3, 1, 80, 16)
+    # the global view is the clip's log-mel with one gain in [0.9, 1.1]: a per-sample offset of
+    # 2 ln(g) / std on every bin that is not at the log's floor
+    clean = model.audio_spectrogram(wave)
+    offset = (spec - clean).flatten(1).median(1).values
+    assert (
+        torch.all(offset.abs() <= 2 * torch.log(torch.tensor(1.1)) / 4.41 + 1e-4) and offset.abs().max() > 0
+    )
+    legacy = XKDPretrainer(audio_views="spectrogram", num_local_views=2, **TINY)
+    spec_old, local_old = legacy.audio_views(wave)
+    torch.testing.assert_close(spec_old, legacy.audio_spectrogram(wave))
+    assert local_old.shape == (3, 2, 80, 16)
+
+
+def test_release_audio_local_view_is_its_own_waveform_crop() -> None:
+    """With the random resize crop an identity (scale 1, no canvas) and no gain, a local view is
+    the log-mel of a 100-sample-aligned crop of the clip."""
+    torch.manual_seed(1)
+    wave = torch.randn(2, SAMPLES) * 0.1
+    model = XKDPretrainer(
+        audio_local_crop_scale=(1.0, 1.0),
+        audio_local_canvas_scale=(1.0, 1.0),
+        audio_local_volume_jitter=0.0,
+        audio_global_volume_jitter=0.0,
+        **TINY,
+    )
+    _, local = model.audio_views(wave)
+    length = SAMPLES * 16 // 32
+    mel = model.melspec(wave.device)
+    candidates = [mel(wave[:, s : s + length])[..., :16] for s in range(0, SAMPLES - length + 1, 100)]
+    for b in range(2):
+        err = min(float((c[b] - local[b, 0]).abs().max()) for c in candidates)
+        assert err < 1e-4
+
+
+def test_mas_teacher_temperature_warms_up_per_epoch() -> None:
+    model = XKDPretrainer(
+        variant="mas",
+        video_teacher_temperature=0.11,
+        audio_teacher_temperature=0.06,
+        video_warmup_teacher_temperature=0.09,
+        audio_warmup_teacher_temperature=0.04,
+        teacher_temperature_warmup_epochs=30,
+        **TINY,
+    )
+    assert model.teacher_temperature("video", 0) == 0.09 and model.teacher_temperature("audio", 29) == 0.06
+    assert abs(model.teacher_temperature("video", 10) - (0.09 + 0.02 * 10 / 29)) < 1e-12
+    assert XKDPretrainer(**TINY).teacher_temperature("video", 0) == 0.1  # no warm-up: constant
+
+
+@pytest.mark.parametrize(("variant", "shared"), [("xkd", 0), ("mas", 0), ("mats", 1)])
+def test_mats_shared_teacher_blocks_get_the_release_double_update(variant: str, shared: int) -> None:
+    model = XKDPretrainer(variant=variant, **TINY)
+    callback = model.configure_callbacks()[0]
+    assert isinstance(callback, EMATeacherCallback) and callback.shared_updates == "per_pair"
+    groups = callback.tensor_groups(model.ema_pairs())
+    blocks = {id(p) for p in model.teacher["video"].blocks.parameters()}
+    twice = {id(t) for t in groups.get(2, ([], []))[0]}
+    assert twice == (blocks if shared else set())
+    once = XKDPretrainer(variant=variant, shared_teacher_ema="once", **TINY).configure_callbacks()[0]
+    assert once.shared_updates == "once"
+
+
+def test_release_architecture_defaults_and_old_checkpoints_name_the_knob() -> None:
+    model = XKDPretrainer(**TINY)
+    assert model.student["video"].norm.eps == 1e-5 and model.decoders["audio"].blocks[0].norm1.eps == 1e-5
+    assert not any(k.startswith("decoders.video.norm") for k in model.state_dict())
+    old = XKDPretrainer(decoder_final_norm=True, norm_eps=1e-6, **TINY)
+    ckpt = {"state_dict": old.state_dict()}
+    with pytest.raises(Exception, match="decoder_final_norm=True"):
+        model.on_load_checkpoint(ckpt)
+    fresh = XKDPretrainer(decoder_final_norm=True, norm_eps=1e-6, **TINY)
+    fresh.on_load_checkpoint(ckpt)
+    fresh.load_state_dict(ckpt["state_dict"])
+    sig = inspect.signature(XKDPretrainer.__init__).parameters
+    assert sig["decoder_heads"].default == 12 and sig["lr_warmup_from_zero"].default is True
+    assert sig["mel_scale"].default == "slaney" and sig["audio_views"].default == "release"

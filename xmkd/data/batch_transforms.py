@@ -16,7 +16,7 @@ small tensor ops per clip and view, and a float copy of every view through the c
 
 The distribution is that of ``XKDVideoViews``: torchvision's random-resized-crop sampling (scale,
 log-uniform aspect ratio 3/4-4/3, ten tries, centre-crop fallback), the antialiased bilinear resize,
-flip p 0.5, ``ClipColorJitter`` (p 0.8, random op order, its ops via ``ClipColorJitter.apply_op``),
+flip p 0.5, ``ClipColorJitter`` (``color_jitter_p``, 1 as released, random op order, its ops via ``ClipColorJitter.apply_op``),
 grayscale p 0.2, Gaussian blur p 0.5 with sigma ~ U(0.1, 2) (kernel 9, reflect padding), ImageNet
 normalisation. The parameters come from other random draws than the per-clip path's, so a seed gives
 other views; the distribution is the same (tests compare it with torchvision's sampling).
@@ -427,7 +427,7 @@ class XKDBatchViews:
         global_scale: tuple[float, float] = (0.2, 1.0),
         local_scale: tuple[float, float] = (0.08, 0.4),
         color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2),
-        color_jitter_p: float = 0.8,
+        color_jitter_p: float = 1.0,
         grayscale_p: float = 0.2,
         blur_p: float = 0.5,
         blur_kernel: int = 9,

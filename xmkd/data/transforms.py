@@ -131,7 +131,8 @@ class XKDVideoViews:
     """XKD's global and local video views of one clip.
 
     Global view: random resized crop (scale ``global_scale`` = [0.2, 1]) to ``size`` (112), colour
-    jitter (0.4, 0.4, 0.4, 0.2) with probability 0.8, horizontal flip.
+    jitter (0.4, 0.4, 0.4, 0.2) with probability ``color_jitter_p`` (1: the released code applies
+    it to every view; DINO-style recipes use 0.8), horizontal flip.
     Local views (``num_local_views`` of them): ``local_frames`` (8) consecutive frames at a random
     position in the clip, random resized crop (``local_scale`` = [0.08, 0.4]) to ``local_size``
     (96), grayscale p=0.2, Gaussian blur p=0.5.
@@ -162,7 +163,7 @@ class XKDVideoViews:
         global_scale: tuple[float, float] = (0.2, 1.0),
         local_scale: tuple[float, float] = (0.08, 0.4),
         color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2),
-        color_jitter_p: float = 0.8,
+        color_jitter_p: float = 1.0,
         grayscale_p: float = 0.2,
         blur_p: float = 0.5,
         blur_kernel: int = 9,
@@ -412,10 +413,130 @@ __all__ = [
     "VideoEvalTransform",
     "VideoTrainTransform",
     "XKDVideoViews",
+    "bicubic_crop_matrix",
     "crop_resize_time",
     "linear_eval_transform",
+    "random_waveform_crops",
+    "release_audio_local_views",
+    "sample_spectrogram_crops",
     "spectrogram_local_views",
+    "spectrogram_resized_crop",
     "to_tchw",
     "volume_jitter",
     "yiq_hue_shift",
 ]
+
+
+# --------------------------------------------------------------------------- the release's audio views
+
+
+def random_waveform_crops(
+    waveform: torch.Tensor, num_views: int, length: int, step: int = 100
+) -> torch.Tensor:
+    """``waveform (B, N)`` -> ``(B, num_views, length)`` crops, each at its own random start.
+
+    The release's audio local view: an independent crop of the raw waveform (1 s of the 4 s clip)
+    whose start is a random multiple of ``step`` samples (100) in ``[0, N - length]``.
+    """
+    if waveform.dim() != 2:
+        raise ValueError(f"expected waveforms (B, N), got shape {tuple(waveform.shape)}")
+    b, n = waveform.shape
+    if length > n:
+        raise ValueError(f"a {length}-sample crop does not fit a {n}-sample waveform")
+    starts = torch.randint(0, (n - length) // step + 1, (b, num_views), device=waveform.device) * step
+    idx = starts[..., None] + torch.arange(length, device=waveform.device)
+    return torch.gather(waveform[:, None].expand(b, num_views, n), 2, idx)
+
+
+def bicubic_crop_matrix(
+    start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int
+) -> torch.Tensor:
+    """``(K, out_size, in_size)`` matrices: row r of ``x @ M.T`` resamples ``x[start:start + length]``
+    to ``out_size`` points as ``F.interpolate(mode="bicubic", align_corners=True)`` of that crop.
+
+    Source point of output j: ``start + j (length - 1) / (out_size - 1)``; Keys' cubic (a = -0.75)
+    over the four neighbours, indices clamped to the crop (PyTorch's border handling).
+    """
+    a = -0.75
+    dtype = torch.float64
+    start, length = start.to(dtype)[:, None], length.to(dtype)[:, None]
+    j = torch.arange(out_size, device=start.device, dtype=dtype)[None]
+    scale = (length - 1) / (out_size - 1) if out_size > 1 else torch.zeros_like(length)
+    real = j * scale
+    base = real.floor()
+    t = real - base
+    mats = torch.zeros(start.shape[0], out_size, in_size, device=start.device, dtype=dtype)
+    for k, d in enumerate((1 + t, t, 1 - t, 2 - t)):
+        near = ((a + 2) * d - (a + 3)) * d * d + 1  # |d| <= 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # 1 < |d| < 2
+        weight = near if k in (1, 2) else far
+        idx = start + torch.minimum(torch.clamp(base + (k - 1), min=0), length - 1)
+        mats.scatter_add_(2, idx.long()[..., None], weight[..., None])
+    return mats
+
+
+def sample_spectrogram_crops(
+    n: int,
+    size: tuple[int, int],
+    canvas_scale: tuple[float, float] = (1.0, 1.5),
+    freq_scale: tuple[float, float] = (0.6, 1.5),
+    time_scale: tuple[float, float] = (0.6, 1.5),
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, ...]:
+    """``n`` crop boxes ``(top, left, height, width)`` on the canvas of BYOL-A's random resize crop.
+
+    As the release's ``RandomResizeCrop.get_params``: the canvas is ``int(size * canvas_scale)``
+    per axis; height ``int(U(freq_scale) * F)`` and width ``int(U(time_scale) * T)``, clipped to
+    ``[1, canvas]``; the corner uniform over the canvas positions where the box fits.
+    """
+    (f, t), (cf, ct) = size, canvas_size(size, canvas_scale)
+    u = torch.rand(4, n, device=device, dtype=torch.float64)
+    h = (freq_scale[0] + (freq_scale[1] - freq_scale[0]) * u[0]).mul(f).floor().clamp(1, cf)
+    w = (time_scale[0] + (time_scale[1] - time_scale[0]) * u[1]).mul(t).floor().clamp(1, ct)
+    top = (u[2] * (cf - h + 1)).floor().clamp(max=cf - h)
+    left = (u[3] * (ct - w + 1)).floor().clamp(max=ct - w)
+    return top.long(), left.long(), h.long(), w.long()
+
+
+def canvas_size(size: tuple[int, int], canvas_scale: tuple[float, float]) -> tuple[int, int]:
+    return int(size[0] * canvas_scale[0]), int(size[1] * canvas_scale[1])
+
+
+def spectrogram_resized_crop(
+    spec: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor,
+    width: torch.Tensor,
+    canvas_scale: tuple[float, float] = (1.0, 1.5),
+) -> torch.Tensor:
+    """BYOL-A's random resize crop of ``spec (K, F, T)`` with given boxes, all views at once.
+
+    Each spectrogram is centred on a zero canvas (``canvas_size``; zero is the normalised
+    log-mel's mean), the box is cut from the canvas and resized back to ``(F, T)`` bicubically
+    (``align_corners=True``), as the release does view by view; here as ``R @ canvas @ C.T`` with
+    per-view bicubic matrices (:func:`bicubic_crop_matrix`), one batched product for the batch.
+    """
+    if spec.dim() != 3:
+        raise ValueError(f"expected spectrograms (K, F, T), got shape {tuple(spec.shape)}")
+    k, f, t = spec.shape
+    cf, ct = canvas_size((f, t), canvas_scale)
+    canvas = spec.new_zeros(k, cf, ct)
+    y, x = (cf - f) // 2, (ct - t) // 2
+    canvas[:, y : y + f, x : x + t] = spec
+    rows = bicubic_crop_matrix(top, height, cf, f).to(spec.dtype)
+    cols = bicubic_crop_matrix(left, width, ct, t).to(spec.dtype)
+    return rows @ canvas @ cols.transpose(1, 2)
+
+
+def release_audio_local_views(
+    spec: torch.Tensor,
+    canvas_scale: tuple[float, float] = (1.0, 1.5),
+    freq_scale: tuple[float, float] = (0.6, 1.5),
+    time_scale: tuple[float, float] = (0.6, 1.5),
+) -> torch.Tensor:
+    """The release's random resize crop of each local spectrogram ``(K, F, T)``, boxes drawn here."""
+    boxes = sample_spectrogram_crops(
+        spec.shape[0], tuple(spec.shape[-2:]), canvas_scale, freq_scale, time_scale, spec.device
+    )
+    return spectrogram_resized_crop(spec, *boxes, canvas_scale=canvas_scale)

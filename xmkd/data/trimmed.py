@@ -509,6 +509,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             ``eval`` (centre crop, e.g. for linear-probe features) or ``none``.
         eval_transform: ``eval`` (short side resize + ``test_crops`` crops) or ``none``.
         crop_size, local_crop_size, local_frames, num_local_views, eval_short_side: view sizes.
+        color_jitter_p: probability of the ``xkd`` views' colour jitter (1: the released code
+            jitters every view; 0.8 is DINO's and what xmkd used before).
         linear_probe_view: with ``train_transform: xkd``, also return ``video_probe``, the linear
             evaluation's view of the same clip (random resized crop + flip), for the pretrainer's
             online probe (``probe_view: linear``).
@@ -547,6 +549,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         local_crop_size: int = 96,
         local_frames: int = 8,
         num_local_views: int = 1,
+        color_jitter_p: float = 1.0,
         linear_probe_view: bool = False,
         augment_on: AugmentOn = "sample",
         randaug_num_ops: int = 4,
@@ -603,6 +606,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.crop_size, self.local_crop_size = crop_size, local_crop_size
         self.local_frames, self.num_local_views = local_frames, num_local_views
+        self.color_jitter_p = color_jitter_p
         self.linear_probe_view = linear_probe_view
         self.augment_on = augment_on
         self.randaug = (randaug_num_ops, randaug_magnitude)
@@ -711,6 +715,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
                 local_frames=self.local_frames,
                 local_size=self.local_crop_size,
                 num_local_views=self.num_local_views,
+                color_jitter_p=self.color_jitter_p,
                 probe_view=self.linear_probe_view,
             )
         if self.train_transform == "finetune":

@@ -24,6 +24,22 @@ def dino_cross_entropy(
     return -(q * log_p).sum(dim=-1).mean()
 
 
+def teacher_temperature_at(
+    epoch: int, final: float, warmup: float | None = None, warmup_epochs: int = 0
+) -> float:
+    """DINO's teacher-temperature warm-up, per epoch, as the released XKD schedules it.
+
+    Epochs ``0 .. warmup_epochs - 1`` follow ``linspace(warmup, final, warmup_epochs)`` (the last
+    warm-up epoch already at ``final``); from then on ``final``. ``warmup`` None or
+    ``warmup_epochs`` <= 0: a constant ``final``.
+    """
+    if warmup is None or warmup_epochs <= 0 or epoch >= warmup_epochs:
+        return final
+    if warmup_epochs == 1:
+        return warmup
+    return warmup + (final - warmup) * max(epoch, 0) / (warmup_epochs - 1)
+
+
 def multi_view_dino_cross_entropy(
     student_views: Sequence[Tensor], teacher_logits: Tensor, center: Tensor, tau_s: float, tau_t: float
 ) -> Tensor:

@@ -33,10 +33,10 @@ Every conversion is strict: a release key that maps nowhere, an xmkd parameter t
 or a shape that does not fit raises :class:`ReleaseWeightsError` listing all of them. Files are read
 with ``torch.load(..., weights_only=True)`` (no code runs while loading).
 
-Not equal by construction (see README, Fidelity): the release's LayerNorms use PyTorch's default
-eps 1e-5, xmkd's encoder 1e-6 (``xmkd.models.vit``; on the tiny random encoder of the tests the
-outputs then differ by up to 3e-4 at unit scale); the release's PDAN leaks the input projection's
-bias into padded steps (xmkd masks it, ``xmkd.models.temporal``).
+The converted encoders are built with the release's LayerNorm eps (PyTorch's default 1e-5) and its
+position-embedding resize (``scale_factor=(n + 0.1) / o``), xmkd's defaults. Not equal by
+construction (see README, Fidelity): the release's PDAN leaks the input projection's bias into
+padded steps (xmkd masks it, ``xmkd.models.temporal``).
 
 Examples:
     >>> from xmkd.models.convert import export_release_encoders
@@ -93,6 +93,8 @@ XKD_NOT_ENCODER = re.compile(
 )
 #: encoder size (width -> heads) of the release's ``encoder_dict``; heads are not in the weights
 RELEASE_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16}
+#: the release's LayerNorms are ``nn.LayerNorm`` with PyTorch's default eps
+RELEASE_NORM_EPS = 1e-5
 #: the release's pretraining input (``configs/pretext/kinetics400/xkd.yaml``)
 RELEASE_INPUT = {"video": ((32, 112, 112), (4, 16, 16)), "audio": ((80, 448), (4, 16))}
 
@@ -271,6 +273,8 @@ def release_encoder_config(
         num_heads=num_heads,
         mlp_ratio=float(fc1.shape[0]) / dim if fc1 is not None else 4.0,
         qkv_bias="blocks.0.attn.qkv.bias" in state,
+        norm_eps=RELEASE_NORM_EPS,
+        pos_embed_resize="scale_factor",
     )
     check_state_dict(state, _expected_shapes(config), what, hint=(
         f"built for {modality} input {input_size} with patches {patch_size} "

@@ -30,6 +30,12 @@ from xmkd.models.masking import gather_tokens
 
 Modality = Literal["video", "audio"]
 
+#: LayerNorm eps: PyTorch's default, which the released XKD uses everywhere (xmkd used 1e-6 before;
+#: exported encoders whose JSON has no ``norm_eps`` are rebuilt with that, see ``build_encoder``).
+DEFAULT_NORM_EPS = 1e-5
+#: what an exported encoder JSON without these keys was built with
+LEGACY_ENCODER_DEFAULTS = {"norm_eps": 1e-6, "pos_embed_resize": "size"}
+
 #: (width, depth, heads) of the standard ViT sizes.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (192, 12, 3),
@@ -109,12 +115,37 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def interpolate_pos_embed(pos_embed: Tensor, old_grid: Sequence[int], new_grid: Sequence[int]) -> Tensor:
+PosEmbedResize = Literal["scale_factor", "size"]
+
+
+def release_pos_embed_scales(old_grid: Sequence[int], new_grid: Sequence[int]) -> tuple[float, ...]:
+    """The released XKD's interpolation scale per axis: ``(new + 0.1) / old`` (DINO's trick).
+
+    Video grids get it on every axis; a spectrogram grid's frequency axis, which the release
+    requires unchanged, keeps scale 1 (the identity), as the release passes ``scale_factor=(1, ...)``.
+    """
+    scales = [(n + 0.1) / o for o, n in zip(old_grid, new_grid)]
+    if len(old_grid) == 2 and old_grid[0] == new_grid[0]:
+        scales[0] = 1.0
+    return tuple(scales)
+
+
+def interpolate_pos_embed(
+    pos_embed: Tensor,
+    old_grid: Sequence[int],
+    new_grid: Sequence[int],
+    method: PosEmbedResize = "size",
+) -> Tensor:
     """Resize patch position embeddings (..., prod(old_grid), D) to ``new_grid`` (pure function).
 
     Trilinear for 3-D video grids, bicubic for 2-D spectrogram grids, as when fine-tuning at a
     larger input size (e.g. 112 -> 224). A CLS embedding, if any, must be split off by the caller.
     Interpretation: local views (smaller crops) also use interpolated embeddings, as in DINO.
+
+    ``method``: ``size`` interpolates to ``new_grid`` exactly (sample positions from the ratio of
+    the sizes); ``scale_factor`` is the released XKD's ``scale_factor=(n + 0.1) / o``
+    (:func:`release_pos_embed_scales`), whose sample positions come from that factor instead (at
+    the paper's local-view sizes the embeddings differ by a few hundredths).
     """
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
@@ -128,7 +159,17 @@ def interpolate_pos_embed(pos_embed: Tensor, old_grid: Sequence[int], new_grid: 
         )
     grid = pe.reshape(pe.shape[0], *old_grid, dim).movedim(-1, 1).float()
     mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(old_grid)]
-    out = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
+    if method == "size":
+        out = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
+    elif method == "scale_factor":
+        scales = release_pos_embed_scales(old_grid, new_grid)
+        out = F.interpolate(grid, scale_factor=scales, mode=mode, align_corners=False)
+        if tuple(out.shape[2:]) != new_grid:  # floor(o * (n + 0.1) / o) is n unless rounding bites
+            raise ValueError(
+                f"scale_factor {scales} resized {old_grid} to {tuple(out.shape[2:])}, not {new_grid}"
+            )
+    else:
+        raise ValueError(f"method must be 'size' or 'scale_factor', got {method!r}")
     out = out.movedim(1, -1).reshape(pe.shape[0], math.prod(new_grid), dim).to(pos_embed.dtype)
     return out.squeeze(0) if squeeze else out
 
@@ -181,12 +222,18 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)); x + mlp(norm(x))."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False, drop_path: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        drop_path: float = 0.0,
+        norm_eps: float = DEFAULT_NORM_EPS,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
@@ -205,10 +252,11 @@ def make_blocks(
     mlp_ratio: float = 4.0,
     qkv_bias: bool = False,
     drop_path: float = 0.0,
+    norm_eps: float = DEFAULT_NORM_EPS,
 ) -> nn.ModuleList:
     """``depth`` blocks with stochastic-depth rates rising linearly from 0 to ``drop_path``."""
     rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path]
-    return nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates)
+    return nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, r, norm_eps) for r in rates)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -229,7 +277,9 @@ class EncoderConfig:
     """Everything needed to rebuild an encoder (saved as JSON next to exported weights).
 
     ``input_size``: video (frames, height, width); audio (mel_bins, frames). ``patch_size``: video
-    (tubelet, patch, patch); audio (patch_freq, patch_time).
+    (tubelet, patch, patch); audio (patch_freq, patch_time). ``norm_eps``: every LayerNorm's eps
+    (the release's 1e-5). ``pos_embed_resize``: how inputs of another size (local views,
+    fine-tuning at 224) resize the position embeddings (:func:`interpolate_pos_embed`).
     """
 
     modality: Modality = "video"
@@ -242,8 +292,14 @@ class EncoderConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = False
     drop_path: float = 0.0
+    norm_eps: float = DEFAULT_NORM_EPS
+    pos_embed_resize: PosEmbedResize = "scale_factor"
 
     def __post_init__(self) -> None:
+        if self.pos_embed_resize not in ("scale_factor", "size"):
+            raise ValueError(
+                f"pos_embed_resize must be 'scale_factor' or 'size', got {self.pos_embed_resize!r}"
+            )
         self.input_size = tuple(self.input_size)
         self.patch_size = tuple(self.patch_size)
         if len(self.input_size) != len(self.patch_size):
@@ -314,12 +370,13 @@ class ViTEncoder(nn.Module):
                 config.mlp_ratio,
                 config.qkv_bias,
                 config.drop_path,
+                config.norm_eps,
             )
             blocks.apply(_init_weights)
         elif len(blocks) != config.depth or blocks[0].attn.num_heads != config.num_heads:
             raise ValueError("shared blocks do not match the encoder config")
         self.blocks = blocks
-        self.norm = nn.LayerNorm(config.dim, eps=1e-6)
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
 
     @property
     def dim(self) -> int:
@@ -352,7 +409,9 @@ class ViTEncoder(nn.Module):
         """
         grid = self.grid_of(x)
         patches = self.patchify(x) if patches is None else patches
-        pos = interpolate_pos_embed(self.pos_embed[:, 1:], self.config.grid, grid)
+        pos = interpolate_pos_embed(
+            self.pos_embed[:, 1:], self.config.grid, grid, self.config.pos_embed_resize
+        )
         if keep_indices is not None:
             # Embed only the visible patches: with 85% masking the embedding of the masked ones
             # (forward and weight gradient) is ~1% of a ViT-B step, all of it thrown away.
@@ -389,8 +448,13 @@ class ViTEncoder(nn.Module):
 
 
 def build_encoder(config: EncoderConfig | dict, blocks: nn.ModuleList | None = None) -> ViTEncoder:
+    """An encoder from a config, or from a config dict (an exported JSON).
+
+    A dict without ``norm_eps`` / ``pos_embed_resize`` was exported before these knobs existed, by
+    an encoder trained with ``LEGACY_ENCODER_DEFAULTS``: it is rebuilt as it was trained.
+    """
     if isinstance(config, dict):
-        config = EncoderConfig(**config)
+        config = EncoderConfig(**{**LEGACY_ENCODER_DEFAULTS, **config})
     return ViTEncoder(config, blocks)
 
 
@@ -426,6 +490,10 @@ class MAEDecoder(nn.Module):
 
     Runs on the global view's full token grid (``num_patches``) with its own learnable position
     embeddings; returns predictions for every patch (B, N, patch_dim), CLS dropped.
+
+    The released XKD's decoder (``base_decoder``: 384 wide, 4 blocks, 12 heads) has no LayerNorm
+    between its last block and the prediction layer; ``final_norm=True`` adds one (MAE's layout,
+    and what xmkd checkpoints made before this knob hold as ``norm.*``).
     """
 
     def __init__(
@@ -435,16 +503,20 @@ class MAEDecoder(nn.Module):
         patch_dim: int,
         dim: int = 384,
         depth: int = 4,
-        num_heads: int = 6,
+        num_heads: int = 12,
         mlp_ratio: float = 4.0,
+        final_norm: bool = False,
+        norm_eps: float = DEFAULT_NORM_EPS,
     ) -> None:
         super().__init__()
         self.num_patches = num_patches
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, dim))
-        self.blocks = make_blocks(dim, depth, num_heads, mlp_ratio)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = make_blocks(dim, depth, num_heads, mlp_ratio, norm_eps=norm_eps)
+        # Identity keeps the state_dict free of norm.* keys (a checkpoint of either layout fails
+        # loudly on the other instead of silently keeping a fresh norm).
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
         self.pred = nn.Linear(dim, patch_dim)
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)

@@ -79,7 +79,9 @@ def resize_encoder_input(encoder: ViTEncoder, input_size: tuple[int, ...]) -> Vi
         return encoder
     new_config = EncoderConfig(**{**old.to_dict(), "input_size": list(input_size)})
     with torch.no_grad():
-        patches = interpolate_pos_embed(encoder.pos_embed[:, 1:], old.grid, new_config.grid)
+        patches = interpolate_pos_embed(
+            encoder.pos_embed[:, 1:], old.grid, new_config.grid, old.pos_embed_resize
+        )
         encoder.pos_embed = nn.Parameter(torch.cat([encoder.pos_embed[:, :1], patches], dim=1))
     encoder.config = new_config
     return encoder

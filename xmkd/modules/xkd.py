@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from xmkd.distill.dino import DINOCenter, multi_view_dino_cross_entropy
+from xmkd.distill.dino import DINOCenter, multi_view_dino_cross_entropy, teacher_temperature_at
 from xmkd.distill.ema import EMATeacherCallback, freeze_
 from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
@@ -67,18 +67,44 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
         mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
         audio_local_frames: width of the audio local views (112 frames = 1 s).
-        audio_local_volume_jitter: interpretation: XKD jitters the local view's volume by +-0.2;
-            as the module only sees the spectrogram, a gain g is applied as the log-domain offset
-            2 ln(g) / std of the normalised log-mel (exact up to the log's eps). 0 disables.
+        mel_scale, mel_norm: the log-mel filterbank (``xmkd.data.audio.mel_filterbank``): the
+            release's librosa default ``slaney`` / ``slaney`` (its normalisation constants are for
+            it), or torchaudio's ``htk`` / ``none``.
+        audio_views: ``release`` (default): each audio local view is its own random crop of the
+            waveform (``audio_local_frames`` worth of samples, start on a 100-sample step), gain
+            ``U(1 -+ audio_local_volume_jitter)`` on the waveform, its own log-mel, then BYOL-A's
+            random resize crop in frequency and time (``audio_local_crop_scale`` of each axis, on a
+            zero canvas ``audio_local_canvas_scale`` times the view, bicubic); the global view's
+            waveform gets gain ``U(1 -+ audio_global_volume_jitter)``. ``spectrogram``: the views
+            xmkd made before (no global jitter; local views are time-only linear resized crops of
+            the global spectrogram, ``xmkd.data.transforms.spectrogram_local_views``, whose gain g is
+            the log-domain offset 2 ln(g) / std).
+        audio_local_volume_jitter: local views' volume jitter (0.2); 0 disables.
+        audio_global_volume_jitter: global view's volume jitter (0.1, ``audio_views: release`` only).
+        audio_local_crop_scale: BYOL-A's frequency and time scale range (0.6, 1.5).
+        audio_local_canvas_scale: BYOL-A's virtual crop canvas, (frequency, time) (1.0, 1.5).
         video_mask_ratio, audio_mask_ratio: MAE masking of the global views (0.85 / 0.80).
-        decoder_dim, decoder_depth, decoder_heads: MAE decoders (384, 4, 6).
+        decoder_dim, decoder_depth, decoder_heads: MAE decoders (384, 4, 12 as released).
+        decoder_final_norm: a LayerNorm before the decoders' prediction layer (False: the release
+            has none; checkpoints written by xmkd before this knob need True).
+        norm_eps: every encoder and decoder LayerNorm's eps (the release's 1e-5; xmkd used 1e-6).
+        pos_embed_resize: how local views resize the position embeddings: ``scale_factor`` (the
+            release's ``scale_factor=(n + 0.1) / o``) or ``size``.
         head_hidden_dim, head_bottleneck_dim, head_out_dim: DINO heads (2048, 256, 8192).
         student_temperature, video_teacher_temperature, audio_teacher_temperature: 0.1 / 0.1 / 0.07.
+        video_warmup_teacher_temperature, audio_warmup_teacher_temperature,
+            teacher_temperature_warmup_epochs: DINO's per-epoch linear warm-up of each teacher
+            temperature from the warm-up value to the final one over the first epochs
+            (``xmkd.distill.dino.teacher_temperature_at``); None: constant (XKD, MATS). XKD-MAS:
+            0.09 -> 0.11 (video) and 0.04 -> 0.06 (audio) over 30 epochs.
         center_momentum: EMA of the teacher centers (0.9).
         teacher_view: which view the teachers see. ``local`` (default) is what the released code does
             (it feeds the first local view) although its comment and the paper say the global view;
             ``global`` feeds the unmasked global view.
-        num_local_views: local views per modality used as extra student views.
+        num_local_views: video local views used as extra student views (the datamodule's
+            ``num_local_views`` makes them).
+        num_audio_local_views: audio local views (None: ``num_local_views``). The release's MAS and
+            MATS use 3 video and 1 audio.
         loss_weights: ``{"da": 1, "kd": 1, "rec": 5}``; divided by their sum when
             ``normalize_loss_weights``. A zero weight skips the term (and the teachers if both
             ``da`` and ``kd`` are zero).
@@ -90,10 +116,15 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         lr, weight_decay, betas, warmup_epochs, min_lr_factor: AdamW (no decay on biases and
             norms), linear warm-up then per-step cosine to ``min_lr_factor * lr``. The lr is used as
             given (no hidden batch-size scaling).
+        lr_warmup_from_zero: the warm-up starts at lr 0 (the release's ``linspace(0, lr, W)``);
+            False starts at lr / W.
         clip_grad: per-tensor gradient clip (0.3); 0 disables.
         clip_decoders: interpretation: the released code clips only the student encoders and heads
             (False); True clips the decoders as well.
         ema_base_momentum: teacher momentum, cosine to 1.0 over all optimiser steps.
+        shared_teacher_ema: XKD-MATS's shared teacher blocks: ``per_modality`` (the release:
+            updated once per modality each step, an effective momentum m^2, 0.994 at the start) or
+            ``once`` (m).
         drop_path: stochastic depth of the student encoders (0 in pretraining).
         probe_num_classes: >0 trains an online linear probe (solo-learn style) on detached
             mean-pooled student features, logged as ``val/probe_top1`` and ``val/probe_audio_top1``.
@@ -123,21 +154,34 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         audio_frames: int = 448,
         audio_patch: tuple[int, int] = (4, 16),
         audio_local_frames: int = 112,
+        mel_scale: Literal["slaney", "htk"] = "slaney",
+        mel_norm: Literal["slaney", "none"] = "slaney",
+        audio_views: Literal["release", "spectrogram"] = "release",
         audio_local_volume_jitter: float = 0.2,
+        audio_global_volume_jitter: float = 0.1,
+        audio_local_crop_scale: tuple[float, float] = (0.6, 1.5),
+        audio_local_canvas_scale: tuple[float, float] = (1.0, 1.5),
         video_mask_ratio: float = 0.85,
         audio_mask_ratio: float = 0.80,
         decoder_dim: int = 384,
         decoder_depth: int = 4,
-        decoder_heads: int = 6,
+        decoder_heads: int = 12,
+        decoder_final_norm: bool = False,
+        norm_eps: float = 1e-5,
+        pos_embed_resize: Literal["scale_factor", "size"] = "scale_factor",
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
         head_out_dim: int = 8192,
         student_temperature: float = 0.1,
         video_teacher_temperature: float = 0.1,
         audio_teacher_temperature: float = 0.07,
+        video_warmup_teacher_temperature: float | None = None,
+        audio_warmup_teacher_temperature: float | None = None,
+        teacher_temperature_warmup_epochs: int = 30,
         center_momentum: float = 0.9,
         teacher_view: Literal["local", "global"] = "local",
         num_local_views: int = 1,
+        num_audio_local_views: int | None = None,
         loss_weights: dict[str, float] | None = None,
         normalize_loss_weights: bool = True,
         feature_refinement: bool = True,
@@ -149,9 +193,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_epochs: float = 30.0,
         min_lr_factor: float = 0.0,
+        lr_warmup_from_zero: bool = True,
         clip_grad: float = 0.3,
         clip_decoders: bool = False,
         ema_base_momentum: float = 0.997,
+        shared_teacher_ema: Literal["per_modality", "once"] = "per_modality",
         drop_path: float = 0.0,
         probe_num_classes: int = 0,
         probe_lr: float = 1e-3,
@@ -166,8 +212,21 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             raise ConfigError("probe_view", f"expected masked | local | global | linear, got {probe_view!r}")
         if teacher_view not in ("local", "global"):
             raise ConfigError("teacher_view", f"expected local | global, got {teacher_view!r}")
-        if num_local_views < 1 and teacher_view == "local":
-            raise ConfigError("num_local_views", "teacher_view=local needs at least one local view")
+        audio_locals = num_local_views if num_audio_local_views is None else num_audio_local_views
+        if min(num_local_views, audio_locals) < 1 and teacher_view == "local":
+            raise ConfigError(
+                "num_local_views", "teacher_view=local needs at least one video and one audio local view"
+            )
+        self.num_audio_local_views = audio_locals
+        for key, value, choices in (
+            ("audio_views", audio_views, ("release", "spectrogram")),
+            ("mel_scale", mel_scale, ("slaney", "htk")),
+            ("mel_norm", mel_norm, ("slaney", "none")),
+            ("pos_embed_resize", pos_embed_resize, ("scale_factor", "size")),
+            ("shared_teacher_ema", shared_teacher_ema, ("per_modality", "once")),
+        ):
+            if value not in choices:
+                raise ConfigError(key, f"expected {' | '.join(choices)}, got {value!r}")
         weights = {"da": 1.0, "kd": 1.0, "rec": 5.0} if loss_weights is None else dict(loss_weights)
         if set(weights) - {"da", "kd", "rec"}:
             raise ConfigError("loss_weights", f"unknown terms {sorted(set(weights) - {'da', 'kd', 'rec'})}")
@@ -177,7 +236,8 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
         if encoder_size not in VIT_SIZES:
             raise ConfigError("encoder_size", f"expected one of {sorted(VIT_SIZES)}, got {encoder_size!r}")
-        depth = {} if encoder_depth is None else {"depth": encoder_depth}
+        depth: dict[str, Any] = {} if encoder_depth is None else {"depth": encoder_depth}
+        depth.update(norm_eps=norm_eps, pos_embed_resize=pos_embed_resize)
         vcfg = video_encoder_config(
             encoder_size, num_frames, img_size, tubelet, patch_size, drop_path=drop_path, **depth
         )
@@ -190,7 +250,14 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.decoders = nn.ModuleDict(
             {
                 m: MAEDecoder(
-                    cfg.num_patches, cfg.dim, cfg.patch_dim, decoder_dim, decoder_depth, decoder_heads
+                    cfg.num_patches,
+                    cfg.dim,
+                    cfg.patch_dim,
+                    decoder_dim,
+                    decoder_depth,
+                    decoder_heads,
+                    final_norm=decoder_final_norm,
+                    norm_eps=norm_eps,
                 )
                 for m, cfg in (("video", vcfg), ("audio", acfg))
             }
@@ -211,7 +278,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.teacher.eval()
         self.teacher_heads.eval()
         self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in MODALITIES})
-        self.teacher_temperature = {"video": video_teacher_temperature, "audio": audio_teacher_temperature}
+        self.teacher_temperatures = {
+            "video": (video_teacher_temperature, video_warmup_teacher_temperature),
+            "audio": (audio_teacher_temperature, audio_warmup_teacher_temperature),
+        }
 
         self.probes = nn.ModuleDict()
         self.probe_acc = nn.ModuleDict()
@@ -233,7 +303,27 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         ]
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        return [EMATeacherCallback(self.hparams.ema_base_momentum, 1.0)]
+        shared = "per_pair" if self.hparams.shared_teacher_ema == "per_modality" else "once"
+        return [EMATeacherCallback(self.hparams.ema_base_momentum, 1.0, shared_updates=shared)]
+
+    def teacher_temperature(self, modality: str, epoch: int | None = None) -> float:
+        """The ``modality`` teacher's temperature at ``epoch`` (default: the current epoch)."""
+        final, warmup = self.teacher_temperatures[modality]
+        epoch = self.current_epoch if epoch is None else epoch
+        return teacher_temperature_at(epoch, final, warmup, self.hparams.teacher_temperature_warmup_epochs)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the knob when a checkpoint's decoder layout differs from this module's."""
+        state = checkpoint.get("state_dict", {})
+        has_norm = any(k.startswith("decoders.") and ".norm." in k and ".blocks." not in k for k in state)
+        if has_norm != self.hparams.decoder_final_norm:
+            raise ConfigError(
+                "decoder_final_norm",
+                f"the checkpoint's decoders {'have' if has_norm else 'have no'} final LayerNorm; build the "
+                f"module with decoder_final_norm={has_norm} (checkpoints written before this knob have "
+                "one, and were trained with norm_eps=1e-6, pos_embed_resize=size, audio_views=spectrogram, "
+                "mel_scale=htk, mel_norm=none)",
+            )
 
     def train(self, mode: bool = True) -> XKDPretrainer:
         super().train(mode)
@@ -248,7 +338,9 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         if mel is None:
             from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
 
-            mel = self._aux["melspec"] = LogMelSpectrogram()
+            mel = self._aux["melspec"] = LogMelSpectrogram(
+                mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm
+            )
         return mel.to(device) if isinstance(mel, nn.Module) else mel
 
     def audio_spectrogram(self, waveform: Tensor) -> Tensor:
@@ -266,11 +358,53 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             )
         return spec[..., :frames]
 
+    def audio_views(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """Training views of a (B, N) waveform: global (B, F, audio_frames), local (B, L, F, t)."""
+        hp = self.hparams
+        if hp.audio_views == "spectrogram":
+            spec = self.audio_spectrogram(waveform)
+            return spec, self.audio_local_views(spec)
+        return self.release_audio_views(waveform)
+
+    def release_audio_views(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """The released XKD's audio views (``audio_views: release``; see the class docstring)."""
+        from xmkd.data.transforms import random_waveform_crops, release_audio_local_views, volume_jitter
+
+        hp = self.hparams
+        wave = waveform.float()
+        if hp.audio_global_volume_jitter > 0:
+            wave = volume_jitter(wave, hp.audio_global_volume_jitter)
+        spec = self.audio_spectrogram(wave)
+        b, n = waveform.shape
+        views = self.num_audio_local_views
+        # The local crop covers the same share of the waveform as its frames of the global view's
+        # (the release: a quarter, 1 s of 4 s).
+        length = n * hp.audio_local_frames // hp.audio_frames
+        crops = random_waveform_crops(waveform.float(), views, length)  # of the clip, not the global view
+        crops = crops.reshape(b * views, length)
+        if hp.audio_local_volume_jitter > 0:
+            crops = volume_jitter(crops, hp.audio_local_volume_jitter)
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            local = self.melspec(waveform.device)(crops)
+            if local.shape[-1] < hp.audio_local_frames:
+                raise ConfigError(
+                    "audio_local_frames",
+                    f"a {length}-sample local crop gives {local.shape[-1]} frames, fewer than "
+                    f"audio_local_frames={hp.audio_local_frames}",
+                )
+            local = release_audio_local_views(
+                local[..., : hp.audio_local_frames],
+                tuple(hp.audio_local_canvas_scale),
+                tuple(hp.audio_local_crop_scale),
+                tuple(hp.audio_local_crop_scale),
+            )
+        return spec, local.reshape(b, views, *local.shape[1:])
+
     def audio_local_views(self, spec: Tensor) -> Tensor:
-        """(B, F, T) -> (B, L, F, audio_local_frames) random crops (data layer's transform)."""
+        """(B, F, T) -> (B, L, F, audio_local_frames) time-only random crops (``audio_views: spectrogram``)."""
         from xmkd.data.transforms import spectrogram_local_views
 
-        views = spectrogram_local_views(spec, self.hparams.num_local_views, self.hparams.audio_local_frames)
+        views = spectrogram_local_views(spec, self.num_audio_local_views, self.hparams.audio_local_frames)
         views = views.squeeze(2) if views.ndim == 5 else views
         jitter = self.hparams.audio_local_volume_jitter
         if jitter > 0:
@@ -331,21 +465,22 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         """All XKD terms for one batch; returns the total, log values and the pieces for the probe."""
         hp = self.hparams
         b = video.shape[0]
-        L = hp.num_local_views
-        if video_local.shape[1] < L or spec_local.shape[1] < L:
+        counts = {"video": hp.num_local_views, "audio": self.num_audio_local_views}
+        if video_local.shape[1] < counts["video"] or spec_local.shape[1] < counts["audio"]:
             raise ConfigError(
                 "num_local_views",
-                f"batch has {video_local.shape[1]} video / {spec_local.shape[1]} audio local views, need {L}",
+                f"batch has {video_local.shape[1]} video / {spec_local.shape[1]} audio local views, "
+                f"need {counts['video']} / {counts['audio']}",
             )
         inputs = {"video": video, "audio": spec}
-        local = {"video": video_local[:, :L], "audio": spec_local[:, :L]}
+        local = {"video": video_local[:, : counts["video"]], "audio": spec_local[:, : counts["audio"]]}
         ratios = {"video": hp.video_mask_ratio, "audio": hp.audio_mask_ratio}
         masks, pooled_global, rec, student_out, pooled_local = {}, {}, {}, {}, {}
         for m in MODALITIES:
             n = self.student[m].config.num_patches
             masks[m] = random_masking(b, n, ratios[m], device=video.device)
             pooled_global[m], rec[m] = self._student_global(m, inputs[m], masks[m])
-            pooled_local[m] = self._student_local(m, local[m]) if L > 0 else []
+            pooled_local[m] = self._student_local(m, local[m]) if counts[m] > 0 else []
             # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
             # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
             views = [pooled_global[m], *pooled_local[m]]
@@ -372,14 +507,14 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                 teacher_out["video"],
                 self.centers["video"].center,
                 tau_s,
-                self.teacher_temperature["video"],
+                self.teacher_temperature("video"),
             )
             a2v = multi_view_dino_cross_entropy(
                 student_out["video"],
                 teacher_out["audio"],
                 self.centers["audio"].center,
                 tau_s,
-                self.teacher_temperature["audio"],
+                self.teacher_temperature("audio"),
             )
             logs["loss/kd_video_teacher_to_audio"] = v2a.detach()
             logs["loss/kd_audio_teacher_to_video"] = a2v.detach()
@@ -450,8 +585,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                     else ""
                 )
                 raise KeyError(f"XKDPretrainer batch has no '{key}' (keys: {sorted(batch)}){hint}")
-        spec = self.audio_spectrogram(batch["audio"])
-        spec_local = self.audio_local_views(spec)
+        spec, spec_local = self.audio_views(batch["audio"])
         return batch["video"], batch["video_local"], spec, spec_local
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -512,7 +646,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         max_epochs = self.trainer.max_epochs or 0
         warmup = round(total * hp.warmup_epochs / max_epochs) if max_epochs > 0 else 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_factor)
+            optimizer, warmup_cosine_lambda(warmup, total, hp.min_lr_factor, hp.lr_warmup_from_zero)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
