@@ -70,6 +70,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         mel_scale, mel_norm: the log-mel filterbank (``xmkd.data.audio.mel_filterbank``): the
             release's librosa default ``slaney`` / ``slaney`` (its normalisation constants are for
             it), or torchaudio's ``htk`` / ``none``.
+        mel_log_eps: the eps of ``log(mel + eps)`` (the release's float32 eps; xmkd used 1e-6).
         audio_views: ``release`` (default): each audio local view is its own random crop of the
             waveform (``audio_local_frames`` worth of samples, start on a 100-sample step), gain
             ``U(1 -+ audio_local_volume_jitter)`` on the waveform, its own log-mel, then BYOL-A's
@@ -156,6 +157,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         audio_local_frames: int = 112,
         mel_scale: Literal["slaney", "htk"] = "slaney",
         mel_norm: Literal["slaney", "none"] = "slaney",
+        mel_log_eps: float = 1.1920928955078125e-07,
         audio_views: Literal["release", "spectrogram"] = "release",
         audio_local_volume_jitter: float = 0.2,
         audio_global_volume_jitter: float = 0.1,
@@ -322,7 +324,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                 f"the checkpoint's decoders {'have' if has_norm else 'have no'} final LayerNorm; build the "
                 f"module with decoder_final_norm={has_norm} (checkpoints written before this knob have "
                 "one, and were trained with norm_eps=1e-6, pos_embed_resize=size, audio_views=spectrogram, "
-                "mel_scale=htk, mel_norm=none)",
+                "mel_scale=htk, mel_norm=none, mel_log_eps=1e-6, lr_warmup_from_zero=false)",
             )
 
     def train(self, mode: bool = True) -> XKDPretrainer:
@@ -339,7 +341,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
 
             mel = self._aux["melspec"] = LogMelSpectrogram(
-                mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm
+                mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm, eps=self.hparams.mel_log_eps
             )
         return mel.to(device) if isinstance(mel, nn.Module) else mel
 
