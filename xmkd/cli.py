@@ -6,10 +6,15 @@
     ``--runs_dir DIR``. Every run lives in ``runs/<experiment>/version_<N>/`` (see ``xmkd.runs``).
 ``xmkd data <tool> ...``
     Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``.
+    ``predict`` writes ``predictions/`` in the run folder: detection scores, the Charades submission
+    file and segments; classifier top-k; XKD embeddings (see ``xmkd.predict``).
+``xmkd export --ckpt CKPT --out DIR``
+    The encoders of an XKD checkpoint, the RGB student of a detection one (see ``xmkd.export``).
 ``xmkd compute-flow ...``, ``xmkd extract-features ...``
     The raw-video chain: optical flow, then sliding-window features for the detection readers.
 ``xmkd pipeline <name> ...``
     The multi-run jobs behind the make targets (pretraining + probes, detection tables, ...).
+``xmkd --version``
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -36,6 +42,10 @@ DATA_TOOLS: dict[str, tuple[str, str]] = {
 CHAIN_TOOLS: dict[str, tuple[str, str]] = {
     "compute-flow": ("xmkd.data.flow", "dense optical flow (OpenCV DIS), quantised uint8, resumable"),
     "extract-features": ("xmkd.features.extract", "sliding-window features per video, resumable"),
+}
+# Tools over a finished run's checkpoint: `xmkd export --ckpt ... --out ...`.
+CHECKPOINT_TOOLS: dict[str, tuple[str, str]] = {
+    "export": ("xmkd.export", "encoders of an XKD checkpoint, the RGB student of a detection one"),
 }
 PIPELINES: dict[str, tuple[str, str]] = {
     "pretrain-xkd": (
@@ -68,6 +78,26 @@ PIPELINES: dict[str, tuple[str, str]] = {
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
+_DASHED = re.compile(r"--[a-z0-9]+(?:-[a-z0-9]+)+")
+_UNDERSCORED = re.compile(r"--[a-z0-9]+(?:_[a-z0-9]+)+")
+
+
+def option_spelling(argv: list[str], separator: str) -> list[str]:
+    """Spell plain option names (``--runs-dir`` / ``--runs_dir``, before any ``=value``) with
+    ``separator``, so either spelling works: the data tools and pipelines use dashes, LightningCLI
+    (``--ckpt_path``, ``--runs_dir``) underscores. Dotted keys (``--model.init_args.lr``) and values
+    are left alone."""
+    pattern = _UNDERSCORED if separator == "-" else _DASHED
+    other = "_" if separator == "-" else "-"
+    out = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if pattern.fullmatch(name):
+            token = "--" + name[2:].replace(other, separator) + eq + value
+        out.append(token)
+    return out
+
+
 def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
@@ -75,7 +105,7 @@ def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) ->
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] not in tools:
         parser.parse_args(argv)  # prints usage and exits with the reason
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], option_spelling(argv[1:], "-")
     module = importlib.import_module(tools[name][0])
     tool_parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=tools[name][1])
     module.add_arguments(tool_parser)
@@ -159,6 +189,9 @@ def run_lightning_cli(argv: list[str]) -> Any:
                         settings=wandb.Settings(init_timeout=60, silent=True),
                     )
                 )
+                # Lightning always passes wandb's deprecated `anonymous` setting (None included), and
+                # wandb warns that it has no effect: leave it out.
+                loggers[-1]._wandb_init.pop("anonymous", None)
             return loggers
 
         def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
@@ -172,6 +205,7 @@ def run_lightning_cli(argv: list[str]) -> Any:
             if (
                 not any(isinstance(c, ModelCheckpoint) for c in user_callbacks)
                 and trainer_config.get("enable_checkpointing") is not False
+                and self.subcommand != "predict"  # saves nothing; would only warn "dirpath has changed"
             ):
                 monitor, mode = getattr(self.model, "checkpoint_monitor", (None, "max"))
                 callbacks += default_checkpoint_callbacks(
@@ -189,6 +223,14 @@ def run_lightning_cli(argv: list[str]) -> Any:
                 for default in (PreemptionCheckpoint(self.run_dir / "checkpoints"), ResumeState()):
                     if not any(isinstance(c, type(default)) for c in user_callbacks):
                         callbacks.append(default)
+            if self.subcommand == "predict":
+                from xmkd.predict import PredictionWriter
+
+                if not any(isinstance(c, PredictionWriter) for c in user_callbacks):
+                    callbacks.append(PredictionWriter(self.run_dir / "predictions"))
+                # a fit checkpoint carries ResumeState's RNG state: give it its callback (unused here),
+                # else Lightning warns "Please add the following callbacks: ['ResumeState']"
+                callbacks.append(ResumeState())
             if not trainer_config.get("plugins"):
                 trainer_config.plugins = [AtomicCheckpointIO()]
             try:
@@ -202,6 +244,9 @@ def run_lightning_cli(argv: list[str]) -> Any:
 
     # Pipelines call this with their own argv while sys.argv holds the pipeline's: not a mistake.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    from xmkd.console import quiet_harmless_messages
+
+    quiet_harmless_messages()
     inherited_run_dir = os.environ.get(RUN_DIR_ENV)
     try:
         return XmkdCLI(
@@ -244,6 +289,11 @@ def apply_portable_math(environ: dict[str, str] | os._Environ[str] = os.environ)
     return True
 
 
+def plain_text(docstring: str) -> str:
+    """A docstring for the terminal: reStructuredText's ``literal`` markup shown as plain text."""
+    return docstring.replace("``", "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     apply_portable_math()
@@ -253,14 +303,22 @@ def main(argv: list[str] | None = None) -> int:
         return _tool_main("xmkd pipeline", PIPELINES, argv[1:])
     if argv and argv[0] in CHAIN_TOOLS:
         return _tool_main("xmkd", CHAIN_TOOLS, argv)
+    if argv and argv[0] in CHECKPOINT_TOOLS:
+        return _tool_main("xmkd", CHECKPOINT_TOOLS, argv)
+    if argv and argv[0] in ("-V", "--version"):
+        from xmkd import __version__
+
+        print(f"xmkd {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(plain_text(__doc__ or ""))
         print("Lightning subcommands:", ", ".join(LIGHTNING_SUBCOMMANDS))
         print("Data tools:", ", ".join(DATA_TOOLS))
         print("Raw-video tools:", ", ".join(CHAIN_TOOLS))
+        print("Checkpoint tools:", ", ".join(CHECKPOINT_TOOLS))
         print("Pipelines:", ", ".join(PIPELINES) or "(none)")
         return 0
-    run_lightning_cli(argv)
+    run_lightning_cli(option_spelling(argv, "_"))
     return 0
 
 

@@ -612,6 +612,10 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
         return self.annotations.num_classes
 
     @property
+    def class_names(self) -> list[str]:
+        return list(self.annotations.class_names)
+
+    @property
     def feature_dims(self) -> dict[str, int]:
         """Feature width per modality, read from the first video's files (headers only)."""
         video = self.annotations.videos[0]

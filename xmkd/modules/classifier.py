@@ -37,6 +37,7 @@ from xmkd.eval.finetune_utils import (
 )
 from xmkd.metrics.classification import VideoLevelAccuracy
 from xmkd.models.vit import EncoderConfig, ViTEncoder, build_encoder, interpolate_pos_embed
+from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.optim import build_adamw, param_groups_weight_decay, warmup_cosine_lambda
 
 __all__ = ["VideoClassifier", "load_encoder_for_eval", "resize_encoder_input"]
@@ -45,9 +46,42 @@ __all__ = ["VideoClassifier", "load_encoder_for_eval", "resize_encoder_input"]
 _VIEW_STRIDE = 1000
 
 
-def load_encoder_for_eval(path: str | Path, drop_path: float | None = None) -> ViTEncoder:
-    """Rebuild an exported encoder (``.pt`` + ``.json``), optionally with a new stochastic-depth rate."""
+def encoder_from_xkd_checkpoint(path: str | Path, encoder_key: str = "student_video") -> ViTEncoder:
+    """One encoder (``student_video``, ``student_audio``, ``teacher_video``, ``teacher_audio``) of an
+    XKD Lightning checkpoint, as ``xmkd export`` would write it; other checkpoints are refused by name."""
+    from xmkd.export import XKD, checkpoint_module_class, load_checkpoint_module, read_checkpoint
+
+    kind = checkpoint_module_class(read_checkpoint(path))
+    if kind != XKD:
+        raise ConfigError(
+            "encoder_path", f"{path} is a {kind or 'checkpoint of an unknown module'}, not an XKDPretrainer's"
+        )
+    role, _, modality = encoder_key.partition("_")
+    if role not in ("student", "teacher") or modality not in ("video", "audio"):
+        raise ConfigError(
+            "encoder_key",
+            f"expected student_video | student_audio | teacher_video | teacher_audio, got {encoder_key!r}",
+        )
+    from xmkd.modules.xkd import XKDPretrainer
+
+    model = load_checkpoint_module(XKDPretrainer, path)
+    return getattr(model, role)[modality]
+
+
+def load_encoder_for_eval(
+    path: str | Path, drop_path: float | None = None, encoder_key: str = "student_video"
+) -> ViTEncoder:
+    """Rebuild an exported encoder (``.pt`` + ``.json``), or take ``encoder_key`` of an XKD Lightning
+    checkpoint (``.ckpt``), optionally with a new stochastic-depth rate."""
     path = Path(path)
+    if path.suffix == ".ckpt":
+        encoder = encoder_from_xkd_checkpoint(path, encoder_key)
+        config = encoder.config.to_dict()
+        if drop_path is not None:
+            config["drop_path"] = drop_path
+        rebuilt = build_encoder(config)  # a standalone copy (MAS/MATS students share their blocks)
+        rebuilt.load_state_dict(encoder.state_dict())
+        return rebuilt
     meta = path.with_suffix(".json")
     if not path.is_file():
         raise ConfigError("encoder_path", f"{path}: exported encoder weights not found")
@@ -92,7 +126,10 @@ class VideoClassifier(pl.LightningModule):
 
     Args:
         encoder_path: an exported encoder ``.pt`` (its ``.json`` next to it), e.g.
-            ``runs/pretrain-xkd/encoders/student_video.pt``.
+            ``runs/pretrain-xkd/encoders/student_video.pt``, or an XKD Lightning checkpoint
+            (``.ckpt``, e.g. ``runs/xkd_vitb_k400/version_0/checkpoints/last.ckpt``).
+        encoder_key: which encoder of an XKD checkpoint: ``student_video`` (default),
+            ``student_audio``, ``teacher_video`` or ``teacher_audio`` (ignored for a ``.pt``).
         num_classes: classes of the downstream dataset.
         mode: ``linear`` (frozen encoder in eval mode, linear head) or ``finetune`` (all weights).
         input_size: fine-tune at this input size ((frames, H, W) or (mel_bins, frames)); the position
@@ -135,6 +172,7 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: float = 0.1,
         aggregate: Literal["softmax", "scores"] = "softmax",
         audio_frames: int | None = None,
+        encoder_key: str = "student_video",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -142,7 +180,7 @@ class VideoClassifier(pl.LightningModule):
             raise ConfigError("mode", f"must be linear | finetune, got {mode!r}")
         if num_classes < 2:
             raise ConfigError("num_classes", f"must be >= 2, got {num_classes}")
-        encoder = load_encoder_for_eval(encoder_path, drop_path if mode == "finetune" else 0.0)
+        encoder = load_encoder_for_eval(encoder_path, drop_path if mode == "finetune" else 0.0, encoder_key)
         if input_size is not None:
             encoder = resize_encoder_input(encoder, tuple(input_size))
         self.encoder = encoder
@@ -162,6 +200,14 @@ class VideoClassifier(pl.LightningModule):
         self.val_accuracy = VideoLevelAccuracy(aggregate=aggregate)
         self.test_accuracy = VideoLevelAccuracy(aggregate=aggregate)
         self._aux: dict[str, Any] = {}  # the log-mel front end, not part of the checkpoint
+
+    def setup(self, stage: str) -> None:
+        """Check ``num_classes`` against the data's before any step (else: an index error in the loss)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = data_attribute(datamodule, "num_classes")
+        check_against_data(
+            self, datamodule, [("num_classes", self.hparams.num_classes, "num_classes", data_classes)]
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -263,6 +309,19 @@ class VideoClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.test_accuracy.update_count:
             self._log_metric("test", self.test_accuracy)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Each view's logits with its video id, for :class:`xmkd.predict.PredictionWriter`, which
+        averages a video's views as ``aggregate`` says and writes its top-k classes."""
+        logits = self(self.inputs(batch)).float().cpu()
+        label = torch.as_tensor(batch.get("label", -1)).long().reshape(-1).expand(logits.shape[0])
+        return {
+            "kind": "classification",
+            "video_id": [str(v) for v in batch["video_id"]],
+            "logits": logits,
+            "label": label.cpu(),
+            "aggregate": self.hparams.aggregate,
+        }
 
     # ------------------------------------------------------------------ optimisation
 

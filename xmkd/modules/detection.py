@@ -32,6 +32,7 @@ from xmkd.distill.detection import build_distill_losses
 from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
+from xmkd.modules.data_checks import check_against_data, data_attribute
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the headless backend
@@ -207,6 +208,27 @@ class DetectionModule(L.LightningModule):
         )
         self._plot_buffer: list[dict[str, Any]] = []
 
+    def expected_feature_dims(self) -> dict[str, tuple[str, int]]:
+        """Modality -> (hyper-parameter, width) of the features this model reads; checked against the
+        data in :meth:`setup`."""
+        return {}
+
+    def setup(self, stage: str) -> None:
+        """Check ``num_classes`` and the input widths against the data before any step runs."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        dims = data_attribute(datamodule, "feature_dims") or {}
+        checks = [
+            (
+                "num_classes",
+                self.hparams.num_classes,
+                "num_classes",
+                data_attribute(datamodule, "num_classes"),
+            )
+        ]
+        for modality, (key, width) in self.expected_feature_dims().items():
+            checks.append((key, width, f"feature width of {modality}", dims.get(modality)))
+        check_against_data(self, datamodule, checks)
+
     def make_head(self, in_dim: int):
         h = self.hparams
         return build_head(
@@ -299,6 +321,20 @@ class DetectionModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Per-step probabilities of each video's valid steps, for :class:`xmkd.predict.PredictionWriter`
+        (labels are not read: unlabelled annotation files work)."""
+        probs = self(batch)["logits"].sigmoid().float().cpu()
+        lengths = batch["mask"].sum(1).tolist()
+        duration = batch.get("duration")
+        return {
+            "kind": "detection",
+            "video_id": [str(v) for v in batch["video_id"]],
+            "scores": [probs[i, : int(n)] for i, n in enumerate(lengths)],
+            "duration": None if duration is None else [float(d) for d in duration],
+            "class_names": self.hparams.class_names,
+        }
+
     def per_class_ap(self) -> np.ndarray:
         """Per-class AP of the current validation epoch (NaN for classes without positives)."""
         result = self.val_map.last_result  # set by PerFrameMAP.compute()
@@ -346,6 +382,9 @@ class SingleStreamDetector(DetectionModule):
         super().__init__(**kwargs)
         self.head = self.make_head(input_dim)
 
+    def expected_feature_dims(self) -> dict[str, tuple[str, int]]:
+        return {self.hparams.modality: ("input_dim", self.hparams.input_dim)}
+
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         stage_logits, emb = self.head.forward_stages(
             batch_features(batch, self.hparams.modality), batch["mask"]
@@ -390,6 +429,12 @@ class TwoStreamTeacher(DetectionModule):
     @property
     def embedding_dim(self) -> int:
         return self.hparams.channels
+
+    def expected_feature_dims(self) -> dict[str, tuple[str, int]]:
+        return {
+            "rgb": ("rgb_dim", self.hparams.rgb_dim),
+            self.hparams.aux_modality: ("aux_dim", self.hparams.aux_dim),
+        }
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         mask = batch["mask"]
@@ -527,7 +572,11 @@ class AugmentedRGBStudent(DetectionModule):
             if frozen is not None:
                 frozen.to(self.device).eval()
 
+    def expected_feature_dims(self) -> dict[str, tuple[str, int]]:
+        return {"rgb": ("rgb_dim", self.hparams.rgb_dim)}
+
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit" and self.distill_weights and self.teacher is None:
             raise ConfigError(
                 "teacher_checkpoint", "distillation terms are configured but no teacher is loaded"

@@ -47,6 +47,7 @@ from xmkd.models.vit import (
     unpatchify_video,
     video_encoder_config,
 )
+from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_lambda
 
 __all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
@@ -295,6 +296,27 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         # Built on first use and deliberately not registered as a submodule, so checkpoints do not
         # depend on the feature extractor's buffers.
         self._aux: dict[str, Any] = {}
+
+    def setup(self, stage: str) -> None:
+        """Check the clip size and the probe's classes against the data before any step: another
+        frame count or crop size only fails deep in the MAE decoder, more classes in the probe loss."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        hp = self.hparams
+        probe_classes = hp.probe_num_classes if hp.probe_num_classes > 0 else None
+        check_against_data(
+            self,
+            datamodule,
+            [
+                ("num_frames", hp.num_frames, "num_frames", data_attribute(datamodule, "num_frames")),
+                ("img_size", hp.img_size, "crop_size", data_attribute(datamodule, "crop_size")),
+                (
+                    "probe_num_classes",
+                    probe_classes,
+                    "num_classes",
+                    data_attribute(datamodule, "num_classes"),
+                ),
+            ],
+        )
 
     # ------------------------------------------------------------------ teachers
 
@@ -631,6 +653,22 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             name = "val/probe_top1" if m == "video" else "val/probe_audio_top1"
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=m == "video")
 
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Clip embeddings of the student encoders (mean of the final-normed patch tokens, as the
+        probes and the SVM protocol read them), for :class:`xmkd.predict.PredictionWriter`."""
+        feats = {"video": self.student["video"].patch_mean(batch["video"])}
+        if "audio" in batch:
+            feats["audio"] = self.student["audio"].patch_mean(self.audio_spectrogram(batch["audio"]))
+        n = feats["video"].shape[0]
+        label = torch.as_tensor(batch.get("label", -1)).long().reshape(-1).expand(n)
+        return {
+            "kind": "embedding",
+            "video_id": [str(v) for v in batch["video_id"]],
+            "embeddings": {m: f.float().cpu() for m, f in feats.items()},
+            "label": label.cpu(),
+        }
+
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -702,7 +740,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                 plt.imsave(out / f"{m}_epoch{self.current_epoch:04d}.png", img)
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="reconstructions", images=list(images.values()), caption=list(images))
+                # one key per modality: the video and spectrogram grids differ in size, and wandb
+                # warns "Images sizes do not match" for a list of unequal images under one key
+                for m, img in images.items():
+                    logger.log_image(key=f"reconstructions/{m}", images=[img], caption=[m])
 
     # ------------------------------------------------------------------ export
 

@@ -272,3 +272,7 @@ class ESC50DataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.eval_set, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test fold's windows, as for testing (``xmkd predict`` with an audio classifier)."""
+        return self._loader(self.eval_set, False)
