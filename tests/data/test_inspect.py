@@ -102,7 +102,7 @@ def test_kinetics_counts_decodes_and_reports_bad_file(tmp_path: Path, capsys) ->
     assert (result["splits"]["train"]["listed"], result["splits"]["train"]["found"]) == (2, 2)
     assert sorted(d["video_id"] for d in result["decoded"]) == ["AAA_000004_000014", "CCC_000001_000011"]
     for d in result["decoded"]:
-        assert d["in_time_order"] and d["fps"] == 10.0 and d["frames"] == 16
+        assert d["in_time_order"] and d["fps"] == 10.0 and d["frames_decoded"] == 16
     assert [d["has_audio"] for d in sorted(result["decoded"], key=lambda d: d["video_id"])] == [True, False]
     assert [f["path"] for f in result["failures"]] == [str(root / "abseiling" / "DDD_000002_000012.mp4")]
 
@@ -137,7 +137,7 @@ def test_csv_with_test_file(tmp_path: Path, capsys) -> None:
     assert rc == 0
     assert result["splits"]["train"]["listed"] == 2 and result["splits"]["train"]["found"] == 1
     assert result["splits"]["test"]["found"] == 1
-    assert [(d["split"], d["frames"]) for d in result["decoded"]] == [("train", 4), ("test", 4)]
+    assert [(d["split"], d["frames_decoded"]) for d in result["decoded"]] == [("train", 4), ("test", 4)]
 
 
 def test_real_file_quirks_rate_count_and_the_true_cause_of_each_failure(tmp_path: Path, capsys) -> None:
@@ -254,9 +254,9 @@ def test_synth_reads_the_generated_set(tmp_path: Path, capsys) -> None:
     counts = {k: (v["listed"], v["found"]) for k, v in result["splits"].items()}
     assert sum(listed for listed, _ in counts.values()) == 8
     assert all(listed == found for listed, found in counts.values())
-    assert [(d["frames"], d["fps"], d["has_audio"], d["in_time_order"]) for d in result["decoded"]] == [
-        (8, 8.0, True, True)
-    ] * 2
+    assert [
+        (d["frames_decoded"], d["fps"], d["has_audio"], d["in_time_order"]) for d in result["decoded"]
+    ] == [(8, 8.0, True, True)] * 2
 
 
 def test_untrimmed_subcommands_dispatch(realdata, capsys) -> None:

@@ -7,7 +7,7 @@ truncated and that an audio track, if any, decodes) and prints::
 
     {"dataset": ..., "num_classes": int, "labelled": bool,
      "splits": {"train": {"listed": int, "found": int, "missing_examples": [path, ...]}, ...},
-     "decoded": [{"video_id", "split", "path", "frames", "fps", "fps_source", "num_frames",
+     "decoded": [{"video_id", "split", "path", "frames_decoded", "fps", "fps_source", "num_frames",
                   "has_audio", "in_time_order", "duration_s", "last_second_from_s", "shape"}, ...],
      "failures": [{"path", "reason"}, ...]}
 
@@ -122,7 +122,7 @@ def decode_check(record: ClipRecord, num_frames: int = DEFAULT_DECODE_FRAMES) ->
         "video_id": record.video_id,
         "split": record.split,
         "path": record.path,
-        "frames": int(clip.shape[0]),
+        "frames_decoded": int(clip.shape[0]),  # decoded by the check, not the clip's length (num_frames)
         "fps": round(info.fps, 3),
         "fps_source": "timestamps" if info.fps_from_timestamps else "container",
         "num_frames": info.num_frames,

@@ -40,6 +40,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -331,6 +333,28 @@ def plan_clips(params: SyntheticAVParams) -> list[dict[str, Any]]:
     return clips
 
 
+def empty_splits(params: SyntheticAVParams) -> list[str]:
+    """The split files the dataset for ``params`` would write without a single video listed (a fold
+    needs at least two scene groups per class: one to test, one to train), in fold order."""
+    clips = plan_clips(params)
+    empty = []
+    for k in range(3):
+        if not any(c["test_fold"] not in (k, HELDOUT) for c in clips):
+            empty.append(f"splits/trainlist0{k + 1}.txt")
+        if not any(c["test_fold"] in (k, HELDOUT) for c in clips):
+            empty.append(f"splits/testlist0{k + 1}.txt")
+    return empty
+
+
+def _empty_splits_message(params: SyntheticAVParams, empty: list[str]) -> str:
+    groups = math.ceil(params.clips_per_class / params.clips_per_group)
+    return (
+        f"{', '.join(empty)} would list no videos: {params.clips_per_class} clips per class in groups of "
+        f"{params.clips_per_group} make {groups} scene group(s) per class, and each fold tests whole groups; "
+        "raise --clips-per-class (or lower --clips-per-group)"
+    )
+
+
 def make_synthetic_av(out: str | os.PathLike, workers: int | None = None, **params: Any) -> dict[str, Any]:
     """Write the dataset into ``out`` (created; must not hold a dataset already) and return its info.
 
@@ -345,6 +369,9 @@ def make_synthetic_av(out: str | os.PathLike, workers: int | None = None, **para
             "out", f"{root} already holds a dataset (dataset.json); use ensure_synthetic_av or a new folder"
         )
     clips = plan_clips(p)
+    empty = empty_splits(p)
+    if empty:  # small sets for one fold are legitimate (tests); say which lists stay empty
+        warnings.warn(_empty_splits_message(p, empty), stacklevel=2)
     for name in {c["class"] for c in clips}:
         (root / "videos" / name).mkdir(parents=True, exist_ok=True)
     pdict = asdict(p)
@@ -356,15 +383,30 @@ def make_synthetic_av(out: str | os.PathLike, workers: int | None = None, **para
         for c in clips
     ]
     workers = workers or min(4, os.cpu_count() or 1)
+    print(
+        f"synth-av: rendering {len(jobs)} clips into {root} ({workers} worker(s))",
+        file=sys.stderr,
+        flush=True,
+    )
     if workers > 1 and len(jobs) > 1:
         with process_pool(workers) as pool:
-            all_events = list(pool.map(_make_clip, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+            results = pool.map(_make_clip, jobs, chunksize=max(1, len(jobs) // (16 * workers)))
+            all_events = list(_with_progress(results, len(jobs)))
     else:
-        all_events = [_make_clip(j) for j in jobs]
+        all_events = list(_with_progress(map(_make_clip, jobs), len(jobs)))
     for c, ev in zip(clips, all_events):
         c["events_s"] = ev
     _write_annotations(root, p, clips)
     return json.loads((root / "dataset.json").read_text())
+
+
+def _with_progress(items: Any, total: int, steps: int = 10) -> Any:
+    """Yield ``items``, printing ``k/total clips`` about ``steps`` times (generation takes minutes)."""
+    every = max(1, total // steps)
+    for done, item in enumerate(items, 1):
+        if done % every == 0 or done == total:
+            print(f"synth-av: {done}/{total} clips", file=sys.stderr, flush=True)
+        yield item
 
 
 def _write_annotations(root: Path, p: SyntheticAVParams, clips: list[dict[str, Any]]) -> None:
@@ -472,6 +514,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra clips per class in every fold's test list and no training list",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
+    parser.add_argument(
+        "--allow-empty-splits",
+        action="store_true",
+        help="write the set even if fold 1's train or test list would be empty (else refused)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -487,6 +534,11 @@ def run(args: argparse.Namespace) -> int:
         "light_pulse": args.light_pulse,
         "heldout_per_class": args.heldout_per_class,
     }
+    empty = empty_splits(SyntheticAVParams(**params))
+    fold1 = [f for f in empty if f.endswith("01.txt")]
+    if fold1 and not args.allow_empty_splits:
+        # `xmkd data inspect` and every loader would reject such a set; refuse before rendering it
+        raise ConfigError("clips_per_class", _empty_splits_message(SyntheticAVParams(**params), empty))
     info = make_synthetic_av(args.out, workers=args.workers, **params)
     print(json.dumps({"out": str(args.out), "classes": len(info["classes"]), **info["counts"]}))
     return 0
@@ -498,6 +550,7 @@ __all__ = [
     "add_arguments",
     "class_name",
     "class_spec",
+    "empty_splits",
     "ensure_synthetic_av",
     "event_times",
     "fold_of_group",

@@ -503,6 +503,7 @@ def train_mae_encoder(
     seed: int = 0,
     device: str = "auto",
     export_path: str | os.PathLike | None = None,
+    progress: str | None = None,
 ) -> tuple[ViTEncoder, list[float]]:
     """Train a ViT encoder with masked reconstruction (XKD's L_rec: MAE, per-patch normalised
     targets, MSE on masked patches) on ``clips`` (K, C, T, H, W) normalised float, for ``steps``
@@ -511,6 +512,7 @@ def train_mae_encoder(
     (:func:`xmkd.models.vit.save_exported_encoder`), loadable by :func:`load_encoder`.
 
     Only the reconstruction half of XKD: there is no second modality to distil across here.
+    ``progress``: a label; prints ``<label>: step k/steps, loss x`` to stderr about ten times.
     """
     if clips.ndim != 5 or clips.shape[1] != config.in_chans:
         raise ConfigError("clips", f"expected (K, {config.in_chans}, T, H, W), got {tuple(clips.shape)}")
@@ -547,6 +549,9 @@ def train_mae_encoder(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        step = len(losses)
+        if progress and (step % max(1, steps // 10) == 0 or step == steps):
+            print(f"{progress}: step {step}/{steps}, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
     encoder = encoder.cpu().eval()
     if export_path is not None:
         save_exported_encoder(encoder, export_path)

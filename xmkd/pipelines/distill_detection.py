@@ -38,7 +38,7 @@ import lightning as L
 import numpy as np
 
 from xmkd.errors import ConfigError
-from xmkd.pipelines.seeds import mean_std, parse_seeds, pm
+from xmkd.pipelines.seeds import detection_table_row, mean_std, parse_seeds, pm
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "detection"
 PIPELINE_DIR = "distill-detection"
@@ -127,6 +127,9 @@ def carve_validation(
         vid: {**entry, "subset": "validation"} if vid in val_ids else dict(entry)
         for vid, entry in entries.items()
     }
+
+
+TABLE_METRIC = "test per-frame mAP (best validation checkpoint)"
 
 
 def summarize_row(row: Row, per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
@@ -629,6 +632,11 @@ def _write_outputs(
         {
             "complete": complete,
             "rows": entries,
+            # the schema both detection pipelines share (xmkd.pipelines.seeds.detection_table_row)
+            "table": [
+                detection_table_row(e["name"], e["label"], e["seed_ids"], e["seeds"], TABLE_METRIC)
+                for e in entries
+            ],
             "preconditions": preconditions(entries),
             "student_verdict": student_verdict(entries),
             "inference_cost": cost,

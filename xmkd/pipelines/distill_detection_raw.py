@@ -50,6 +50,7 @@ from xmkd.features.extract import (
     train_mae_encoder,
 )
 from xmkd.models.vit import EncoderConfig, build_encoder, save_exported_encoder
+from xmkd.pipelines.seeds import detection_table_row
 
 ROWS = ("rgb", "flow", "teacher", "student")
 ROW_NAMES = {
@@ -104,7 +105,10 @@ def train_encoders(
         else:
             clips = clips / 127.5 - 1.0
         t0 = time.perf_counter()
-        _, losses = train_mae_encoder(clips, cfg, steps=steps, seed=seed, export_path=paths[modality])
+        _, losses = train_mae_encoder(
+            clips, cfg, steps=steps, seed=seed, export_path=paths[modality],
+            progress=f"distill-detection-raw: {modality} encoder (MAE, {len(clips)} clips)",
+        )  # fmt: skip
         info[modality] = {
             "clips": len(clips),
             "steps": steps,
@@ -159,6 +163,15 @@ def detection_row(
     trainer.fit(model, datamodule=dm)
     result = trainer.validate(model, datamodule=dm, verbose=False)[0]
     return float(result["val/map"]), model
+
+
+def table_rows(per_row: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """``results.json``'s ``table``: the rows in the schema both detection pipelines share
+    (:func:`xmkd.pipelines.seeds.detection_table_row`); seeds are 0..n-1."""
+    return [
+        detection_table_row(r, ROW_NAMES.get(r, r), list(range(len(v))), v, "test per-frame mAP (last epoch)")
+        for r, v in per_row.items()
+    ]
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -273,6 +286,8 @@ def run_pipeline(
         "rows": {
             r: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for r, v in per_row.items()
         },
+        # the schema both detection pipelines share (xmkd.pipelines.seeds.detection_table_row)
+        "table": table_rows(per_row),
         "data": {"root": str(data), **world["counts"], "params": world["params"]},
         "flow": {"written": len(flow_report.done), "skipped": len(flow_report.skipped)},
         "encoders": enc_info,

@@ -39,4 +39,35 @@ def pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 1) ->
     return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
-__all__ = ["RECIPE_THREADS", "mean_std", "parse_seeds", "pm"]
+#: The row names the detection pipelines share in ``results.json``'s ``table``: the RGB-only
+#: baseline, the auxiliary-only one (flow or pose), the two-stream teacher; students keep their own.
+DETECTION_ROW_NAMES = {"rgb": "rgb", "aux": "aux", "flow": "aux", "pose": "aux", "teacher": "teacher"}
+
+
+def detection_table_row(
+    name: str, label: str, seed_ids: Sequence[int], maps: Sequence[float], metric: str
+) -> dict[str, object]:
+    """One row of ``table`` in the ``results.json`` of both detection pipelines (``distill-detection``
+    and ``distill-detection-raw``), their one shared schema::
+
+        {"name": "rgb" | "aux" | "teacher" | <student row>, "label": str, "metric": str,
+         "map_mean": float, "map_std": float | None (sample std over seeds), "seeds": [mAP per seed],
+         "seed_ids": [seed]}
+
+    ``name`` is normalised (a flow-only or pose-only row is ``aux``); mAPs are fractions in [0, 1].
+    """
+    if len(seed_ids) != len(maps):
+        raise ValueError(f"{len(seed_ids)} seeds but {len(maps)} mAPs for row {name!r}")
+    mean, std = mean_std(maps)
+    return {
+        "name": DETECTION_ROW_NAMES.get(name, name),
+        "label": label,
+        "metric": metric,
+        "map_mean": mean,
+        "map_std": std,
+        "seeds": [float(m) for m in maps],
+        "seed_ids": [int(s) for s in seed_ids],
+    }
+
+
+__all__ = ["DETECTION_ROW_NAMES", "RECIPE_THREADS", "detection_table_row", "mean_std", "parse_seeds", "pm"]

@@ -1,0 +1,87 @@
+"""Small things a new user meets first: `xmkd --help` and `--version`, synth-av sets that inspect would
+reject, progress while the synthetic set renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import xmkd
+from xmkd.cli import main
+from xmkd.data.synthetic_av import SyntheticAVParams, empty_splits, make_synthetic_av
+from xmkd.errors import ConfigError
+
+
+def test_help_is_plain_text_and_lists_export(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out
+    assert "xmkd export --ckpt CKPT --out DIR" in out and "Checkpoint tools: export" in out
+
+
+def test_version(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"xmkd {xmkd.__version__}"
+
+
+def test_empty_splits_are_named() -> None:
+    # 3 clips per class in groups of 3: one scene group, which fold 1 tests whole: nothing to train on
+    assert empty_splits(SyntheticAVParams(classes=4, clips_per_class=3)) == [
+        "splits/trainlist01.txt", "splits/testlist02.txt", "splits/testlist03.txt",
+    ]  # fmt: skip
+    assert empty_splits(SyntheticAVParams(classes=2, clips_per_class=6, clips_per_group=1)) == []
+
+
+def test_synth_av_refuses_a_set_whose_first_fold_is_empty(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    with pytest.raises(ConfigError, match=r"splits/trainlist01.txt.* would list no videos"):
+        main(["data", "synth-av", "--out", str(out), "--classes", "4", "--clips-per-class", "3"])
+    assert not (out / "videos").exists()  # refused before rendering anything
+
+
+def test_synth_av_warns_about_empty_later_folds_and_shows_progress(tmp_path: Path, capsys) -> None:
+    params = {
+        "classes": 1,
+        "clips_per_class": 2,
+        "clips_per_group": 1,
+        "duration": 0.5,
+        "size": 32,
+        "fps": 8.0,
+    }
+    with pytest.warns(UserWarning, match=r"splits/testlist03.txt would list no videos"):
+        make_synthetic_av(tmp_path / "a", workers=1, **params)
+    err = capsys.readouterr().err
+    assert "synth-av: rendering 2 clips" in err and "synth-av: 2/2 clips" in err
+    argv = ["data", "synth-av", "--out", str(tmp_path / "b"), "--classes", "1", "--clips-per-class", "2",
+            "--clips-per-group", "1", "--duration", "0.5", "--size", "32", "--fps", "8", "--workers", "1"]  # fmt: skip
+    with pytest.warns(UserWarning):
+        assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["train"] == [1, 1, 2] and summary["test"] == [1, 1, 0]
+
+
+def test_either_option_spelling_works() -> None:
+    from xmkd.cli import option_spelling
+
+    argv = [
+        "--runs_dir",
+        "r",
+        "--clips_per_class=3",
+        "--model.init_args.lr_factor=0.5",
+        "a_b",
+        "--override",
+        "x_y=1",
+    ]
+    assert option_spelling(argv, "-") == [
+        "--runs-dir", "r", "--clips-per-class=3", "--model.init_args.lr_factor=0.5", "a_b", "--override", "x_y=1",
+    ]  # fmt: skip
+    assert option_spelling(["--runs-dir", "r", "--checkpoint-every-n-steps=5", "--trainer.max_epochs", "2"], "_") == [
+        "--runs_dir", "r", "--checkpoint_every_n_steps=5", "--trainer.max_epochs", "2",
+    ]  # fmt: skip
+
+
+def test_data_tools_take_underscored_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="would list no videos"):  # parsed: the refusal, not a usage error
+        main(["data", "synth-av", "--out", str(tmp_path), "--classes", "4", "--clips_per_class", "3"])
