@@ -149,7 +149,7 @@ def test_bad_params_and_existing_dataset(tiny):
 def test_cli_tool(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     synthetic_av.add_arguments(parser)
-    argv = "--classes 2 --clips-per-class 1 --duration 1 --size 32 --fps 8 --workers 1 --sample-rate 22050"
+    argv = "--classes 2 --clips-per-class 1 --duration 1 --size 32 --fps 8 --workers 1 --sample-rate 22050 --allow-empty-splits"
     args = parser.parse_args(["--out", str(tmp_path / "cli"), *argv.split()])
     assert synthetic_av.run(args) == 0
     out = json.loads(capsys.readouterr().out)
