@@ -85,3 +85,16 @@ def test_either_option_spelling_works() -> None:
 def test_data_tools_take_underscored_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="would list no videos"):  # parsed: the refusal, not a usage error
         main(["data", "synth-av", "--out", str(tmp_path), "--classes", "4", "--clips_per_class", "3"])
+
+
+def test_synthetic_untrimmed_generation_says_what_it_does(tmp_path: Path, capsys) -> None:
+    from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+
+    ensure_synthetic_untrimmed(tmp_path / "world", videos=8)
+    err = capsys.readouterr().err
+    assert (
+        f"synth-untrimmed: generating the 'motion' world into {tmp_path / 'world'}" in err
+        and "done in" in err
+    )
+    ensure_synthetic_untrimmed(tmp_path / "world", videos=8)  # already there: silent
+    assert capsys.readouterr().err == ""

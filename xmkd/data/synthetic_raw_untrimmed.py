@@ -38,6 +38,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -318,7 +320,15 @@ def ensure_synthetic_raw_untrimmed(
             raise ConfigError("out", f"{root} holds a raw world with other parameters {diff} (have, wanted)")
         return info
     shutil.rmtree(root / "videos", ignore_errors=True)
-    return make_synthetic_raw_untrimmed(root, workers=workers, **params)
+    print(
+        f"synth-untrimmed-raw: rendering {wanted['videos']} videos into {root} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    start = time.perf_counter()
+    info = make_synthetic_raw_untrimmed(root, workers=workers, **params)
+    print(f"synth-untrimmed-raw: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return info
 
 
 # ------------------------------------------------------------------------------------------ CLI tool

@@ -51,6 +51,8 @@ import argparse
 import json
 import os
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -276,7 +278,12 @@ def ensure_synthetic_untrimmed(root: str | Path, world: str = DEFAULT_WORLD, **p
         raise ConfigError("feature_root", f"{root} exists, is not empty and has no dataset.json")
     if root.exists():
         root.rmdir()
-    return make_synthetic_untrimmed(root, world, **params)
+    # generation takes seconds to minutes on first use: say what is happening
+    print(f"synth-untrimmed: generating the {world!r} world into {root} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    info = make_synthetic_untrimmed(root, world, **params)
+    print(f"synth-untrimmed: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return info
 
 
 # ------------------------------------------------------------------------------ evidence check (probe)
