@@ -155,6 +155,7 @@ def test_finetune_pipeline_scores_last_epoch_per_fold(tiny: dict[str, Path]) -> 
         f"--data.init_args.synthetic_options={SYNTH}", "--data.init_args.test_clips=1",
         "--data.init_args.batch_size=4", "--data.init_args.num_workers=0", "--trainer.logger=false",
         "--trainer.enable_progress_bar=false", "--trainer.limit_train_batches=1",
+        "--model.init_args.num_classes=3",  # the tiny set's (checked against the data at setup)
     ]  # fmt: skip
     out = tiny["root"] / "runs" / "finetune-hmdb51"
     result = ft.finetune_all_folds(tiny["video"], args, out, extra)
