@@ -205,7 +205,6 @@ def run_lightning_cli(argv: list[str]) -> Any:
             if (
                 not any(isinstance(c, ModelCheckpoint) for c in user_callbacks)
                 and trainer_config.get("enable_checkpointing") is not False
-                and self.subcommand != "predict"  # saves nothing; would only warn "dirpath has changed"
             ):
                 monitor, mode = getattr(self.model, "checkpoint_monitor", (None, "max"))
                 callbacks += default_checkpoint_callbacks(
