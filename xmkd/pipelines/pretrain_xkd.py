@@ -504,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
     if len(seeds) > 1:
         results.update(per_seed=per_seed, summary=summary)
     write_json(out_dir / "results.json", results)
-    title = "XKD pretraining on synthetic AV: online linear probe vs a frozen random init"
+    title = "XKD pretraining on synthetic AV: the final encoders vs their random init (frozen-feature probes)"
     if len(seeds) > 1:
         print(format_table(_summary_rows(summary, per_seed[0]), f"{title}, {len(seeds)} seeds"))
     else:
