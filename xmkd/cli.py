@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -122,15 +123,46 @@ def run_lightning_cli(argv: list[str]) -> Any:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.callbacks.progress import ProgressBar
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
-    from xmkd.callbacks import RunResultsWriter, SaveResolvedConfig, default_checkpoint_callbacks
+    from xmkd.callbacks import (
+        RunCSVLogger,
+        RunResultsWriter,
+        SaveResolvedConfig,
+        default_checkpoint_callbacks,
+    )
+    from xmkd.checkpoint_check import check_checkpoint_matches, read_checkpoint_header
     from xmkd.fault import AtomicCheckpointIO, PreemptionCheckpoint, ResumeState
-    from xmkd.runs import RUN_DIR_ENV, experiment_name, resolve_run_dir, resolve_wandb_mode, wandb_run_id
+    from xmkd.runs import (
+        RUN_DIR_ENV,
+        check_writable,
+        experiment_name,
+        hold_run_dir,
+        resolve_run_dir,
+        resolve_wandb_mode,
+        run_dir_of_checkpoint,
+        wandb_run_id,
+    )
+
+    held = contextlib.ExitStack()  # the run folder's lock, released when this job returns
+
+    def model_spec(config: Any) -> tuple[str, dict[str, Any]]:
+        init_args = config.model.get("init_args")
+        return config.model.class_path, (init_args.as_dict() if init_args is not None else {})
 
     class XmkdCLI(LightningCLI):
         run_dir: Path
         experiment: str
+        resume_step: int | None = None
+
+        def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+            super().parse_arguments(parser, args)
+            # Checked here, before Lightning replaces the config's model by the class and hparams that
+            # a --ckpt_path checkpoint names (so a teacher checkpoint would run as the teacher).
+            subcommand = self.config.get("subcommand")
+            ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt and ckpt not in ("best", "last", "hpc") and not str(ckpt).startswith("registry"):
+                check_checkpoint_matches(ckpt, *model_spec(self.config[subcommand]))
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument(
@@ -165,15 +197,40 @@ def run_lightning_cli(argv: list[str]) -> Any:
                     resume_ckpt = last if last.is_file() else None
             else:
                 resume = config.get("resume") if self.subcommand == "fit" else None
-                self.run_dir, resume_ckpt = resolve_run_dir(Path(config.runs_dir), self.experiment, resume)
+                # validate/test of a trained run's checkpoint report into that run (files, W&B run)
+                attach = None
+                if self.subcommand in ("validate", "test") and config.get("ckpt_path"):
+                    attach = run_dir_of_checkpoint(Path(config.ckpt_path))
+                if attach is not None:
+                    self.run_dir, resume_ckpt, self.experiment = attach, None, attach.parent.name
+                else:
+                    self.run_dir, resume_ckpt = resolve_run_dir(
+                        Path(config.runs_dir), self.experiment, resume
+                    )
+                if resume_ckpt is not None:
+                    check_checkpoint_matches(resume_ckpt, *model_spec(config), what="resume")
+                held.enter_context(hold_run_dir(self.run_dir, self.subcommand))
+                check_writable(self.run_dir)
+                if self.subcommand == "fit":
+                    check_writable(self.run_dir / "checkpoints")
                 os.environ[RUN_DIR_ENV] = str(self.run_dir)
             config.trainer.default_root_dir = str(self.run_dir)
             if resume_ckpt is not None and not config.get("ckpt_path"):
                 config.ckpt_path = str(resume_ckpt)
+            if self.subcommand == "fit" and config.get("ckpt_path"):
+                self.resume_step = read_checkpoint_header(config.ckpt_path)["global_step"]
+            attached = self.subcommand != "fit" and (self.run_dir / "config.yaml").is_file()
+            self.save_config_kwargs = {
+                **self.save_config_kwargs,
+                # a resume that fails before training restarts leaves config.yaml as it was
+                "defer_to_train_start": self.subcommand == "fit" and self.resume_step is not None,
+                "config_filename": f"config_{self.subcommand}.yaml" if attached else "config.yaml",
+            }
             print(f"xmkd: run folder {self.run_dir}" + (f" (resuming {resume_ckpt})" if resume_ckpt else ""))
 
         def _loggers(self) -> list[Any]:
-            loggers: list[Any] = [CSVLogger(save_dir=self.run_dir, name="", version="")]
+            metrics_file = "metrics.csv" if self.subcommand == "fit" else f"metrics_{self.subcommand}.csv"
+            loggers: list[Any] = [RunCSVLogger(self.run_dir, metrics_file, self.resume_step)]
             mode = resolve_wandb_mode()
             if mode != "disabled":
                 import wandb
@@ -230,6 +287,10 @@ def run_lightning_cli(argv: list[str]) -> Any:
                 # a fit checkpoint carries ResumeState's RNG state: give it its callback (unused here),
                 # else Lightning warns "Please add the following callbacks: ['ResumeState']"
                 callbacks.append(ResumeState())
+            if self.subcommand == "fit":  # a user's checkpoint folder, checked before an epoch is spent
+                for c in user_callbacks:
+                    if isinstance(c, ModelCheckpoint) and c.dirpath:
+                        check_writable(Path(c.dirpath), "trainer.callbacks")
             if not trainer_config.get("plugins"):
                 trainer_config.plugins = [AtomicCheckpointIO()]
             try:
@@ -261,6 +322,7 @@ def run_lightning_cli(argv: list[str]) -> Any:
             parser_kwargs={"default_env": False},
         )
     finally:
+        held.close()
         # The run folder is handed to DDP workers through the environment; a pipeline that runs
         # several jobs in one process must not inherit the previous job's folder.
         if inherited_run_dir is None:

@@ -10,7 +10,7 @@ A preempted or killed run must lose at most the work since its last checkpoint a
   final move is a copy, and a kill during the copy leaves a truncated ``last.ckpt``.
 - :class:`PreemptionCheckpoint` (a callback): on SIGTERM (Lightning stops after the current batch
   and raises ``SIGTERMException``) or SIGUSR1 (routed to the same path) it writes ``last.ckpt`` and
-  lets the process exit with status 0.
+  lets the process exit with status 0; a first Ctrl-C does the same and exits with status 130.
 - :class:`ResumeState` (a callback): stores the RNG states (torch, numpy, python) in the checkpoint
   and restores them when training restarts, and tells :class:`ResumableDataLoader` how many batches
   of the interrupted epoch were already trained on.
@@ -40,6 +40,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from xmkd.runs import umask_file_mode
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -77,6 +79,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_file_mode())  # mkstemp's 0600 would hide the checkpoint from teammates
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -120,14 +123,18 @@ class PreemptionCheckpoint(pl.Callback):
     checkpoint through the Trainer (rank zero writes, all ranks wait), so ``--resume auto``
     continues from the batch after the last one trained. SIGUSR1 (SLURM's ``--signal=USR1@90``,
     other schedulers' grace signal) is turned into a SIGTERM when no other handler claims it (with
-    SLURM auto-requeue, Lightning's own requeue handler keeps it). Other exceptions (a crash) never
-    overwrite ``last.ckpt``: the state mid-step may be inconsistent.
+    SLURM auto-requeue, Lightning's own requeue handler keeps it). A first Ctrl-C (SIGINT) during
+    training takes the same path, so an interactive run is resumable with ``--resume auto`` like a
+    preempted one; the process then exits with status 130, as an interrupted command does. A second
+    Ctrl-C aborts at once without a checkpoint. Other exceptions (a crash, a KeyboardInterrupt raised
+    mid-step) never overwrite ``last.ckpt``: the state mid-step may be inconsistent.
 
     Args:
         dirpath: where ``last.ckpt`` goes; ``None``: the Trainer's first ``ModelCheckpoint``'s
             folder, else ``<default_root_dir>/checkpoints``.
         filename: the file name (``last.ckpt``, the file ``--resume auto`` reads).
         handle_sigusr1: install the SIGUSR1 -> SIGTERM handler (main thread, POSIX only).
+        handle_sigint: make the first Ctrl-C a preemption (main thread).
     """
 
     def __init__(
@@ -135,13 +142,15 @@ class PreemptionCheckpoint(pl.Callback):
         dirpath: str | os.PathLike | None = None,
         filename: str = "last.ckpt",
         handle_sigusr1: bool = True,
+        handle_sigint: bool = True,
     ) -> None:
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.filename = filename
         self.handle_sigusr1 = handle_sigusr1
+        self.handle_sigint = handle_sigint
         self.saved_path: Path | None = None
-        self._previous_usr1: Any = None
-        self._installed = False
+        self.interrupted_by_user = False
+        self._previous: dict[int, Any] = {}
 
     def checkpoint_path(self, trainer: pl.Trainer) -> Path:
         if self.dirpath is not None:
@@ -155,27 +164,35 @@ class PreemptionCheckpoint(pl.Callback):
     def _usr1_to_term(signum: int, frame: Any) -> None:
         signal.raise_signal(signal.SIGTERM)
 
+    def _sigint_to_term(self, signum: int, frame: Any) -> None:
+        self.interrupted_by_user = True
+        self._restore_signal(signal.SIGINT)  # a second Ctrl-C is a plain KeyboardInterrupt
+        rank_zero_info("\nxmkd: Ctrl-C: saving last.ckpt after this batch (Ctrl-C again aborts without it)")
+        signal.raise_signal(signal.SIGTERM)
+
+    def _install(self, signum: int, handler: Any, replaceable: tuple[Any, ...]) -> None:
+        try:
+            if signal.getsignal(signum) in replaceable:
+                self._previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # installed after Lightning registered its own handlers (and restored at its teardown)
         usr1 = getattr(signal, "SIGUSR1", None)
-        if not self.handle_sigusr1 or usr1 is None:
-            return
-        try:
-            current = signal.getsignal(usr1)
-            if current in (None, signal.SIG_DFL):
-                self._previous_usr1 = signal.signal(usr1, self._usr1_to_term)
-                self._installed = True
-        except ValueError:  # not the main thread: leave signals alone
-            pass
+        if self.handle_sigusr1 and usr1 is not None:
+            self._install(usr1, self._usr1_to_term, (None, signal.SIG_DFL))
+        if self.handle_sigint:
+            self._install(signal.SIGINT, self._sigint_to_term, (signal.default_int_handler,))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_signal()
 
-    def _restore_signal(self) -> None:
-        if self._installed:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGUSR1, self._previous_usr1 or signal.SIG_DFL)
-            self._installed = False
+    def _restore_signal(self, only: int | None = None) -> None:
+        for signum in [only] if only is not None else list(self._previous):
+            if signum in self._previous:
+                with contextlib.suppress(ValueError):
+                    signal.signal(signum, self._previous.pop(signum) or signal.SIG_DFL)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -186,10 +203,13 @@ class PreemptionCheckpoint(pl.Callback):
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)
         self.saved_path = path
+        cause = "interrupted (Ctrl-C)" if self.interrupted_by_user else "preempted"
         rank_zero_info(
-            f"xmkd: preempted at epoch {trainer.current_epoch} step {trainer.global_step}; saved {path}. "
+            f"xmkd: {cause} at epoch {trainer.current_epoch} step {trainer.global_step}; saved {path}. "
             "Continue with --resume auto."
         )
+        if self.interrupted_by_user:
+            exception.code = 130  # the status of a command stopped by Ctrl-C, so `make` and `&&` stop too
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,6 +389,12 @@ class ResumeState(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = dict(state_dict)
 
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # runs before Lightning restores its loops from the same dict
+        close_finished_epoch(checkpoint.get("loops") or {})
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.skipped_batches = 0
         if self._pending is None:
@@ -387,6 +413,42 @@ class ResumeState(pl.Callback):
             if isinstance(loader, ResumableDataLoader) and 0 < done < len(loader):
                 loader.skip_batches(done)
                 self.skipped_batches = done
+
+
+def close_finished_epoch(loops: dict[str, Any]) -> bool:
+    """Mark the checkpoint's last epoch as closed when training stopped right after it; True if changed.
+
+    A run that ends at ``max_steps`` on an epoch's last batch is saved after its epoch counter moved on
+    while the batch counters still hold that epoch's batches. Resumed with a larger ``max_steps``,
+    Lightning takes those counters for a half-done new epoch: it runs an epoch of the remaining zero
+    batches (or, with a restartable loader, a one-batch epoch) and every later epoch is shifted. Zeroing
+    the current-epoch counters makes the resume start the next epoch as the uninterrupted run does.
+    Checkpoints saved mid-epoch (preemption, step checkpoints) or at an epoch end before the epoch
+    counter moved are left alone.
+    """
+    fit = loops.get("fit_loop") or {}
+    epochs = (fit.get("epoch_progress") or {}).get("total")
+    batches = fit.get("epoch_loop.batch_progress")
+    if not epochs or not batches:
+        return False
+    epoch_closed = epochs["ready"] == epochs["started"] == epochs["processed"] == epochs["completed"]
+    if not (epoch_closed and batches.get("is_last_batch") and batches["current"].get("completed", 0) > 0):
+        return False
+
+    def zero_current(progress: Any) -> None:
+        if isinstance(progress, dict):
+            if isinstance(progress.get("current"), dict):
+                progress["current"] = {k: 0 for k in progress["current"]}
+            for key, value in progress.items():
+                if key not in ("current", "total"):
+                    zero_current(value)
+
+    for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress"):
+        zero_current(fit.get(key))
+    zero_current(fit.get("epoch_loop.automatic_optimization.optim_progress"))
+    zero_current(fit.get("epoch_loop.manual_optimization.optim_step_progress"))
+    batches["is_last_batch"] = False
+    return True
 
 
 def _flatten(loaders: Any) -> list[Any]:

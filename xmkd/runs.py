@@ -6,6 +6,7 @@ Layout::
         config.yaml        the resolved config (every default filled in)
         checkpoints/       last.ckpt, best-*.ckpt, step-*.ckpt
         wandb_id.txt       the W&B run id, so a resumed run continues the same W&B run
+        .lock              held by the one process training or evaluating into the folder
         metrics.csv        the CSV logger's copy of every logged value
         results.json       the job's final metrics
 
@@ -15,6 +16,7 @@ on one layout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import netrc
@@ -22,11 +24,12 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from xmkd.errors import ConfigError
+from xmkd.locks import LockBusy, file_lock
 
 RUN_DIR_ENV = "XMKD_RUN_DIR"
 _VERSION_RE = re.compile(r"^version_(\d+)$")
@@ -104,6 +107,60 @@ def resolve_run_dir(runs_root: Path, experiment: str, resume: str | None) -> tup
     raise ConfigError("resume", f"expected 'auto', a run folder or a .ckpt file; {resume!r} does not exist")
 
 
+def run_dir_of_checkpoint(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` with ``<run>/config.yaml``
+    beside), or None for a checkpoint that lives outside a run folder."""
+    if ckpt.parent.name != "checkpoints":
+        return None
+    run_dir = ckpt.parent.parent
+    return run_dir if (run_dir / "config.yaml").is_file() else None
+
+
+def check_writable(directory: Path, key: str = "runs_dir") -> None:
+    """Create ``directory`` if needed and prove a file can be written there, before any training.
+
+    A read-only or full checkpoint folder otherwise fails at the first checkpoint, after an epoch.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".xmkd-write-check.")
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(key, f"cannot write into {directory}: {e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path, job: str = "fit") -> Iterator[Path]:
+    """Hold the run folder's lock for the ``with`` block; refuse at once when another process holds it.
+
+    Two ``--resume auto`` of one experiment would otherwise both continue ``version_N``: duplicate
+    checkpoints and two W&B processes with one run id. The lock dies with its process (flock).
+    """
+    lock = file_lock(run_dir / ".lock", wait=False)
+    try:
+        lock.__enter__()
+    except LockBusy as e:
+        hint = (
+            "wait for it to finish, or start a new run (without --resume)"
+            if job == "fit"
+            else "wait for it to finish, or evaluate a copy of the checkpoint kept outside the run folder"
+        )
+        raise ConfigError(
+            "resume" if job == "fit" else "ckpt_path",
+            f"{run_dir} is in use by another xmkd process ({e.holder or 'unknown'}); two jobs writing into "
+            f"one run folder would mix their checkpoints and logs: {hint}",
+        ) from None
+    try:
+        yield run_dir
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def wandb_run_id(run_dir: Path) -> str:
     """The run's W&B id, created once and kept in the run folder so that a resume continues the same run."""
     path = run_dir / "wandb_id.txt"
@@ -139,11 +196,24 @@ def resolve_wandb_mode(env: Mapping[str, str] | None = None, netrc_file: Path | 
     return "offline"
 
 
+def umask_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask.
+
+    ``tempfile.mkstemp`` creates 0600 files whatever the umask; a file renamed into place from one
+    keeps that mode, and teammates on shared storage could not read the run's results.
+    """
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    """Write via a temporary file and rename, so a crash never leaves half a file; the file's mode
+    follows the umask like any other file the run writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -50,6 +50,7 @@ import numpy as np
 
 from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
+from xmkd.locks import generation_lock
 from xmkd.parallel import process_pool
 
 FAMILIES = ("HorizontalBounce", "VerticalBounce", "Circle", "FigureEight", "DiagonalBounce")
@@ -463,10 +464,16 @@ def ensure_synthetic_av(root: str | os.PathLike, workers: int | None = None, **p
 
     Skips generation when ``root/dataset.json`` exists with the same parameters and version;
     otherwise removes this generator's previous outputs (videos/, splits/, kinetics.csv,
-    dataset.json) and writes the dataset anew.
+    dataset.json) and writes the dataset anew. A twin process asking at the same time waits for the
+    first one's dataset instead of writing into the same folder.
     """
     root = Path(root)
     p = SyntheticAVParams(**params)
+    with generation_lock(root):
+        return _ensure_synthetic_av(root, p, workers)
+
+
+def _ensure_synthetic_av(root: Path, p: SyntheticAVParams, workers: int | None) -> Path:
     marker = root / "dataset.json"
     if marker.exists():
         try:

@@ -49,6 +49,7 @@ import numpy as np
 from xmkd.data.readers.untrimmed import CHARADES_CSV_COLUMNS, Segment
 from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
+from xmkd.locks import generation_lock
 from xmkd.parallel import process_pool
 
 FORMAT = "xmkd-synthetic-raw-untrimmed"
@@ -305,8 +306,14 @@ def ensure_synthetic_raw_untrimmed(
     root: str | os.PathLike, workers: int | None = None, **params: Any
 ) -> dict[str, Any]:
     """Return the world at ``root``, generating it when absent; an incomplete folder (no
-    ``dataset.json``) is regenerated, one with other parameters raises :class:`ConfigError`."""
+    ``dataset.json``) is regenerated, one with other parameters raises :class:`ConfigError`. A twin
+    process asking at the same time waits for the first one's world instead of writing beside it."""
     root = Path(root)
+    with generation_lock(root):
+        return _ensure_synthetic_raw_untrimmed(root, workers, **params)
+
+
+def _ensure_synthetic_raw_untrimmed(root: Path, workers: int | None, **params: Any) -> dict[str, Any]:
     wanted = asdict(RawUntrimmedParams(**params))
     marker = root / "dataset.json"
     if marker.is_file():

@@ -66,6 +66,7 @@ from xmkd.data.synthetic_motion import MotionWorldParams, generate_motion_world
 from xmkd.data.synthetic_world import FORMAT_VERSION, SyntheticVideo, write_world
 from xmkd.data.untrimmed import frame_labels
 from xmkd.errors import ConfigError
+from xmkd.locks import generation_lock
 
 #: The default world of the generator, the data module and ``make distill-detection``.
 DEFAULT_WORLD = "motion"
@@ -252,9 +253,15 @@ def ensure_synthetic_untrimmed(root: str | Path, world: str = DEFAULT_WORLD, **p
     """Generate ``world`` at ``root`` unless it is there with the same parameters.
 
     A folder with a ``dataset.json`` of another world or other parameters raises ConfigError (never
-    overwritten).
+    overwritten). Two processes that ask for the same world at once (two first runs of a synthetic
+    config) generate it once: the second waits for the first, then reads what it wrote.
     """
     root = Path(root)
+    with generation_lock(root):
+        return _ensure_synthetic_untrimmed(root, world, **params)
+
+
+def _ensure_synthetic_untrimmed(root: Path, world: str, **params: Any) -> dict[str, Any]:
     wanted = asdict(world_params(world, **params))
     info_path = root / "dataset.json"
     if info_path.is_file():

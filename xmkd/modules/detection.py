@@ -15,6 +15,7 @@ Batches (``xmkd.data.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import io
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ import matplotlib
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from xmkd.distill.detection import build_distill_losses
@@ -115,10 +117,17 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 
 def _save_png(fig: Figure, path: Path) -> np.ndarray:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the figure as a PNG and return its pixels; a figure that cannot be written (full disk,
+    read-only folder) is a warning: a plot must never end a training run."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    path.write_bytes(buf.getvalue())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+    except OSError as e:
+        with contextlib.suppress(OSError):  # no half-written PNG left behind
+            path.unlink(missing_ok=True)
+        rank_zero_warn(f"xmkd: could not write the figure {path} ({e.strerror or e}); training goes on")
     return figure_to_array(fig)
 
 
@@ -342,10 +351,22 @@ class DetectionModule(L.LightningModule):
         ap[~result.valid.detach().cpu().numpy()] = np.nan
         return ap
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # where the weights come from, for the figures of `xmkd validate --ckpt_path` (epoch 0 otherwise)
+        self._checkpoint_position = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+
+    def figure_tag(self) -> str:
+        """``epoch007`` during fit; ``validate_epoch007_step000123`` for a checkpoint's evaluation."""
+        stage = str(getattr(self.trainer.state.fn, "value", self.trainer.state.fn))
+        if stage == "fit":
+            return f"epoch{self.current_epoch:03d}"
+        epoch, step = getattr(self, "_checkpoint_position", (self.current_epoch, self.global_step))
+        return f"{stage}_epoch{epoch:03d}_step{step:06d}"
+
     def _log_figures(self, ap: np.ndarray, buffer: list[dict[str, Any]]) -> None:
         names = self.hparams.class_names
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
-        tag = f"epoch{self.current_epoch:03d}"
+        tag = self.figure_tag()
         images: dict[str, np.ndarray] = {}
         images["val/per_class_ap"] = _save_png(
             per_class_ap_figure(ap, names), root / f"{tag}_per_class_ap.png"

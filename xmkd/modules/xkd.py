@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -733,11 +733,15 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         log_dir = self.trainer.log_dir
         if log_dir:
             out = Path(log_dir) / "reconstructions"
-            out.mkdir(parents=True, exist_ok=True)
             import matplotlib.pyplot as plt
 
             for m, img in images.items():
-                plt.imsave(out / f"{m}_epoch{self.current_epoch:04d}.png", img)
+                path = out / f"{m}_epoch{self.current_epoch:04d}.png"
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    plt.imsave(path, img)
+                except OSError as e:  # a full disk or read-only folder: a picture must not end the run
+                    rank_zero_warn(f"xmkd: could not write {path} ({e.strerror or e}); training goes on")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 # one key per modality: the video and spectrogram grids differ in size, and wandb
