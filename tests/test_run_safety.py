@@ -84,9 +84,10 @@ def ckpt_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
-def train_rows(run_dir: Path) -> list[int]:
+def train_rows(run_dir: Path, column: str = "train/loss") -> list[int]:
+    """The steps of metrics.csv's rows that hold the training loss."""
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get(column)]
 
 
 @pytest.fixture()
@@ -386,3 +387,51 @@ def test_file_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     with file_lock(tmp_path / ".lock", wait=False):  # released with the block
         pass
     assert issubclass(LockBusy, RuntimeError)
+
+
+# XKD on a tiny generated audio-visual set: 2 classes x 4 clips, batch 2 -> 2 steps an epoch.
+XKD_SYNTH = {
+    "classes": 2,
+    "clips_per_class": 4,
+    "clips_per_group": 1,
+    "duration": 1.5,
+    "size": 32,
+    "fps": 8.0,
+}
+XKD_TINY = [
+    *(
+        f"--model.init_args.{k}={v}"
+        for k, v in dict(
+            encoder_size="tiny", encoder_depth=1, num_frames=4, img_size=32, tubelet=2, patch_size=16,
+            audio_frames=32, audio_local_frames=16, decoder_dim=32, decoder_depth=1, decoder_heads=2,
+            head_hidden_dim=32, head_bottleneck_dim=16, head_out_dim=64, probe_num_classes=0,
+        ).items()
+    ),
+    *(
+        f"--data.init_args.{k}={v}"
+        for k, v in dict(
+            num_frames=4, audio_seconds=0.3, crop_size=32, local_crop_size=16, local_frames=2, batch_size=2,
+            root="data/synth-av-tiny", decode_cache_mb=0,
+        ).items()
+    ),
+    "--data.init_args.synthetic_options=" + json.dumps(XKD_SYNTH),
+    "--trainer.enable_progress_bar=false",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.limit_val_batches=0",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_resuming_a_finished_xkd_run_with_more_steps_starts_the_next_epoch(project: Path) -> None:
+    config = str(REPO / "experiments" / "xkd" / "xkd_tiny_synthetic.yaml")
+    run_dir = project / "runs" / "xkd_tiny_synthetic" / "version_0"
+    first = xmkd(["fit", "--config", config, *XKD_TINY, "--trainer.max_steps=2"], project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["epoch"] == 1  # epoch 0 done, at its last batch
+    more = xmkd(["fit", "--config", config, *XKD_TINY, "--trainer.max_steps=4", "--resume", "auto"], project)
+    assert more.returncode == 0, more.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    # one more full epoch of 2 batches, as the uninterrupted run; not an empty or one-batch epoch first
+    assert (results["global_step"], results["epoch"]) == (4, 2)
+    assert train_rows(run_dir, "loss/total") == [0, 1, 2, 3]

@@ -217,7 +217,7 @@ def run_lightning_cli(argv: list[str]) -> Any:
             config.trainer.default_root_dir = str(self.run_dir)
             if resume_ckpt is not None and not config.get("ckpt_path"):
                 config.ckpt_path = str(resume_ckpt)
-            if self.subcommand == "fit" and config.get("ckpt_path"):
+            if self.subcommand == "fit" and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
                 self.resume_step = read_checkpoint_header(config.ckpt_path)["global_step"]
             attached = self.subcommand != "fit" and (self.run_dir / "config.yaml").is_file()
             self.save_config_kwargs = {

@@ -432,7 +432,8 @@ def close_finished_epoch(loops: dict[str, Any]) -> bool:
     if not epochs or not batches:
         return False
     epoch_closed = epochs["ready"] == epochs["started"] == epochs["processed"] == epochs["completed"]
-    if not (epoch_closed and batches.get("is_last_batch") and batches["current"].get("completed", 0) > 0):
+    # (``is_last_batch`` is no help: it stays False when the loader's end was not fetched ahead)
+    if not (epoch_closed and batches["current"].get("completed", 0) > 0):
         return False
 
     def zero_current(progress: Any) -> None:
