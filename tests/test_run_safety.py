@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -336,12 +337,13 @@ def test_close_finished_epoch_resumes_with_the_next_epoch(tmp_path: Path) -> Non
 def test_two_processes_generate_the_synthetic_world_once(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        import sys, time
+        import os, sys, time
         from pathlib import Path
         from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
         go = Path(sys.argv[2])
+        (go.parent / f"ready-{os.getpid()}").write_text("")
         while not go.exists():
-            time.sleep(0.01)
+            time.sleep(0.005)
         ensure_synthetic_untrimmed(sys.argv[1], videos=8, classes=12, seed=0)
         """
     )
@@ -353,6 +355,9 @@ def test_two_processes_generate_the_synthetic_world_once(tmp_path: Path) -> None
         )
         for _ in range(2)
     ]
+    deadline = time.monotonic() + 300
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # both imported: generation (~0.1 s) would otherwise not overlap
     go.write_text("")  # both start generating at the same moment
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
