@@ -123,6 +123,10 @@ def test_step_checkpoints_bound_the_work_lost_to_kill_9(project: Path) -> None:
     second = run_xmkd(["fit", "--config", "job.yaml", "--resume", "auto"], project)
     assert second.returncode == 0, second.stderr[-3000:]
     assert json.loads((run_dir / "results.json").read_text())["global_step"] == 16
+    # step and epoch checkpoints share one last.ckpt, the newest state (no last-v1.ckpt, no step-*.ckpt)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 16
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="SIGUSR1 is POSIX only")
