@@ -82,6 +82,35 @@ def test_either_option_spelling_works() -> None:
     ]  # fmt: skip
 
 
+def test_dotted_flags_become_overrides() -> None:
+    from xmkd.cli import split_dotted_overrides
+
+    rest, overrides = split_dotted_overrides(
+        ["--seeds", "3", "--model.init_args.lr", "1e-4", "--trainer.max_epochs=2", "--override", "a.b=1"]
+    )
+    assert rest == ["--seeds", "3", "--override", "a.b=1"]
+    assert overrides == ["model.init_args.lr=1e-4", "trainer.max_epochs=2"]
+    with pytest.raises(ConfigError, match="needs a value"):
+        split_dotted_overrides(["--model.init_args.lr"])
+
+
+def test_pipelines_take_fits_dotted_flags(monkeypatch, capsys) -> None:
+    import xmkd.pipelines.eval_ablation as eval_ablation
+    import xmkd.pipelines.pretrain_xkd as pretrain_xkd
+
+    seen = {}
+    monkeypatch.setattr(pretrain_xkd, "run", lambda args: seen.setdefault("args", args) and 0)
+    monkeypatch.setattr(eval_ablation, "run", lambda args: 0)
+    assert (
+        main(["pipeline", "pretrain-xkd", "--override", "seed_everything=3", "--model.init_args.lr", "1e-4"])
+        == 0
+    )
+    assert seen["args"].override == ["seed_everything=3", "model.init_args.lr=1e-4"]
+    with pytest.raises(SystemExit):  # a pipeline without config overrides says so instead of ignoring it
+        main(["pipeline", "eval-ablation", "--trainer.max_epochs", "2"])
+    assert "takes no config overrides (trainer.max_epochs=2)" in capsys.readouterr().err
+
+
 def test_data_tools_take_underscored_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="would list no videos"):  # parsed: the refusal, not a usage error
         main(["data", "synth-av", "--out", str(tmp_path), "--classes", "4", "--clips_per_class", "3"])

@@ -29,6 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from xmkd.errors import ConfigError
+
 # Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help).
 DATA_TOOLS: dict[str, tuple[str, str]] = {
     "synth-av": ("xmkd.data.synthetic_av", "write the synthetic audio-visual dataset (real mp4 files)"),
@@ -99,6 +101,26 @@ def option_spelling(argv: list[str], separator: str) -> list[str]:
     return out
 
 
+def split_dotted_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take LightningCLI-style dotted flags (``--model.init_args.lr 1e-4`` or ``--trainer.max_epochs=3``)
+    out of a tool's argv as ``key=value`` overrides, so a pipeline takes the same flags as ``xmkd fit``
+    as well as its own ``--override key=value``. Returns (the remaining argv, the overrides)."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if not (name.startswith("--") and "." in name[2:]):
+            rest.append(token)
+            continue
+        if not eq:
+            value = next(tokens, None)
+            if value is None:
+                raise ConfigError(name[2:], f"{name} needs a value")
+        overrides.append(f"{name[2:]}={value}")
+    return rest, overrides
+
+
 def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
@@ -110,7 +132,12 @@ def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) ->
     module = importlib.import_module(tools[name][0])
     tool_parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=tools[name][1])
     module.add_arguments(tool_parser)
+    rest, dotted = split_dotted_overrides(rest)
     args = tool_parser.parse_args(rest)
+    if dotted:
+        if not isinstance(getattr(args, "override", None), list):
+            tool_parser.error(f"takes no config overrides ({dotted[0]})")
+        args.override += dotted
     return int(module.run(args) or 0)
 
 
