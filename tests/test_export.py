@@ -1,8 +1,10 @@
-"""`xmkd export --ckpt --out`: encoders of an XKD checkpoint, the RGB student of a detection one; and
-fine-tuning straight from an XKD Lightning checkpoint."""
+"""`xmkd export --ckpt --out`: encoders of an XKD checkpoint, the RGB student of a detection one (as a
+checkpoint, or ONNX / TorchScript checked against PyTorch); and fine-tuning straight from an XKD
+Lightning checkpoint."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning
@@ -13,6 +15,7 @@ from tests.modules.test_detection import D_FLOW, D_RGB, HEAD, collate, fake_vide
 from tests.modules.test_xkd import TINY
 from xmkd.cli import main
 from xmkd.errors import ConfigError
+from xmkd.export import check_exported, export_checkpoint, export_torchscript
 from xmkd.models.vit import load_exported_encoder
 from xmkd.modules.classifier import VideoClassifier
 from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
@@ -109,3 +112,92 @@ def test_export_refuses_a_teacher_naming_it(detection_ckpts, tmp_path: Path) -> 
         main(["export", "--ckpt", str(detection_ckpts["teacher"]), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="not found"):
         main(["export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)])
+
+
+# --- `--format onnx | torchscript`: the RGB student as a graph -------------------------------------
+ORT_MISSING = "onnx export needs onnx, onnxscript and onnxruntime (pip install 'xmkd[export]')"
+
+
+def student_logits(ckpt: Path, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The distilled student's own logits (the Lightning module, teacher loaded) on a batch."""
+    student = AugmentedRGBStudent.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    with torch.no_grad():
+        return student({"features": {"rgb": features}, "mask": mask})["logits"]
+
+
+def padded_batch(steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three videos of ``steps``, ``steps // 2`` and 1 steps, padded with garbage (not zeros)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(steps)[None] < torch.tensor([steps, max(1, steps // 2), 1])[:, None]
+    return torch.randn(3, steps, D_RGB, generator=g) * 3, mask
+
+
+# lengths: below PDAN's dilations, the exporter's example length (24) and well above it
+STEPS = (3, 24, 61)
+
+
+@pytest.fixture(scope="module")
+def onnx_student(detection_ckpts, tmp_path_factory) -> Path:
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(name, reason=ORT_MISSING)
+    out = tmp_path_factory.mktemp("onnx")
+    assert (
+        main(["export", "--ckpt", str(detection_ckpts["student"]), "--out", str(out), "--format", "onnx"])
+        == 0
+    )
+    return out / "rgb_student.onnx"
+
+
+def test_onnx_student_matches_pytorch_on_onnxruntime_for_any_length(onnx_student, detection_ckpts) -> None:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_student), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features", "mask"]
+    for steps in STEPS:
+        features, mask = padded_batch(steps, seed=steps)
+        (got,) = session.run(["logits"], {"features": features.numpy(), "mask": mask.numpy()})
+        expected = student_logits(detection_ckpts["student"], features, mask)
+        assert got.shape == (3, steps, expected.shape[-1])
+        assert float((torch.from_numpy(got) - expected).abs().max()) < 1e-4, steps
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+def test_torchscript_student_matches_pytorch_for_any_length(detection_ckpts, tmp_path: Path, capsys) -> None:
+    args = ["export", "--ckpt", str(detection_ckpts["student"]), "--out", str(tmp_path), "--format", "torchscript"]  # fmt: skip
+    assert main(args) == 0
+    assert "max |torchscript - PyTorch|" in capsys.readouterr().out
+    module = torch.jit.load(str(tmp_path / "rgb_student.torchscript.pt"))
+    for steps in STEPS:
+        features, mask = padded_batch(steps, seed=steps)
+        with torch.no_grad():
+            got = module(features, mask)
+        torch.testing.assert_close(
+            got, student_logits(detection_ckpts["student"], features, mask), atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+def test_parity_check_refuses_an_export_of_other_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    exported = SingleStreamDetector(input_dim=D_RGB, **HEAD).head
+    other = SingleStreamDetector(input_dim=D_RGB, **HEAD).head
+    path = export_torchscript(exported, tmp_path / "head.pt", D_RGB)
+    assert check_exported("torchscript", path, exported, D_RGB) < 1e-5
+    with pytest.raises(ConfigError, match=r"head\.pt: max \|torchscript - PyTorch\|"):
+        check_exported("torchscript", path, other, D_RGB)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_graph_formats_refuse_checkpoints_without_an_rgb_detector(
+    detection_ckpts, xkd_ckpt, fmt: str, tmp_path: Path
+) -> None:
+    for path, kind in ((detection_ckpts["teacher"], "TwoStreamTeacher"), (xkd_ckpt[0], "XKDPretrainer")):
+        with pytest.raises(ConfigError, match=f"{kind}.*--format {fmt} takes"):
+            export_checkpoint(path, tmp_path, fmt)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_onnx_without_its_packages_says_what_to_install(detection_ckpts, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ModuleNotFoundError
+    with pytest.raises(ConfigError, match=r"pip install 'xmkd\[export\]'"):
+        export_checkpoint(detection_ckpts["student"], tmp_path, "onnx")

@@ -8,8 +8,9 @@
     Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``.
     ``predict`` writes ``predictions/`` in the run folder: detection scores, the Charades submission
     file and segments; classifier top-k; XKD embeddings (see ``xmkd.predict``).
-``xmkd export --ckpt CKPT --out DIR``
-    The encoders of an XKD checkpoint, the RGB student of a detection one (see ``xmkd.export``).
+``xmkd export --ckpt CKPT --out DIR [--format ckpt|onnx|torchscript]``
+    The encoders of an XKD checkpoint, the RGB student of a detection one, as a checkpoint or as an
+    ONNX / TorchScript graph checked against PyTorch (see ``xmkd.export``).
 ``xmkd compute-flow ...``, ``xmkd extract-features ...``
     The raw-video chain: optical flow, then sliding-window features for the detection readers.
 ``xmkd pipeline <name> ...``

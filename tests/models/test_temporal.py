@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from functools import partial
 
@@ -15,6 +16,7 @@ from xmkd.models.temporal import (
     TemporalDetectionHead,
     _dropout_threshold,
     dilated_attention,
+    dilated_attention_exportable,
     dilated_attention_reference,
     masked_bce,
     residual_dropout,
@@ -51,6 +53,40 @@ def test_dal_matches_loop(d: int) -> None:
     wq, wk, wv = (w.detach().numpy() for w in layer.qkv.weight.chunk(3, 0))
     expected = dal_loop(x.numpy(), wq, wk, wv, layer.rel.detach().numpy(), d)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize(("t", "d"), [(5, 1), (5, 4), (3, 4), (4, 4), (9, 16)])
+def test_exportable_dal_matches_loop_for_any_length(t: int, d: int, relu: bool) -> None:
+    """The exporters' DAL (no branch on T) against the loop, T below, at and above the dilation."""
+    torch.manual_seed(0)
+    layer = DilatedAttention(3, d).double()
+    x = torch.randn(2, t, 3, dtype=torch.float64)
+    wq, wk, wv = (w.detach().numpy() for w in layer.qkv.weight.chunk(3, 0))
+    expected = dal_loop(x.numpy(), wq, wk, wv, layer.rel.detach().numpy(), d)
+    got = dilated_attention_exportable(layer.qkv(x), layer.rel, d, relu=relu).detach().numpy()
+    np.testing.assert_allclose(got, np.maximum(expected, 0) if relu else expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+def test_a_saved_trace_of_the_head_takes_other_lengths() -> None:
+    """Under torch.jit.trace the head records the exportable DAL: the trace at T = 12, saved and
+    loaded, gives the module's scores at T = 3 (below the largest dilation) and T = 40. The windowed
+    autograd Function is recorded as a Python call, which a saved TorchScript file cannot hold."""
+    torch.manual_seed(0)
+    head = TemporalDetectionHead("pdan", in_dim=6, num_classes=4, channels=8, num_blocks=4).eval()
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.jit.save(
+            torch.jit.trace(head, (torch.randn(2, 12, 6), torch.ones(2, 12, dtype=torch.bool))), buffer
+        )
+    buffer.seek(0)
+    traced = torch.jit.load(buffer)
+    with torch.no_grad():
+        for t in (3, 40):
+            x, mask = torch.randn(2, t, 6), torch.ones(2, t, dtype=torch.bool)
+            mask[1, t // 2 :] = False
+            torch.testing.assert_close(traced(x, mask)[0], head(x, mask)[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture

@@ -275,9 +275,43 @@ class _DilatedAttentionFn(torch.autograd.Function):
         return dqkv, grel, None, None
 
 
+def dilated_attention_exportable(qkv: Tensor, rel: Tensor, dilation: int, relu: bool = False) -> Tensor:
+    """The DAL in plain tensor ops with no Python branch on T, for graphs recorded by an exporter.
+
+    The windowed :class:`_DilatedAttentionFn` runs Python threads and in-place loops over windows,
+    which neither ONNX nor TorchScript can record, and :func:`_shift` branches on T, which a trace
+    would freeze at the example's length. Here the neighbours at t -/+ d are slices of the sequence
+    zero-padded by d on both sides, with bounds that do not depend on T, so the exported graph takes
+    any number of steps (the padding is the released code's zero padding).
+    """
+    q, k, v = qkv.chunk(3, dim=-1)
+    d = dilation
+    k_pad, v_pad = F.pad(k, (0, 0, d, d)), F.pad(v, (0, 0, d, d))
+    keys = (k_pad[:, : -2 * d], k, k_pad[:, 2 * d :])
+    values = (v_pad[:, : -2 * d], v, v_pad[:, 2 * d :])
+    weights = torch.softmax(torch.stack([q * key for key in keys], dim=0), dim=0)
+    out = (
+        weights[0] * (values[0] + rel[0])
+        + weights[1] * (values[1] + rel[1])
+        + weights[2] * (values[2] + rel[2])
+    )
+    return out.clamp_min(0) if relu else out
+
+
+def is_exporting() -> bool:
+    """True while an exporter records the graph (TorchScript trace, ONNX, ``torch.export``)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7
+    return bool(exporting is not None and exporting())
+
+
 def dilated_attention(qkv: Tensor, rel: Tensor, dilation: int, relu: bool = False) -> Tensor:
     """PDAN's DAL on projected ``qkv`` (B, T, 3C) with relative terms ``rel`` (3, C) -> (B, T, C);
-    ``relu=True`` fuses the ReLU that follows the DAL in a PDAN block."""
+    ``relu=True`` fuses the ReLU that follows the DAL in a PDAN block. Under an exporter, the same
+    function in recordable ops (:func:`dilated_attention_exportable`)."""
+    if is_exporting():
+        return dilated_attention_exportable(qkv, rel, dilation, relu)
     return _DilatedAttentionFn.apply(qkv, rel, dilation, relu)
 
 
