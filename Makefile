@@ -16,7 +16,7 @@ XMKD := $(BIN)/xmkd
 
 .PHONY: install test test-fast lint format clean synth-av synth-untrimmed \
 	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
-	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract
+	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract bench-inference
 
 install: $(STAMP)
 
@@ -76,7 +76,7 @@ eval-ablation: install
 	$(XMKD) pipeline eval-ablation $(ARGS)
 
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
-bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract
+bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract bench-inference
 
 bench-decode: install
 	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
@@ -92,6 +92,10 @@ bench-xkd: install
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
+
+# seconds per minute of video, Augmented-RGB student vs two-stream teacher (flow included)
+bench-inference: install
+	$(BIN)/python benchmarks/inference_cost.py --repeats 3 --json runs/bench/inference_cost.json
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache .ruff_cache build *.egg-info
