@@ -197,19 +197,20 @@ def measure(p: Preset, seconds: float, repeats: int, head_repeats: int, onnx: bo
 
 
 def cost_table(per_minute: dict[str, float]) -> str:
-    """Markdown rows: each stage's seconds per minute of video for the student and the teacher, the
-    totals and teacher / student ratios (the student's total with its ONNX head when measured)."""
+    """Markdown rows: each stage's seconds per minute of video (3 significant digits: the heads cost
+    milliseconds) for the student and the teacher, the totals and teacher / student ratios (also with
+    the student's ONNX head when measured)."""
     lines = ["| stage | student (RGB only) | teacher (RGB + flow) |", "| --- | --- | --- |"]
     for row in ("rgb_features", "flow", "flow_features"):
-        student = f"{per_minute[row]:.3f}" if row in STUDENT_ROWS else "-"
-        lines.append(f"| {ROW_NAMES[row]} | {student} | {per_minute[row]:.3f} |")
-    head = f"{per_minute['student_head']:.3f}"
+        student = f"{per_minute[row]:.3g}" if row in STUDENT_ROWS else "-"
+        lines.append(f"| {ROW_NAMES[row]} | {student} | {per_minute[row]:.3g} |")
+    head = f"{per_minute['student_head']:.3g}"
     if "student_head_onnx" in per_minute:
-        head += f" (ONNX {per_minute['student_head_onnx']:.3f})"
-    lines.append(f"| detection head(s) | {head} | {per_minute['teacher_heads']:.3f} |")
+        head += f" (ONNX {per_minute['student_head_onnx']:.3g})"
+    lines.append(f"| detection head(s) | {head} | {per_minute['teacher_heads']:.3g} |")
     student_total = sum(per_minute[r] for r in STUDENT_ROWS)
     teacher_total = sum(per_minute[r] for r in TEACHER_ROWS)
-    lines.append(f"| **total** | **{student_total:.3f}** | **{teacher_total:.3f}** |")
+    lines.append(f"| **total** | **{student_total:.3g}** | **{teacher_total:.3g}** |")
     ratio = f"| teacher / student | | **{teacher_total / student_total:.1f}x** |"
     if "student_head_onnx" in per_minute:
         onnx_total = student_total - per_minute["student_head"] + per_minute["student_head_onnx"]
