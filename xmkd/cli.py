@@ -105,11 +105,15 @@ def option_spelling(argv: list[str], separator: str) -> list[str]:
 def split_dotted_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Take LightningCLI-style dotted flags (``--model.init_args.lr 1e-4`` or ``--trainer.max_epochs=3``)
     out of a tool's argv as ``key=value`` overrides, so a pipeline takes the same flags as ``xmkd fit``
-    as well as its own ``--override key=value``. Returns (the remaining argv, the overrides)."""
+    as well as its own ``--override key=value``. Everything after a bare ``--`` is left as it is (a
+    pipeline's pass-through arguments). Returns (the remaining argv, the overrides)."""
     rest: list[str] = []
     overrides: list[str] = []
     tokens = iter(argv)
     for token in tokens:
+        if token == "--":
+            rest += [token, *tokens]
+            break
         name, eq, value = token.partition("=")
         if not (name.startswith("--") and "." in name[2:]):
             rest.append(token)
@@ -136,9 +140,12 @@ def _tool_main(prog: str, tools: dict[str, tuple[str, str]], argv: list[str]) ->
     rest, dotted = split_dotted_overrides(rest)
     args = tool_parser.parse_args(rest)
     if dotted:
-        if not isinstance(getattr(args, "override", None), list):
+        if isinstance(getattr(args, "override", None), list):
+            args.override += dotted
+        elif isinstance(getattr(args, "extra", None), list):  # fit arguments passed through (finetune)
+            args.extra += [f"--{o}" for o in dotted]
+        else:
             tool_parser.error(f"takes no config overrides ({dotted[0]})")
-        args.override += dotted
     return int(module.run(args) or 0)
 
 
