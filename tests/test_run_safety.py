@@ -287,7 +287,8 @@ def test_check_writable_names_the_folder(tmp_path: Path) -> None:
 
 
 def test_unwritable_figure_is_a_warning(tmp_path: Path) -> None:
-    from xmkd.modules.detection import _save_png, per_class_ap_figure
+    from xmkd.viz import per_class_ap_figure
+    from xmkd.viz import save_figure as _save_png
 
     blocker = tmp_path / "figures"
     blocker.write_text("a file where the folder should be")

@@ -15,19 +15,14 @@ Batches (``xmkd.data.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import matplotlib
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from xmkd.distill.detection import build_distill_losses
@@ -35,101 +30,22 @@ from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
 from xmkd.modules.data_checks import check_against_data, data_attribute
+from xmkd.viz import figure_to_array, log_images, per_class_ap_figure, save_figure, timeline_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the headless backend
-from matplotlib.figure import Figure
+# the figure builders moved to xmkd.viz; kept importable from here
+__all__ = [
+    "AugmentedRGBStudent",
+    "DetectionModule",
+    "SingleStreamDetector",
+    "TwoStreamTeacher",
+    "figure_to_array",
+    "per_class_ap_figure",
+    "timeline_figure",
+]
 
 MONITOR = "val/map"
 MONITOR_MODE = "max"
 DEFAULT_DISTILL = {"atomic": 1.0, "gcr": 1.0, "abs": 1.0}
-
-# --------------------------------------------------------------------------------------------------
-# plotting (pure: arrays in, figures / arrays out)
-
-
-def timeline_figure(
-    labels: np.ndarray,
-    scores: Mapping[str, np.ndarray],
-    classes: Sequence[int] | None = None,
-    class_names: Sequence[str] | None = None,
-    max_classes: int = 6,
-    title: str = "",
-) -> Figure:
-    """Ground truth vs each model's per-step scores over time, one row per class.
-
-    ``labels`` (T, C) 0/1, ``scores`` {name: (T, C) probabilities}, e.g. teacher / student / RGB
-    baseline. Default classes: those present in the ground truth, most frequent first (then the
-    classes the first model scores highest), at most ``max_classes``.
-    """
-    labels = np.asarray(labels)
-    if classes is None:
-        freq = labels.sum(0)
-        present = [int(c) for c in np.argsort(-freq, kind="stable") if freq[c] > 0]
-        if len(present) < max_classes and scores:
-            first = np.asarray(next(iter(scores.values())))
-            present += [int(c) for c in np.argsort(-first.max(0), kind="stable") if c not in present]
-        classes = present[:max_classes]
-    classes = list(classes)
-    fig, axes = plt.subplots(
-        len(classes), 1, figsize=(8, 1.2 * len(classes) + 0.6), sharex=True, squeeze=False
-    )
-    steps = np.arange(labels.shape[0])
-    for ax, c in zip(axes[:, 0], classes):
-        ax.fill_between(steps, 0, labels[:, c], step="mid", color="0.8", label="ground truth")
-        for name, s in scores.items():
-            ax.plot(steps, np.asarray(s)[:, c], lw=1.2, label=name)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel(class_names[c] if class_names else f"class {c}", rotation=0, ha="right", fontsize=8)
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=len(scores) + 1)
-    axes[-1, 0].set_xlabel("time step")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def per_class_ap_figure(ap: np.ndarray, class_names: Sequence[str] | None = None, title: str = "") -> Figure:
-    """Bar chart of per-class AP, sorted descending; NaN (classes without positives) left out."""
-    ap = np.asarray(ap, dtype=float)
-    keep = np.flatnonzero(~np.isnan(ap))
-    order = keep[np.argsort(-ap[keep], kind="stable")]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.08 * len(order) + 2), 3))
-    ax.bar(np.arange(len(order)), ap[order], width=0.9)
-    names = [class_names[c] if class_names else str(c) for c in order]
-    if len(order) <= 60:
-        ax.set_xticks(np.arange(len(order)), names, rotation=90, fontsize=6)
-    ax.set_ylabel("AP")
-    ax.set_ylim(0, 1)
-    ax.set_title(
-        title or f"per-class AP (mean {ap[keep].mean() if len(keep) else float('nan'):.3f})", fontsize=9
-    )
-    fig.tight_layout()
-    return fig
-
-
-def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render a figure to an (H, W, 3) uint8 array and close it."""
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return rgb
-
-
-def _save_png(fig: Figure, path: Path) -> np.ndarray:
-    """Write the figure as a PNG and return its pixels; a figure that cannot be written (full disk,
-    read-only folder) is a warning: a plot must never end a training run."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buf.getvalue())
-    except OSError as e:
-        with contextlib.suppress(OSError):  # no half-written PNG left behind
-            path.unlink(missing_ok=True)
-        rank_zero_warn(f"xmkd: could not write the figure {path} ({e.strerror or e}); training goes on")
-    return figure_to_array(fig)
-
 
 # --------------------------------------------------------------------------------------------------
 # modules
@@ -279,6 +195,7 @@ class DetectionModule(L.LightningModule):
         self._update_metrics(out, batch)
         if len(self._plot_buffer) < self.hparams.plot_videos:
             scores = self.plot_scores(batch, out)
+            duration = batch.get("duration")
             for i in range(len(mask)):
                 if len(self._plot_buffer) >= self.hparams.plot_videos:
                     break
@@ -288,6 +205,9 @@ class DetectionModule(L.LightningModule):
                         "video_id": str(batch["video_id"][i]),
                         "labels": labels[i][m].float().cpu().numpy(),
                         "scores": {k: v[i][m].float().cpu().numpy() for k, v in scores.items()},
+                        "seconds_per_step": self._seconds_per_step(
+                            None if duration is None else float(duration[i]), int(m.sum())
+                        ),
                     }
                 )
 
@@ -363,25 +283,47 @@ class DetectionModule(L.LightningModule):
         epoch, step = getattr(self, "_checkpoint_position", (self.current_epoch, self.global_step))
         return f"{stage}_epoch{epoch:03d}_step{step:06d}"
 
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def plot_class_names(self) -> list[str] | None:
+        """``class_names`` of the config, else the data's (``datamodule.class_names``) when it has
+        one per class; ``None`` (the figures then say ``class <c>``) otherwise."""
+        if self.hparams.class_names:
+            return list(self.hparams.class_names)
+        names = data_attribute(self._datamodule(), "class_names")
+        if names is not None and len(names) == self.hparams.num_classes:
+            return [str(n) for n in names]
+        return None
+
+    def _seconds_per_step(self, duration: float | None, steps: int) -> float | None:
+        """The data's labelling rule's step length: 1 / ``feature_fps`` where the datamodule fixes
+        the rate, else the video's duration / its number of steps (the PDAN rule); ``None``
+        (time steps on the axis) where neither is known."""
+        hparams = data_attribute(self._datamodule(), "hparams")
+        fps = getattr(hparams, "feature_fps", None) if hparams is not None else None
+        if fps:
+            return 1.0 / float(fps)
+        if duration is not None and duration > 0 and steps > 0:
+            return duration / steps
+        return None
+
     def _log_figures(self, ap: np.ndarray, buffer: list[dict[str, Any]]) -> None:
-        names = self.hparams.class_names
+        names = self.plot_class_names()
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
         tag = self.figure_tag()
         images: dict[str, np.ndarray] = {}
-        images["val/per_class_ap"] = _save_png(
+        images["val/per_class_ap"] = save_figure(
             per_class_ap_figure(ap, names), root / f"{tag}_per_class_ap.png"
         )
         for item in buffer:
             fig = timeline_figure(
                 item["labels"], item["scores"], class_names=names, max_classes=self.hparams.plot_classes,
-                title=item["video_id"],
+                title=item["video_id"], seconds_per_step=item.get("seconds_per_step"),
             )  # fmt: skip
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["video_id"])
-            images[f"val/timeline/{item['video_id']}"] = _save_png(fig, root / f"{tag}_timeline_{safe}.png")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                for key, image in images.items():
-                    logger.log_image(key=key, images=[image], step=self.global_step)
+            images[f"val/timeline/{item['video_id']}"] = save_figure(fig, root / f"{tag}_timeline_{safe}.png")
+        log_images(self.loggers, images, step=self.global_step)
 
     def configure_optimizers(self):
         h = self.hparams
