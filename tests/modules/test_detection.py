@@ -254,3 +254,48 @@ def test_event_map_logged_in_validation_and_test_equals_direct_computation(tmp_p
     )
     with pytest.raises(ConfigError, match="event_iou_thresholds"):
         SingleStreamDetector(modality="rgb", input_dim=D_RGB, event_iou_thresholds=[0.0, 0.5], **HEAD)
+
+
+class NamedData(L.LightningDataModule):
+    """Batches with durations (2 s per video) and the data side's class names; no feature_fps."""
+
+    class_names = ("open door", "sit", "drink", "wave")
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(True)
+
+    def val_dataloader(self) -> DataLoader:
+        def with_duration(items: list[dict]) -> dict:
+            batch = collate(items)
+            batch["duration"] = torch.full((len(items),), 2.0, dtype=torch.float64)
+            return batch
+
+        return DataLoader(fake_videos(), batch_size=3, collate_fn=with_duration)
+
+
+def test_timelines_name_the_data_classes_and_count_seconds(tmp_path: Path, monkeypatch) -> None:
+    """Without class_names in the config, the timelines read the datamodule's; the x axis is in
+    seconds (duration / steps per step); a fixed feature_fps of the data wins over the duration."""
+    import xmkd.modules.detection as detection
+
+    figures = []
+
+    def recording(*args, **kwargs):
+        figures.append(fig := timeline_figure(*args, **kwargs))
+        return fig
+
+    monkeypatch.setattr(detection, "timeline_figure", recording)
+    torch.manual_seed(0)
+    model = SingleStreamDetector(modality="rgb", input_dim=D_RGB, **HEAD)
+    trainer(tmp_path, max_steps=2, limit_val_batches=1).fit(model, datamodule=NamedData())
+    assert len(figures) == 2
+    for fig in figures:
+        assert fig.axes[-1].get_xlabel() == "time (seconds)"
+        assert all(ax.get_ylabel() in NamedData.class_names for ax in fig.axes)
+        steps = len(fig.axes[0].get_lines()[0].get_xdata())
+        assert fig.axes[0].get_lines()[0].get_xdata()[-1] == pytest.approx(2.0 * (steps - 1) / steps)
+    assert any("timeline" in p.name for p in (tmp_path / "figures").glob("*.png"))
+    data = NamedData()
+    data.hparams["feature_fps"] = 4.0
+    model.trainer.datamodule = data  # the rule of a data module with a fixed feature rate
+    assert model._seconds_per_step(2.0, 6) == pytest.approx(0.25)
