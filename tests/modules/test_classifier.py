@@ -196,3 +196,47 @@ def test_finetune_learns_a_separable_task_on_held_out_clips(tmp_path: Path) -> N
     trainer.fit(model, train, held_out)
     after = float(trainer.callback_metrics["val/video_top1"])
     assert after >= 0.9 and after - before >= 0.3, (before, after)
+
+
+class _NamedClips(pl.LightningDataModule):
+    """Six clips of three classes, with the class names a trimmed datamodule gives."""
+
+    class_names = ("walk", "jump", "clap")
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items = [{k: v[i] for k, v in video_batch(6).items()} for i in range(6)]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.items, batch_size=3)
+
+    val_dataloader = test_dataloader = train_dataloader
+
+
+def test_validation_and_test_write_a_named_confusion_matrix(tmp_path: Path, monkeypatch) -> None:
+    """confusion_<stage>.png in the run's figures folder; its rows are the video-level predictions."""
+    import xmkd.viz as viz
+
+    matrices = []
+    real = viz.confusion_figure
+    names = []
+    monkeypatch.setattr(
+        viz, "confusion_figure", lambda m, n, **k: matrices.append(m) or names.append(n) or real(m, n, **k)
+    )
+    model = VideoClassifier(str(export_tiny_encoder(tmp_path)), num_classes=3, mode="linear", lr=0.01)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=1, default_root_dir=tmp_path,
+    )  # fmt: skip
+    data = _NamedClips()
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data)
+    assert len(matrices) == 2  # validation and test; the sanity check writes nothing
+    for stage in ("val", "test"):
+        png = tmp_path / "figures" / f"confusion_{stage}.png"
+        assert png.is_file() and png.stat().st_size > 1000
+    assert matrices[-1].sum() == 6 and matrices[-1].sum(1).tolist() == [2, 2, 2]  # one row per true class
+    top1 = trainer.callback_metrics["test/video_top1"].item()
+    assert matrices[-1].trace() / 6 == pytest.approx(top1)
+    assert names[-1] == ["walk", "jump", "clap"]  # the datamodule's names reach the figure

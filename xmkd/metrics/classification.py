@@ -55,7 +55,8 @@ class VideoLevelAccuracy(Metric):
     ``aggregate="scores"`` averages the raw scores (logits) of a video's clips, ``"softmax"`` their
     softmax probabilities (interpretation: papers differ; SlowFast/XKD code average softmax). When
     ``clip_indices`` are given, a repeated (video, clip) pair is counted once: DistributedSampler
-    pads the last batch with repeats, which would otherwise weigh some clips twice.
+    pads the last batch with repeats, which would otherwise weigh some clips twice. After
+    ``compute()``, ``last_video_predictions`` holds (predicted class, label) per video (CPU tensors).
     """
 
     is_differentiable = False
@@ -72,6 +73,7 @@ class VideoLevelAccuracy(Metric):
         self.add_state("labels", default=[], dist_reduce_fx="cat")
         self.add_state("video_codes", default=[], dist_reduce_fx="cat")
         self.add_state("clip_indices", default=[], dist_reduce_fx="cat")
+        self.last_video_predictions: tuple[Tensor, Tensor] | None = None
 
     def update(
         self,
@@ -126,6 +128,8 @@ class VideoLevelAccuracy(Metric):
         if bool((video_labels[inverse] != labels).any()):
             bad = int(video[inverse[video_labels[inverse] != labels][0]])
             raise ValueError(f"clips of one video (code {bad}) carry different labels")
+        # kept for pictures (a confusion matrix) without a second pass; the same on every rank
+        self.last_video_predictions = (video_scores.argmax(1).cpu(), video_labels.cpu())
         out: dict[str, Tensor] = {}
         for k in self.top_k:
             out[f"clip_top{k}"] = topk_correct(scores, labels, k).float().mean()

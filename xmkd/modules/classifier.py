@@ -146,6 +146,9 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: folded into the soft targets.
         aggregate: how views are combined per video: ``softmax`` (mean probability) or ``scores``.
         audio_frames: audio encoders: spectrogram frames kept (``None``: the encoder's input size).
+        plot_confusion: at the end of each validation / test epoch, write the video-level confusion
+            matrix to ``<run>/figures/confusion_<stage>.png`` (overwritten: the last epoch's stays),
+            class names from the datamodule, and log it to W&B where a W&B logger is present.
     """
 
     checkpoint_monitor = ("val/video_top1", "max")
@@ -173,6 +176,7 @@ class VideoClassifier(pl.LightningModule):
         aggregate: Literal["softmax", "scores"] = "softmax",
         audio_frames: int | None = None,
         encoder_key: str = "student_video",
+        plot_confusion: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -293,8 +297,26 @@ class VideoClassifier(pl.LightningModule):
     def _log_metric(self, stage: str, metric: VideoLevelAccuracy) -> dict[str, float]:
         values = {f"{stage}/{k}": v for k, v in metric.compute().items()}
         self.log_dict(values, prog_bar=False, sync_dist=False)  # the metric already gathered all ranks
+        if self.hparams.plot_confusion and metric.last_video_predictions is not None:
+            self._save_confusion(stage, *metric.last_video_predictions)
         metric.reset()
         return {k: float(v) for k, v in values.items()}
+
+    def _save_confusion(self, stage: str, predictions: Tensor, labels: Tensor) -> None:
+        """``confusion_<stage>.png`` in the run's ``figures`` folder (rank zero, not in the sanity check)."""
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from xmkd.viz import confusion_figure, confusion_matrix, log_images, save_figure
+
+        k = self.hparams.num_classes
+        names = data_attribute(trainer.datamodule, "class_names")
+        names = [str(n) for n in names] if names is not None and len(names) == k else None
+        matrix = confusion_matrix(predictions.numpy(), labels.numpy(), k)
+        fig = confusion_figure(matrix, names, title=f"{stage} confusion, epoch {self.current_epoch}")
+        root = Path(trainer.log_dir or trainer.default_root_dir) / "figures"
+        image = save_figure(fig, root / f"confusion_{stage}.png")
+        log_images(self.loggers, {f"{stage}/confusion": image}, step=self.global_step)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.val_accuracy)
