@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+
 MODULE = textwrap.dedent(
     """
     import torch, lightning.pytorch as pl
@@ -49,7 +51,8 @@ MODULE = textwrap.dedent(
 
 
 def run_xmkd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "WANDB_MODE": "offline"}
+    # the checkout under test after the project folder, whatever copy of xmkd the venv installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(REPO)]), "WANDB_MODE": "offline"}
     env.pop("XMKD_RUN_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "xmkd.cli", *args],
@@ -86,6 +89,8 @@ def test_fit_writes_run_folder_then_resume_auto_continues_it(project: Path):
     assert results["epoch"] == 2 and results["monitor"] == "val/loss"
     assert "val/loss" in results["fit"]
     assert (run_dir / "metrics.csv").is_file()
+    curves = run_dir / "figures" / "loss_curves.png"
+    assert curves.is_file() and curves.stat().st_size > 1000  # every fit draws its metrics.csv
     wandb_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))
 

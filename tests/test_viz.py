@@ -102,3 +102,41 @@ def test_unwritable_figure_only_warns(tmp_path: Path) -> None:
     fig = confusion_figure(np.eye(2, dtype=int))
     with pytest.warns(UserWarning, match="could not write the figure"):
         save_figure(fig, blocker / "confusion_val.png")
+
+
+def test_loss_curves_callback_draws_the_run_metrics_at_fit_end(tmp_path: Path, monkeypatch) -> None:
+    """LossCurvesPlot flushes the CSV logger, reads metrics.csv and writes figures/loss_curves.png
+    with every step's training loss (also the rows still buffered when the fit ends)."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    import xmkd.viz as viz
+    from xmkd.callbacks import LossCurvesPlot, RunCSVLogger
+
+    class Logged(BoringModel):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            self.log("train/loss", out["loss"])
+            return out
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", self(batch).sum())
+
+    figures = []
+    real = viz.loss_curves_figure
+    monkeypatch.setattr(viz, "loss_curves_figure", lambda s, t="": figures.append(fig := real(s, t)) or fig)
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=2, limit_train_batches=5, limit_val_batches=2, log_every_n_steps=1, accelerator="cpu",
+        logger=RunCSVLogger(tmp_path), callbacks=[LossCurvesPlot(tmp_path)], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Logged())
+    png = tmp_path / "figures" / "loss_curves.png"
+    assert png.is_file() and png.stat().st_size > 1000
+    train_ax, val_ax = figures[0].axes
+    (line,) = train_ax.get_lines()
+    assert line.get_label() == "train/loss" and len(line.get_xdata()) == 10  # 2 epochs x 5 steps
+    assert [v.get_label() for v in val_ax.get_lines()] == ["val/loss"]
+    np.testing.assert_allclose(val_ax.get_lines()[0].get_xdata(), [0, 1])

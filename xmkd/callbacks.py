@@ -280,3 +280,33 @@ class RunCSVLogger(CSVLogger):
     def log_hyperparams(self, params: dict[str, Any] | Namespace | None = None) -> None:
         if self.filename == "metrics.csv" and params is not None:  # evaluation leaves the fit's hparams alone
             super().log_hyperparams(params)
+
+
+class LossCurvesPlot(pl.Callback):
+    """``<run_dir>/figures/loss_curves.png`` when a fit ends: the training losses per step and the
+    validation metrics per epoch of the run's ``metrics.csv`` (the whole run, resumes included), for
+    runs without W&B; also logged to W&B where a W&B logger is present. Rank zero; a ``metrics.csv``
+    that is missing or unreadable, or a figure that cannot be written, is a warning."""
+
+    def __init__(self, run_dir: str | Path, metrics_file: str = "metrics.csv") -> None:
+        self.metrics_path = Path(run_dir) / metrics_file
+        self.path = Path(run_dir) / "figures" / "loss_curves.png"
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        from xmkd.viz import log_images, loss_curves_figure, read_metrics_csv, save_figure
+
+        for logger in trainer.loggers:  # the last rows are still in the CSV writer's buffer
+            if isinstance(logger, CSVLogger):
+                logger.save()
+        try:
+            series = read_metrics_csv(self.metrics_path)
+        except (OSError, csv.Error, UnicodeDecodeError) as e:
+            rank_zero_warn(f"xmkd: no loss curves: cannot read {self.metrics_path} ({e})")
+            return
+        title = f"{type(pl_module).__name__}, {trainer.global_step} steps, {trainer.current_epoch} epochs"
+        image = save_figure(loss_curves_figure(series, title), self.path)
+        log_images(trainer.loggers, {"loss_curves": image}, step=trainer.global_step)

@@ -161,6 +161,7 @@ def run_lightning_cli(argv: list[str]) -> Any:
     from lightning.pytorch.loggers import WandbLogger
 
     from xmkd.callbacks import (
+        LossCurvesPlot,
         RunCSVLogger,
         RunResultsWriter,
         SaveResolvedConfig,
@@ -308,6 +309,8 @@ def run_lightning_cli(argv: list[str]) -> Any:
                 callbacks.append(RichProgressBar(leave=True))
             if has_logger and self.subcommand == "fit":
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
+            if "logger" in extra and self.subcommand == "fit":  # our CSV logger writes metrics.csv
+                callbacks.append(LossCurvesPlot(self.run_dir))
             if self.subcommand == "fit":
                 # Preemption (SIGTERM/SIGUSR1) saves last.ckpt and exits cleanly; RNG and data
                 # position travel in the checkpoint so a resume continues bit-exactly.
