@@ -39,6 +39,7 @@ __all__ = [
     "loss_curves_figure",
     "per_class_ap_figure",
     "read_metrics_csv",
+    "save_embedding_map",
     "save_figure",
     "timeline_figure",
     "tsne_points",
@@ -210,6 +211,29 @@ def embedding_figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     return fig
+
+
+def save_embedding_map(
+    features: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str] | None,
+    path: str | Path,
+    max_points: int = 300,
+    seed: int = 0,
+    title: str = "",
+    loggers: Iterable[Any] = (),
+) -> np.ndarray:
+    """t-SNE of each entry of ``features`` ({panel: (n, D)}, rows of the same items), the same
+    ``max_points`` subset in every panel, drawn by :func:`embedding_figure`, written to ``path``
+    (warning only) and logged as ``embedding/tsne`` to the W&B loggers among ``loggers``."""
+    points: dict[str, np.ndarray] = {}
+    index = np.arange(len(labels))
+    for name, x in features.items():
+        points[name], index = tsne_points(x, max_points, seed)  # same n and seed: same subset
+    fig = embedding_figure(points, np.asarray(labels)[index], class_names, title)
+    image = save_figure(fig, path)
+    log_images(loggers, {"embedding/tsne": image})
+    return image
 
 
 # ---------------------------------------------------------------------------------------- loss curves

@@ -398,3 +398,47 @@ def test_seed_summary_table_headlines_the_svm_margin_when_the_online_probe_is_of
     assert not any(label.startswith("online probe") for label in rows)  # it did not run: no n/a rows
     assert rows["SVM video margin (pretrained - random init)"].startswith("12.0 ± 1.0")
     assert rows["headline margin > 2 x the larger seed std"] == "yes (4.0)"
+
+
+def test_frozen_probe_reports_knn_beside_the_svm_and_draws_the_embedding_map(tmp_path: Path, monkeypatch):
+    """kNN top-1 for every encoder and modality the SVM scores, from the same features, and a
+    two-panel t-SNE map (pretrained, random init) of the validation clips named by the data's classes."""
+    import xmkd.viz as viz
+    from xmkd.pipelines.pretrain_xkd import frozen_svm_probe
+
+    class Loader:
+        def __init__(self, data: TinyClips, offset: int) -> None:
+            self.data, self.offset = data, offset
+
+        def __iter__(self):
+            items = [self.data[i] for i in range(len(self.data))]
+            batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+            batch["video_id"] = [f"v{i + self.offset}" for i in range(len(items))]
+            yield batch
+
+    class DM:
+        dataset, num_classes, class_names = "tiny", 3, ("red", "green", "blue")
+
+        def train_dataloader(self):
+            return Loader(TinyClips(9), 0)
+
+        def val_dataloader(self):
+            return Loader(TinyClips(6), 100)
+
+        def on_after_batch_transfer(self, batch, idx):
+            return batch
+
+    figures = []
+    real = viz.embedding_figure
+    monkeypatch.setattr(viz, "embedding_figure", lambda *a, **k: figures.append(fig := real(*a, **k)) or fig)
+    model = XKDWithRandomInitProbe(**{**TINY, "probe_view": "linear"})
+    out = frozen_svm_probe(model, DM(), train_views=2, figure_dir=tmp_path / "figures")
+    for svm_key in ("svm_top1", "svm_top1_random_init", "svm_audio_top1", "svm_audio_top1_random_init"):
+        knn_key = svm_key.replace("svm", "knn")
+        assert 0.0 <= out[knn_key] <= 1.0 and 0.0 <= out[svm_key] <= 1.0, knn_key
+    png = tmp_path / "figures" / "embedding_tsne.png"
+    assert out["embedding_map"] == str(png) and png.is_file() and png.stat().st_size > 1000
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["pretrained", "random init"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["red", "green", "blue"]
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 6  # every validation clip

@@ -28,6 +28,7 @@ import copy
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,17 +264,29 @@ def _frozen_features(
 
 
 def frozen_svm_probe(
-    model: XKDWithRandomInitProbe, dm: Any, train_views: int = 5, seed: int = 0
+    model: XKDWithRandomInitProbe,
+    dm: Any,
+    train_views: int = 5,
+    seed: int = 0,
+    figure_dir: Path | None = None,
+    loggers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The linear (SVM) protocol on the final encoders and their random-init copies, frozen.
 
     Training features: ``train_views`` passes over the training clips, each drawing new augmented
     linear-evaluation views (the epoch seeds the augmentation); test features: the validation clips'
     centre views. LinearSVC with C by cross-validation on the training clips, whole scene groups held
-    out (:func:`xmkd.eval.svm.svm_protocol`). Returns top-1 per encoder and modality, and the C used.
+    out (:func:`xmkd.eval.svm.svm_protocol`). Returns top-1 per encoder and modality, and the C used;
+    beside each, the weighted kNN top-1 (k = 20, cosine, T = 0.07: :mod:`xmkd.eval.knn`) over the
+    same features (``knn_top1``, ``knn_audio_top1``, ``..._random_init``).
+
+    ``figure_dir``: also draw the validation clips' video features of both encoders as a t-SNE map
+    coloured by class (``embedding_tsne.png``, logged to the W&B loggers among ``loggers``).
     """
+    from xmkd.eval.knn import knn_top1
     from xmkd.eval.svm import FeatureSet, svm_protocol
     from xmkd.metrics.classification import encode_video_ids
+    from xmkd.modules.data_checks import data_attribute
     from xmkd.pipelines.linear_eval import cv_group_map
 
     was_training = model.training
@@ -311,6 +324,19 @@ def frozen_svm_probe(
         suffix = "_random_init" if key.endswith("_random_init") else ""
         out[name + suffix] = result.video_top1
         out[f"{name}{suffix}_c"] = result.c
+        out[name.replace("svm", "knn") + suffix] = knn_top1(train, test, num_classes)
+    if figure_dir is not None and "video_random_init" in test_feats and len(test_ids) >= 3:
+        from xmkd.viz import save_embedding_map
+
+        path = Path(figure_dir) / "embedding_tsne.png"
+        panels = {
+            "pretrained": test_feats["video"].numpy(),
+            "random init": test_feats["video_random_init"].numpy(),
+        }
+        names = data_attribute(dm, "class_names")
+        title = f"validation clips, video encoder (t-SNE, seed {seed})"
+        save_embedding_map(panels, test_labels.numpy(), names, path, seed=seed, title=title, loggers=loggers)
+        out["embedding_map"] = str(path)
     return out
 
 
@@ -332,7 +358,13 @@ def pretrain_with_control(
     metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
     val_s = time.perf_counter() - t1
     t2 = time.perf_counter()
-    svm = frozen_svm_probe(model, dm, svm_train_views) if svm_train_views > 0 else {}
+    svm = (
+        frozen_svm_probe(
+            model, dm, svm_train_views, figure_dir=Path(cli.run_dir) / "figures", loggers=trainer.loggers
+        )
+        if svm_train_views > 0
+        else {}
+    )
     svm_s = time.perf_counter() - t2
     num_classes = int(dm.num_classes)
     out: dict[str, Any] = {
@@ -430,6 +462,10 @@ PROBE_KEYS = (
     "svm_top1_random_init",
     "svm_audio_top1",
     "svm_audio_top1_random_init",
+    "knn_top1",
+    "knn_top1_random_init",
+    "knn_audio_top1",
+    "knn_audio_top1_random_init",
     "probe_top1",
     "probe_top1_random_init",
     "probe_audio_top1",
@@ -518,6 +554,10 @@ PROBE_ROWS = (
     ("SVM on frozen features (video), random init", "svm_top1_random_init"),
     ("SVM on frozen features (audio), pretrained", "svm_audio_top1"),
     ("SVM on frozen features (audio), random init", "svm_audio_top1_random_init"),
+    ("kNN (k=20) on frozen features (video), pretrained", "knn_top1"),
+    ("kNN (k=20) on frozen features (video), random init", "knn_top1_random_init"),
+    ("kNN (k=20) on frozen features (audio), pretrained", "knn_audio_top1"),
+    ("kNN (k=20) on frozen features (audio), random init", "knn_audio_top1_random_init"),
     ("online probe top-1 (video), pretrained", "probe_top1"),
     ("online probe top-1 (video), random init", "probe_top1_random_init"),
     ("online probe top-1 (audio), pretrained", "probe_audio_top1"),
