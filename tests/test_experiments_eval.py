@@ -135,9 +135,13 @@ def test_svm_config_runs_the_protocol(config: Path, tiny: dict[str, Path]) -> No
     args.dataset = "esc50" if esc else "synthetic"
     args.folds, args.train_clips, args.test_clips, args.test_crops = [1], 2, 2, 1
     args.cv_folds, args.num_workers, args.batch_size, args.c_grid = 2, 0, 8, [0.01, 1.0]
-    result = le.evaluate_encoder(le.resolve_defaults(args), Path(args.ckpt))
+    figures = tiny["root"] / "linear-eval-figures" / config.stem
+    result = le.evaluate_encoder(le.resolve_defaults(args), Path(args.ckpt), figure_dir=figures)
     fold = result["folds"][0]
     assert 0.0 <= fold["video_top1"] <= 1.0 and fold["c"] in (0.01, 1.0)
+    assert 0.0 <= fold["knn_top1"] <= 1.0 and result["mean"]["knn_top1"] == fold["knn_top1"]
+    png = figures / "embedding_tsne.png"
+    assert result["figures"]["embedding"] == str(png) and png.stat().st_size > 1000
     assert fold["num_test_videos"] == (4 if esc else 9)  # ESC-50 fold 1: 4 files; synthetic: 3 per class
     assert result["modality"] == ("audio" if esc else "video")
     assert fold["num_train_clips"] == 2 * (16 if esc else 12)

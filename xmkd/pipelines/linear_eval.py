@@ -8,8 +8,9 @@ Features are extracted once for the union of the folds' videos (UCF101 / HMDB51 
 same videos; ESC-50 folds partition them), ``--train-clips`` augmented clips per video and the
 multi-view test views, then each fold selects its train / test videos, chooses C by grouped CV on
 its training videos only, fits and scores (see :mod:`xmkd.eval.svm`). Writes
-``<out>/results.json`` with per-fold and mean/std video-level and clip-level top-1 / top-5, the
-encoder, the protocol settings and timings.
+``<out>/results.json`` with per-fold and mean/std video-level and clip-level top-1 / top-5 and the
+weighted kNN top-1 (k = 20, as solo-learn reports it) on the same features, the encoder, the protocol
+settings and timings, and ``<out>/embedding_tsne.png``, a t-SNE map of the test videos by class.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def feature_function(encoder: torch.nn.Module, modality: str) -> Any:
 
 def summarize(
     folds: list[dict[str, Any]],
-    keys: tuple[str, ...] = ("video_top1", "clip_top1", "video_top5", "clip_top5"),
+    keys: tuple[str, ...] = ("video_top1", "clip_top1", "video_top5", "clip_top5", "knn_top1"),
 ) -> dict:
     """Mean and (population) std over folds of each metric."""
     out: dict[str, Any] = {"mean": {}, "std": {}}
@@ -236,9 +237,14 @@ def summarize(
     return out
 
 
-def evaluate_encoder(args: argparse.Namespace, encoder_path: Path) -> dict[str, Any]:
-    """Extract features once, run the SVM protocol on every fold; the results dict."""
-    from xmkd.eval.svm import DEFAULT_C_GRID, extract_features, svm_protocol
+def evaluate_encoder(
+    args: argparse.Namespace, encoder_path: Path, figure_dir: Path | None = None
+) -> dict[str, Any]:
+    """Extract features once, run the SVM protocol on every fold, and the weighted kNN (k = 20,
+    cosine, T = 0.07; video level) on the same features; the results dict. ``figure_dir``: also a
+    t-SNE map of the test videos (mean of their views), coloured by class (``embedding_tsne.png``)."""
+    from xmkd.eval.knn import knn_top1
+    from xmkd.eval.svm import DEFAULT_C_GRID, extract_features, svm_protocol, video_level_scores
     from xmkd.metrics.classification import encode_video_ids
     from xmkd.modules.classifier import load_encoder_for_eval
 
@@ -275,13 +281,24 @@ def evaluate_encoder(args: argparse.Namespace, encoder_path: Path) -> dict[str, 
             train, test, len(names), tuple(args.c_grid or DEFAULT_C_GRID), args.cv_folds, args.normalize,
             seed=args.seed,
         )  # fmt: skip
-        fold_results.append({"fold": k, **result.as_dict()})
+        knn = knn_top1(train, test, len(names))
+        fold_results.append({"fold": k, **result.as_dict(), "knn_top1": knn})
         print(
             f"linear-eval {args.dataset} fold {k}: video top-1 {result.video_top1:.3f}, clip top-1 "
-            f"{result.clip_top1:.3f} (C={result.c:g})",
+            f"{result.clip_top1:.3f} (C={result.c:g}), kNN top-1 {knn:.3f}",
             flush=True,
         )
     t3 = time.perf_counter()
+    figures = {}
+    if figure_dir is not None:
+        from xmkd.viz import save_embedding_map
+
+        videos, labels, _ = video_level_scores(test_feats.features, test_feats.labels, test_feats.groups)
+        if len(videos) >= 3:
+            path = figure_dir / "embedding_tsne.png"
+            title = f"{args.dataset} test videos, {encoder_path.name} (t-SNE, seed {args.seed})"
+            save_embedding_map({"frozen encoder": videos}, labels, names, path, seed=args.seed, title=title)
+            figures["embedding"] = str(path)
     return {
         "dataset": args.dataset,
         "encoder": str(encoder_path),
@@ -299,6 +316,7 @@ def evaluate_encoder(args: argparse.Namespace, encoder_path: Path) -> dict[str, 
         },
         "folds": fold_results,
         **summarize(fold_results),
+        "figures": figures,
         "timing_s": {
             "train_features": t1 - t0,
             "test_features": t2 - t1,
@@ -343,14 +361,14 @@ def run(args: argparse.Namespace) -> int:
     modality = args.modality or ("audio" if args.dataset == "esc50" else "video")
     encoder_path = Path(args.ckpt) if args.ckpt else default_encoder(modality)
     start = time.perf_counter()
-    results = evaluate_encoder(args, encoder_path)
-    results["wall_s"] = time.perf_counter() - start
     out = Path(args.out)
+    results = evaluate_encoder(args, encoder_path, figure_dir=out)
+    results["wall_s"] = time.perf_counter() - start
     write_json(out / "results.json", results)
     mean, std = results["mean"], results["std"]
     print(
         f"linear-eval {args.dataset}: video top-1 {mean['video_top1']:.3f} ± {std['video_top1']:.3f}, clip top-1 "
-        f"{mean['clip_top1']:.3f} ± {std['clip_top1']:.3f} over folds {[f['fold'] for f in results['folds']]} "
+        f"{mean['clip_top1']:.3f} ± {std['clip_top1']:.3f}, kNN top-1 {mean['knn_top1']:.3f} ± {std['knn_top1']:.3f} over folds {[f['fold'] for f in results['folds']]} "
         f"-> {out / 'results.json'}"
     )
     return 0
