@@ -40,9 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-clips", type=int, default=5, help="SVM: augmented clips per training video")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="default: the recipe YAML's")
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--skip-svm", action="store_true", help="fine-tuning only")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--out", default="runs/eval-ablation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="-- then arguments for every fine-tuning fit, e.g. -- --model.init_args.layer_decay 1.0",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -122,19 +128,30 @@ def run(args: argparse.Namespace) -> int:
             args.num_workers,
         )
         svm_args.c_grid, svm_args.seed = [0.001, 0.01, 0.1, 1.0], args.seed
-        row: dict[str, Any] = {"name": name, "encoder": str(ckpt), "svm": le.evaluate_encoder(svm_args, ckpt)}
+        row: dict[str, Any] = {
+            "name": name,
+            "encoder": str(ckpt),
+            "svm": None if args.skip_svm else le.evaluate_encoder(svm_args, ckpt),
+        }
         if not args.skip_finetune:
             ft_args = argparse.Namespace(
                 recipe="ucf101", dataset="synthetic", data=None, splits=None, config=None, folds=args.folds,
                 max_epochs=args.finetune_epochs,
             )  # fmt: skip
-            row["finetune"] = ft.finetune_all_folds(ckpt, ft_args, out / f"finetune-{slug}")
+            extra = [a for a in (args.extra or []) if a != "--"]
+            row["finetune"] = ft.finetune_all_folds(ckpt, ft_args, out / f"finetune-{slug}", extra)
         rows.append(row)
         write_json(out / "results.json", {"rows": rows, "partial": True})
     table = markdown_table(rows)
     write_json(
         out / "results.json",
-        {"rows": rows, "folds": args.folds, "table": table, "wall_s": time.perf_counter() - start},
+        {
+            "rows": rows,
+            "folds": args.folds,
+            "finetune_args": [a for a in (args.extra or []) if a != "--"],
+            "table": table,
+            "wall_s": time.perf_counter() - start,
+        },
     )
     print("Synthetic set, video-level / clip-level top-1 (mean ± std over folds):\n" + table)
     return 0
