@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
@@ -14,23 +15,31 @@ CKPT ?=
 ARGS ?=
 XMKD := $(BIN)/xmkd
 
-.PHONY: install test test-fast lint format clean synth-av synth-untrimmed \
+.PHONY: install install-dev test test-fast lint format clean synth-av synth-untrimmed \
 	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
 	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract bench-inference
 
+# The run targets need xmkd and its dependencies; lint and the tests also the dev tools (pytest,
+# ruff, librosa as the filterbank reference, the ONNX export stack), installed on top.
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-lint: install
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+lint: install-dev
 	$(BIN)/ruff check xmkd tests benchmarks
 	$(BIN)/ruff format --check xmkd tests benchmarks
 
-format: install
+format: install-dev
 	$(BIN)/ruff format xmkd tests benchmarks
 	$(BIN)/ruff check --fix xmkd tests benchmarks
 
@@ -94,7 +103,7 @@ bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
 
 # seconds per minute of video, Augmented-RGB student vs two-stream teacher (flow included)
-bench-inference: install
+bench-inference: install-dev
 	$(BIN)/python benchmarks/inference_cost.py --repeats 3 --json runs/bench/inference_cost.json
 
 clean:

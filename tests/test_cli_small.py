@@ -100,13 +100,13 @@ def test_dotted_flags_become_overrides() -> None:
 
 
 def test_pipelines_take_fits_dotted_flags(monkeypatch, capsys) -> None:
-    import xmkd.pipelines.eval_ablation as eval_ablation
     import xmkd.pipelines.finetune as finetune
+    import xmkd.pipelines.linear_eval as linear_eval
     import xmkd.pipelines.pretrain_xkd as pretrain_xkd
 
     seen = {}
     monkeypatch.setattr(pretrain_xkd, "run", lambda args: seen.setdefault("args", args) and 0)
-    monkeypatch.setattr(eval_ablation, "run", lambda args: 0)
+    monkeypatch.setattr(linear_eval, "run", lambda args: 0)
     monkeypatch.setattr(finetune, "run", lambda args: seen.setdefault("finetune", args) and 0)
     assert (
         main(["pipeline", "pretrain-xkd", "--override", "seed_everything=3", "--model.init_args.lr", "1e-4"])
@@ -117,7 +117,7 @@ def test_pipelines_take_fits_dotted_flags(monkeypatch, capsys) -> None:
     assert main(["pipeline", "finetune", "--trainer.max_epochs", "2", "--", "--model.init_args.lr", "1"]) == 0
     assert seen["finetune"].extra == ["--", "--model.init_args.lr", "1", "--trainer.max_epochs=2"]
     with pytest.raises(SystemExit):  # a pipeline without config overrides says so instead of ignoring it
-        main(["pipeline", "eval-ablation", "--trainer.max_epochs", "2"])
+        main(["pipeline", "linear-eval", "--trainer.max_epochs", "2"])
     assert "takes no config overrides (trainer.max_epochs=2)" in capsys.readouterr().err
 
 
