@@ -306,6 +306,19 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return rgb
 
 
+def run_log_dir(trainer: Any) -> Path:
+    """``trainer.log_dir`` without its broadcast: that property is a collective, so rank zero reading
+    it alone (to write a picture) waits forever for the other ranks under DDP."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        path = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+        if path:
+            return Path(path)
+    return Path(trainer.default_root_dir)
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> np.ndarray:
     """Write the figure as a PNG and return its pixels (the figure is closed); a figure that cannot
     be written (full disk, read-only folder) is a warning: a plot must never end a training run."""

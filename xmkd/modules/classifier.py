@@ -307,14 +307,14 @@ class VideoClassifier(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        from xmkd.viz import confusion_figure, confusion_matrix, log_images, save_figure
+        from xmkd.viz import confusion_figure, confusion_matrix, log_images, run_log_dir, save_figure
 
         k = self.hparams.num_classes
         names = data_attribute(trainer.datamodule, "class_names")
         names = [str(n) for n in names] if names is not None and len(names) == k else None
         matrix = confusion_matrix(predictions.numpy(), labels.numpy(), k)
         fig = confusion_figure(matrix, names, title=f"{stage} confusion, epoch {self.current_epoch}")
-        root = Path(trainer.log_dir or trainer.default_root_dir) / "figures"
+        root = run_log_dir(trainer) / "figures"
         image = save_figure(fig, root / f"confusion_{stage}.png")
         log_images(self.loggers, {f"{stage}/confusion": image}, step=self.global_step)
 

@@ -30,7 +30,14 @@ from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
 from xmkd.modules.data_checks import check_against_data, data_attribute
-from xmkd.viz import figure_to_array, log_images, per_class_ap_figure, save_figure, timeline_figure
+from xmkd.viz import (
+    figure_to_array,
+    log_images,
+    per_class_ap_figure,
+    run_log_dir,
+    save_figure,
+    timeline_figure,
+)
 
 # the figure builders moved to xmkd.viz; kept importable from here
 __all__ = [
@@ -310,7 +317,7 @@ class DetectionModule(L.LightningModule):
 
     def _log_figures(self, ap: np.ndarray, buffer: list[dict[str, Any]]) -> None:
         names = self.plot_class_names()
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
+        root = run_log_dir(self.trainer) / "figures"
         tag = self.figure_tag()
         images: dict[str, np.ndarray] = {}
         images["val/per_class_ap"] = save_figure(

@@ -730,9 +730,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             images[m] = reconstruction_grid(
                 x[0], mask.mask[0], pred[0], enc.config.modality, enc.config.patch_size
             )
-        log_dir = self.trainer.log_dir
+        from xmkd.viz import run_log_dir
+
+        log_dir = run_log_dir(self.trainer)  # rank zero alone: trainer.log_dir would wait for the others
         if log_dir:
-            out = Path(log_dir) / "reconstructions"
+            out = log_dir / "reconstructions"
             import matplotlib.pyplot as plt
 
             for m, img in images.items():
