@@ -57,9 +57,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xmkd.data.readers.untrimmed import Segment
+from xmkd.data.readers.untrimmed import Segment, frame_labels
 from xmkd.data.synthetic_world import SyntheticVideo
-from xmkd.data.untrimmed import frame_labels
 from xmkd.errors import ConfigError
 
 MOTIONS = ("slide", "swing", "circle", "shake")

@@ -61,10 +61,9 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from xmkd.data.readers.untrimmed import Segment
+from xmkd.data.readers.untrimmed import Segment, frame_labels
 from xmkd.data.synthetic_motion import MotionWorldParams, generate_motion_world
 from xmkd.data.synthetic_world import FORMAT_VERSION, SyntheticVideo, write_world
-from xmkd.data.untrimmed import frame_labels
 from xmkd.errors import ConfigError
 from xmkd.locks import generation_lock
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from xmkd.errors import AnnotationError
 
 CHARADES_CSV_COLUMNS = (
@@ -585,3 +587,30 @@ def merge_annotations(parts: Iterable[UntrimmedAnnotations]) -> UntrimmedAnnotat
     return UntrimmedAnnotations(
         [v for p in parts for v in p.videos], names, ", ".join(p.source for p in parts), base
     )
+
+
+def frame_labels(
+    segments: Sequence[Segment],
+    num_steps: int,
+    duration_s: float,
+    num_classes: int,
+    feature_fps: float | None = None,
+) -> np.ndarray:
+    """Multi-hot labels (T, C) float32 at feature resolution.
+
+    fps = ``num_steps / duration_s`` (or ``feature_fps`` where the duration is unknown or the
+    features have a known fixed rate); label[t, c] = 1 iff start < t / fps < end. The strict
+    inequalities and the t / fps step times (not step centres) are the PDAN/TGM code's rule.
+    """
+    labels = np.zeros((num_steps, num_classes), dtype=np.float32)
+    if num_steps == 0 or not segments:
+        return labels
+    fps = feature_fps if feature_fps is not None else num_steps / duration_s
+    times = np.arange(num_steps, dtype=np.float64) / fps
+    for seg in segments:
+        # first step with time > start, first step with time >= end: positives are [lo, hi)
+        lo = int(np.searchsorted(times, seg.start_s, side="right"))
+        hi = int(np.searchsorted(times, seg.end_s, side="left"))
+        if hi > lo:
+            labels[lo:hi, seg.label] = 1.0
+    return labels
