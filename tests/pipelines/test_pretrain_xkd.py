@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
 from xmkd.pipelines import pretrain_xkd
-from xmkd.pipelines.pretrain_xkd import XKDWithRandomInitProbe, fit_argv, step_time_summary
+from xmkd.modules.xkd_control import XKDWithRandomInitProbe
+from xmkd.pipelines.pretrain_xkd import fit_argv, step_time_summary
 
 SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT
 
@@ -179,7 +180,7 @@ def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():
         "x.yaml", "exp", "runs", max_epochs=3, max_steps=7, overrides=["data.init_args.batch_size=2"]
     )
     assert argv[:3] == ["fit", "--config", "x.yaml"]
-    assert "--model.class_path=xmkd.pipelines.pretrain_xkd.XKDWithRandomInitProbe" in argv
+    assert "--model.class_path=xmkd.modules.xkd_control.XKDWithRandomInitProbe" in argv
     assert {"--trainer.max_epochs=3", "--trainer.max_steps=7", "--data.init_args.batch_size=2"} <= set(argv)
 
 

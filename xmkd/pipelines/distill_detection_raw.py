@@ -29,16 +29,20 @@ runs its table over a given feature folder, stage 5 should call it instead.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 
 from xmkd.data.flow import compute_flow_folder, read_flow_file
+from xmkd.data.readers.untrimmed import read_charades_csv
 from xmkd.data.synthetic_raw_untrimmed import ensure_synthetic_raw_untrimmed
+from xmkd.data.untrimmed import UntrimmedVideoDataModule, frame_labels
 from xmkd.errors import ConfigError
 from xmkd.features.extract import (
     IMAGENET_MEAN,
@@ -50,6 +54,8 @@ from xmkd.features.extract import (
     train_mae_encoder,
 )
 from xmkd.models.vit import EncoderConfig, build_encoder, save_exported_encoder
+from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
+from xmkd.pipelines.report import markdown_lines
 from xmkd.pipelines.seeds import detection_table_row
 
 ROWS = ("rgb", "flow", "teacher", "student")
@@ -67,8 +73,6 @@ def encoder_config(in_chans: int, size: int, frames: int, dim: int, depth: int) 
 
 
 def _training_ids(root: Path) -> list[str]:
-    import csv
-
     with (root / "Charades_v1_train.csv").open(newline="") as f:
         return [row["id"] for row in csv.DictReader(f)]
 
@@ -125,11 +129,6 @@ def detection_row(
     teacher: Any = None,
 ) -> tuple[float, Any]:  # fmt: skip
     """Train one detector of the table and return (test per-frame mAP, the trained module)."""
-    import lightning as L
-
-    from xmkd.data.untrimmed import UntrimmedVideoDataModule
-    from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
-
     L.seed_everything(seed, workers=True, verbose=False)
     dm = UntrimmedVideoDataModule(
         format="charades_csv",
@@ -176,14 +175,17 @@ def table_rows(per_row: dict[str, list[float]]) -> list[dict[str, Any]]:
 
 def format_table(results: dict[str, Any]) -> str:
     """Markdown table: one line per row, mean +- std over seeds of the test per-frame mAP."""
-    lines = [
-        "| model | test per-frame mAP (mean ± std over seeds) | seeds |",
-        "| --- | --- | --- |",
-    ]
-    for row, r in results["rows"].items():
-        lines.append(
-            f"| {ROW_NAMES.get(row, row)} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {len(r['per_seed'])} |"
-        )
+    lines = markdown_lines(
+        ["model", "test per-frame mAP (mean ± std over seeds)", "seeds"],
+        [
+            [
+                ROW_NAMES.get(row, row),
+                f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}",
+                str(len(r["per_seed"])),
+            ]
+            for row, r in results["rows"].items()
+        ],
+    )
     lines.append("")
     lines.append(f"chance (mean positive rate over classes): {100 * results['chance_map']:.1f}")
     return "\n".join(lines) + "\n"
@@ -192,9 +194,6 @@ def format_table(results: dict[str, Any]) -> str:
 def chance_map(data: Path) -> float:
     """Per-frame mAP of constant scores = mean over classes of the positive fraction of test steps
     (1 step per 1/3 s), a reference for the table."""
-    from xmkd.data.readers.untrimmed import read_charades_csv
-    from xmkd.data.untrimmed import frame_labels
-
     ann = read_charades_csv([data / "Charades_v1_test.csv"], data / "Charades_v1_classes.txt")
     labels = np.concatenate(
         [
