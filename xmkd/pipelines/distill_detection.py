@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -366,33 +365,6 @@ def inference_cost(
 
 
 # ---------------------------------------------------------------------------------------- training
-class AttachFrozenTeacher(L.Callback):
-    """Loads a ``TwoStreamTeacher`` checkpoint at setup and attaches it, frozen, to the student.
-
-    Why not the student's own ``teacher_checkpoint``: that loads the teacher inside the student's
-    ``__init__``, which LightningCLI runs within its given-hyperparameters context, so the teacher's
-    ``save_hyperparameters`` picks up the STUDENT's config (no ``aux_modality``; heads built with
-    the student's sizes). Callbacks set up before the module, so the student's fit-time check
-    that a teacher is loaded still holds. Drop this once the module loads the teacher in a fresh
-    ``contextvars.Context()``.
-    """
-
-    def __init__(self, checkpoint: str) -> None:
-        self.checkpoint = checkpoint
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if getattr(pl_module, "teacher", None) is None:
-            if not Path(self.checkpoint).is_file():
-                raise ConfigError("checkpoint", f"teacher checkpoint not found: {self.checkpoint}")
-            pl_module.set_teacher(TwoStreamTeacher.load_from_checkpoint(self.checkpoint, map_location="cpu"))
-
-
-def teacher_dims(checkpoint: Path) -> tuple[int, int]:
-    """(embedding, aux embedding) widths of a teacher checkpoint, read from its hyperparameters."""
-    hp = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
-    return int(hp["channels"]), int(hp["channels"])
-
-
 def _best_checkpoint(run_dir: Path) -> Path:
     results = json.loads((run_dir / "results.json").read_text())
     best = results.get("best_checkpoint") or results.get("last_checkpoint")
@@ -439,14 +411,8 @@ def train_run(
         "--data.init_args.eval_subset", "validation",
     ]  # fmt: skip
     if row.is_student:
-        callback = {
-            "class_path": f"{__name__}.AttachFrozenTeacher",
-            "init_args": {"checkpoint": str(teacher_ckpt)},
-        }
         argv += [
-            "--model.init_args.teacher_checkpoint", "null",
-            "--model.init_args.teacher_dims", json.dumps(list(teacher_dims(teacher_ckpt))),
-            "--trainer.callbacks", json.dumps([callback]),
+            "--model.init_args.teacher_checkpoint", str(teacher_ckpt),
             "--model.init_args.distill", json.dumps(dict(row.distill)),
             "--model.init_args.distill_options", json.dumps(dict(row.options)),
         ]  # fmt: skip
