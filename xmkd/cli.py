@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
+from xmkd import __version__
 from xmkd.errors import ConfigError
 
 # Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help). The pipelines
@@ -185,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in CHECKPOINT_TOOLS:
         return _lazy_tools(CHECKPOINT_TOOLS, argv, "xmkd")
     if argv and argv[0] in ("-V", "--version"):
-        from xmkd import __version__
-
         print(f"xmkd {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help"):

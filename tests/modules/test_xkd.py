@@ -296,7 +296,7 @@ def test_release_architecture_defaults_and_old_checkpoints_name_the_knob() -> No
     sig = inspect.signature(XKDPretrainer.__init__).parameters
     assert sig["decoder_heads"].default == 12 and sig["lr_warmup_from_zero"].default is True
     assert sig["mel_scale"].default == "slaney" and sig["audio_views"].default == "release"
-    from xmkd.data.audio import XKD_LOG_EPS
+    from xmkd.models.audio import XKD_LOG_EPS
 
     assert sig["mel_log_eps"].default == XKD_LOG_EPS == float(torch.finfo(torch.float32).eps)
     assert XKDPretrainer(mel_log_eps=1e-6, **TINY).melspec(torch.device("cpu")).eps == 1e-6

@@ -19,8 +19,8 @@ from einops import rearrange
 from torch import Tensor
 
 import xmkd.models.vit as vit
-from xmkd.data.audio import LogMelSpectrogram
 from xmkd.distill.ema import collect_ema_tensors, ema_update_tensors_
+from xmkd.models.audio import LogMelSpectrogram
 from xmkd.models.heads import mean_patch_tokens
 from xmkd.models.vit import MAEDecoder, masked_mse
 from xmkd.modules.xkd import XKDPretrainer

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
-from xmkd.pipelines import pretrain_xkd
 from xmkd.modules.xkd_control import XKDWithRandomInitProbe
+from xmkd.pipelines import pretrain_xkd
 from xmkd.pipelines.pretrain_xkd import fit_argv, step_time_summary
 
 SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT

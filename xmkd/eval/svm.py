@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from xmkd.data.bad_input import collate_with_failures
 from xmkd.errors import ConfigError
 from xmkd.metrics.classification import encode_video_id, encode_video_ids
 
@@ -165,8 +166,6 @@ def extract_features(
     shard and the shards are all-gathered and merged by index (:func:`merge_shards`), so every rank
     returns the same complete, index-ordered set.
     """
-    from xmkd.data.bad_input import collate_with_failures
-
     device = torch.device(device)
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     indexed = IndexedDataset(dataset)

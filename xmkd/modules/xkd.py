@@ -32,6 +32,13 @@ from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
 from xmkd.distill.refinement import refine_pair
 from xmkd.errors import ConfigError
+from xmkd.models.audio import (
+    LogMelSpectrogram,
+    random_waveform_crops,
+    release_audio_local_views,
+    spectrogram_local_views,
+    volume_jitter,
+)
 from xmkd.models.heads import DINOHead, mean_patch_tokens
 from xmkd.models.masking import TokenMask, random_masking
 from xmkd.models.vit import (
@@ -42,6 +49,8 @@ from xmkd.models.vit import (
     load_exported_encoder,
     masked_mse,
     normalized_patch_target,
+    patchify_spectrogram,
+    patchify_video,
     save_exported_encoder,
     unpatchify_spectrogram,
     unpatchify_video,
@@ -49,6 +58,7 @@ from xmkd.models.vit import (
 )
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_lambda
+from xmkd.viz import run_log_dir
 
 __all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
 
@@ -68,7 +78,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
         mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
         audio_local_frames: width of the audio local views (112 frames = 1 s).
-        mel_scale, mel_norm: the log-mel filterbank (``xmkd.data.audio.mel_filterbank``): the
+        mel_scale, mel_norm: the log-mel filterbank (``xmkd.models.audio.mel_filterbank``): the
             release's librosa default ``slaney`` / ``slaney`` (its normalisation constants are for
             it), or torchaudio's ``htk`` / ``none``.
         mel_log_eps: the eps of ``log(mel + eps)`` (the release's float32 eps; xmkd used 1e-6).
@@ -360,8 +370,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     def melspec(self, device: torch.device) -> Any:
         mel = self._aux.get("melspec")
         if mel is None:
-            from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
-
             mel = self._aux["melspec"] = LogMelSpectrogram(
                 mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm, eps=self.hparams.mel_log_eps
             )
@@ -392,8 +400,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def release_audio_views(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         """The released XKD's audio views (``audio_views: release``; see the class docstring)."""
-        from xmkd.data.transforms import random_waveform_crops, release_audio_local_views, volume_jitter
-
         hp = self.hparams
         wave = waveform.float()
         if hp.audio_global_volume_jitter > 0:
@@ -426,8 +432,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def audio_local_views(self, spec: Tensor) -> Tensor:
         """(B, F, T) -> (B, L, F, audio_local_frames) time-only random crops (``audio_views: spectrogram``)."""
-        from xmkd.data.transforms import spectrogram_local_views
-
         views = spectrogram_local_views(spec, self.num_audio_local_views, self.hparams.audio_local_frames)
         views = views.squeeze(2) if views.ndim == 5 else views
         jitter = self.hparams.audio_local_volume_jitter
@@ -730,7 +734,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             images[m] = reconstruction_grid(
                 x[0], mask.mask[0], pred[0], enc.config.modality, enc.config.patch_size
             )
-        from xmkd.viz import run_log_dir
 
         log_dir = run_log_dir(self.trainer)  # rank zero alone: trainer.log_dir would wait for the others
         if log_dir:
@@ -785,8 +788,6 @@ def reconstruction_grid(
     mean and std as in MAE's visualisation; visible patches show the input. Video shows the first
     frame of every tubelet side by side; each row shares one min-max scaling.
     """
-    from xmkd.models.vit import patchify_spectrogram, patchify_video
-
     x = x.detach().float().cpu()
     pred = pred.detach().float().cpu()
     mask = mask.detach().bool().cpu()

@@ -26,7 +26,6 @@ import torch
 import yaml
 
 from xmkd.data import transforms as T
-from xmkd.data.audio import LogMelSpectrogram
 from xmkd.data.readers.esc50 import AudioClipDataset, read_esc50
 from xmkd.data.synthetic_av import ensure_synthetic_av
 from xmkd.data.trimmed import (
@@ -40,6 +39,7 @@ from xmkd.errors import ConfigError
 from xmkd.eval.knn import knn_top1
 from xmkd.eval.svm import DEFAULT_C_GRID, cv_group_map, extract_features, svm_protocol, video_level_scores
 from xmkd.metrics.classification import encode_video_ids
+from xmkd.models.audio import LogMelSpectrogram
 from xmkd.modules.classifier import load_encoder_for_eval
 from xmkd.pipelines import pretrain_xkd
 from xmkd.runs import write_json
