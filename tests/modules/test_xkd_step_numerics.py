@@ -2,7 +2,8 @@
 
 The reference implementations below are the code as it was before the step was sped up (einops
 patchify, ``Tensor.var`` target, the decoder projecting CLS then dropping it, the clip rearranged
-twice for tokens and target, the log-mel out of place) and the textbook optimiser pieces
+twice for tokens and target, the encoder run once per view instead of once over all views'
+rows, the log-mel out of place) and the textbook optimiser pieces
 (per-tensor clipping with ``.item()`` per tensor as the authors' release does, ``AdamW`` without
 foreach or fused kernels, an EMA loop). Three training steps of a tiny XKD model; from the same
 weights and seed the loss agrees within 1e-5 and every gradient within 1e-5 of its tensor's scale,
@@ -65,12 +66,18 @@ def ref_decoder_forward(self: MAEDecoder, tokens: Tensor, restore_indices: Tenso
     return self.pred(self.norm(x))[:, 1:]
 
 
-def ref_student_global(self: XKDPretrainer, m: str, x: Tensor, mask) -> tuple[Tensor, Tensor]:
+def ref_student_views(self: XKDPretrainer, m: str, x: Tensor, mask, local) -> tuple[Tensor, Tensor, list]:
+    # the encoder once per input: the masked global view, then the local views (view-major)
     enc = self.student[m]
     tokens = enc(x, mask.keep_indices)
     pred = self.decoders[m](tokens, mask.restore_indices)
     target = ref_normalized_patch_target(enc.patchify(x).float())
-    return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
+    pooled_local = []
+    if local is not None:
+        b, n = local.shape[:2]
+        flat = local.transpose(0, 1).reshape(b * n, *local.shape[2:])
+        pooled_local = list(mean_patch_tokens(enc(flat)).chunk(n))
+    return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask), pooled_local
 
 
 def ref_logmel_forward(self: LogMelSpectrogram, waveform: Tensor) -> Tensor:
@@ -86,7 +93,7 @@ def ref_logmel_forward(self: LogMelSpectrogram, waveform: Tensor) -> Tensor:
 def use_reference_code(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vit, "patchify_video", ref_patchify_video)
     monkeypatch.setattr(MAEDecoder, "forward", ref_decoder_forward)
-    monkeypatch.setattr(XKDPretrainer, "_student_global", ref_student_global)
+    monkeypatch.setattr(XKDPretrainer, "_student_views", ref_student_views)
     monkeypatch.setattr(LogMelSpectrogram, "forward", ref_logmel_forward)
 
 

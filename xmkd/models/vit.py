@@ -217,6 +217,22 @@ class Attention(nn.Module):
             cls_attn = logits.softmax(dim=-1)[:, :, 0, 1:]
         return out, cls_attn
 
+    def forward_packed(self, rows: Tensor, segments: Sequence[tuple[int, int]]) -> Tensor:
+        """Self-attention within each segment of ``rows``: (R, C) rows of several token batches.
+
+        ``segments``: the (batch, tokens) of each batch, in order, with ``sum(b * n) == R``. The two
+        projections run once over all rows (one larger matmul, and one weight gradient instead of a
+        gradient per batch summed afterwards); attention stays within each segment's sequences.
+        """
+        c = rows.shape[-1]
+        d = c // self.num_heads
+        qkv = self.qkv(rows)
+        outs = []
+        for chunk, (b, n) in zip(qkv.split([b * n for b, n in segments]), segments):
+            q, k, v = chunk.reshape(b, n, 3, self.num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+            outs.append(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b * n, c))
+        return self.proj(torch.cat(outs) if len(outs) > 1 else outs[0])
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)); x + mlp(norm(x))."""
@@ -243,6 +259,15 @@ class Block(nn.Module):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
+
+    def forward_packed(self, rows: Tensor, segments: Sequence[tuple[int, int]]) -> Tensor:
+        """:meth:`forward` on the rows of several token batches at once (see
+        :meth:`Attention.forward_packed`); stochastic depth is per sample, so it needs ``p = 0`` or
+        eval mode (callers fall back to :meth:`forward` per batch otherwise)."""
+        if self.drop_path.p and self.training:
+            raise ValueError("forward_packed needs drop_path 0 in training (per-sample masks)")
+        rows = rows + self.attn.forward_packed(self.norm1(rows), segments)
+        return rows + self.mlp(self.norm2(rows))
 
 
 def make_blocks(
@@ -346,6 +371,15 @@ def audio_encoder_config(
     return EncoderConfig("audio", (mel_bins, frames), tuple(patch), 1, dim, num_heads=heads, **kw)
 
 
+@dataclass(frozen=True)
+class PackedInput:
+    """One input of :meth:`ViTEncoder.forward_many`: the arguments of :meth:`ViTEncoder.forward`."""
+
+    x: Tensor
+    keep_indices: Tensor | None = None
+    patches: Tensor | None = None
+
+
 class ViTEncoder(nn.Module):
     """ViT over video tubelets or spectrogram patches.
 
@@ -441,6 +475,25 @@ class ViTEncoder(nn.Module):
     def forward(self, x: Tensor, keep_indices: Tensor | None = None, patches: Tensor | None = None) -> Tensor:
         """Final-normed tokens (B, 1 + K, D), CLS first (``patches``: see :meth:`tokens`)."""
         return self.forward_with_attention(x, keep_indices, return_attention=False, patches=patches)[0]
+
+    def forward_many(self, inputs: Sequence[PackedInput]) -> list[Tensor]:
+        """:meth:`forward` of several inputs (e.g. the masked global view and the local views) in one
+        pass: the same values up to float reordering, each (B_i, 1 + K_i, D).
+
+        Every row-wise layer (norms, projections, MLP) runs once over the rows of all inputs, so
+        each weight sees one larger matmul and one gradient; attention stays within each input's
+        sequences. With stochastic depth in training each input runs through :meth:`forward`.
+        """
+        if self.training and any(blk.drop_path.p for blk in self.blocks):
+            return [self(i.x, i.keep_indices, i.patches) for i in inputs]
+        tokens = [self.tokens(i.x, i.keep_indices, i.patches) for i in inputs]
+        segments = [(t.shape[0], t.shape[1]) for t in tokens]
+        rows = torch.cat([t.reshape(-1, t.shape[-1]) for t in tokens]) if len(tokens) > 1 else tokens[0]
+        rows = rows.reshape(-1, tokens[0].shape[-1])
+        for blk in self.blocks:
+            rows = blk.forward_packed(rows, segments)
+        rows = self.norm(rows)
+        return [r.reshape(b, n, -1) for r, (b, n) in zip(rows.split([b * n for b, n in segments]), segments)]
 
     def patch_mean(self, x: Tensor) -> Tensor:
         """Clip feature for evaluation: the mean of the patch tokens after the final norm (B, D)."""
