@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from xmkd.models.linear import Linear
 from xmkd.models.masking import gather_tokens
 
 Modality = Literal["video", "audio"]
@@ -200,8 +201,8 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
         b, n, c = x.shape
@@ -251,7 +252,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -390,7 +391,7 @@ class ViTEncoder(nn.Module):
     def __init__(self, config: EncoderConfig, blocks: nn.ModuleList | None = None) -> None:
         super().__init__()
         self.config = config
-        self.patch_embed = nn.Linear(config.patch_dim, config.dim)
+        self.patch_embed = Linear(config.patch_dim, config.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, config.dim))
         self.apply(_init_weights)
@@ -563,14 +564,14 @@ class MAEDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_patches = num_patches
-        self.embed = nn.Linear(encoder_dim, dim)
+        self.embed = Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, dim))
         self.blocks = make_blocks(dim, depth, num_heads, mlp_ratio, norm_eps=norm_eps)
         # Identity keeps the state_dict free of norm.* keys (a checkpoint of either layout fails
         # loudly on the other instead of silently keeping a fresh norm).
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
-        self.pred = nn.Linear(dim, patch_dim)
+        self.pred = Linear(dim, patch_dim)
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
