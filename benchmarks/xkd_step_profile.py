@@ -115,8 +115,7 @@ def instrument(model: Any) -> None:
 
     wrap(model, "audio_spectrogram", "fwd: log-mel")
     wrap(model, "audio_local_views", "fwd: audio local views")
-    wrap(model, "_student_global", "fwd: masked student + decoder + rec loss")
-    wrap(model, "_student_local", "fwd: student local views")
+    wrap(model, "_student_views", "fwd: student (masked global + local views) + decoder + rec loss")
     wrap(model, "_teacher_outputs", "fwd: teachers (+ refinement, heads)")
     for m in ("video", "audio"):
         wrap(model.heads[m], "forward", "fwd: student heads")

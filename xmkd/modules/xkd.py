@@ -44,6 +44,7 @@ from xmkd.models.masking import TokenMask, random_masking
 from xmkd.models.vit import (
     VIT_SIZES,
     MAEDecoder,
+    PackedInput,
     ViTEncoder,
     audio_encoder_config,
     load_exported_encoder,
@@ -444,20 +445,27 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
 
-    def _student_global(self, m: str, x: Tensor, mask: TokenMask) -> tuple[Tensor, Tensor]:
-        """Masked global view -> (pooled features (B, D), reconstruction loss)."""
+    def _student_views(
+        self, m: str, x: Tensor, mask: TokenMask, local: Tensor | None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Masked global view and (B, L, ...) local views through the ``m`` student in one pass.
+
+        Returns (pooled global features (B, D), reconstruction loss, L pooled local features (B, D)).
+        ``forward_many`` runs the encoder's row-wise layers once over the global view's visible tokens
+        and all local views' tokens (view-major), so each weight sees one matmul and one gradient.
+        """
         enc = self.student[m]
         patches = enc.patchify(x)  # once, for the visible tokens and the target
-        tokens = enc(x, mask.keep_indices, patches=patches)
-        pred = self.decoders[m](tokens, mask.restore_indices)
+        inputs = [PackedInput(x, mask.keep_indices, patches)]
+        n_local = 0 if local is None else local.shape[1]
+        if n_local:
+            b = local.shape[0]
+            inputs.append(PackedInput(local.transpose(0, 1).reshape(b * n_local, *local.shape[2:])))
+        tokens = enc.forward_many(inputs)
+        pred = self.decoders[m](tokens[0], mask.restore_indices)
         target = normalized_patch_target(patches.float())
-        return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
-
-    def _student_local(self, m: str, views: Tensor) -> list[Tensor]:
-        """(B, L, ...) unmasked local views -> L pooled features (B, D), view-major batching."""
-        b, n = views.shape[:2]
-        flat = views.transpose(0, 1).reshape(b * n, *views.shape[2:])
-        return list(mean_patch_tokens(self.student[m](flat)).chunk(n))
+        pooled_local = list(mean_patch_tokens(tokens[1]).chunk(n_local)) if n_local else []
+        return mean_patch_tokens(tokens[0]), masked_mse(pred, target, mask.mask), pooled_local
 
     @torch.no_grad()
     def _teacher_outputs(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -507,8 +515,9 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         for m in MODALITIES:
             n = self.student[m].config.num_patches
             masks[m] = random_masking(b, n, ratios[m], device=video.device)
-            pooled_global[m], rec[m] = self._student_global(m, inputs[m], masks[m])
-            pooled_local[m] = self._student_local(m, local[m]) if counts[m] > 0 else []
+            pooled_global[m], rec[m], pooled_local[m] = self._student_views(
+                m, inputs[m], masks[m], local[m] if counts[m] > 0 else None
+            )
             # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
             # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
             views = [pooled_global[m], *pooled_local[m]]
