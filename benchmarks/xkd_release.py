@@ -75,8 +75,14 @@ def _import_release(root: Path) -> tuple[Any, Any, dict]:
     for name in [m for m in sys.modules if m.split(".")[0] in ("models", "optimizers")]:
         del sys.modules[name]
     import models  # type: ignore[import-not-found]
+    import models.modules as modules  # type: ignore[import-not-found]
+    import models.modules.vit_video as vit_video  # type: ignore[import-not-found]
     import optimizers  # type: ignore[import-not-found]
 
+    # The release defines ViT-Tiny in its encoders' own tables but not in the table XKD_Net reads
+    # its widths from: register the release's own entry there, so ``tiny`` builds as it defines it.
+    for name, spec in vit_video.encoder_dict.items():
+        modules.encoder_dict.setdefault(name, spec)
     with open(root / CONFIG) as f:
         cfg = yaml.safe_load(f)
     return models.get_model, optimizers.get_optimizer, cfg
