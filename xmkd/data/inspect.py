@@ -22,6 +22,10 @@ Examples::
     xmkd data inspect csv --root videos --csv train.csv [--test-csv test.csv]
     xmkd data inspect synth [--root data/synth-av]
 
+Every video dataset in :mod:`xmkd.data.registry` gets a subcommand with the options its entry
+takes (``--root``; ``--splits``/``--fold`` for split files; ``--csv``/``--test-csv`` for CSVs;
+``--classes`` for class subsets).
+
 Extension contract (untrimmed datasets live in ``xmkd.data.inspect_untrimmed``): if that module
 is importable, :func:`add_arguments` calls its ``register(subparsers)``, which adds one subparser
 per dataset (``subparsers.add_parser(name, ...)``, with its own options) and sets on each either
@@ -37,26 +41,15 @@ import argparse
 import importlib
 import itertools
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xmkd.data.readers.trimmed import (
-    ClipRecord,
-    TrimmedAnnotations,
-    find_existing,
-    read_class_list,
-    read_csv_annotations,
-    read_hmdb51,
-    read_kinetics_csv,
-    read_ucf101,
-    synthetic_layout,
-)
+from xmkd.data.readers.trimmed import ClipRecord, TrimmedAnnotations, find_existing
+from xmkd.data.registry import TRIMMED_DATASETS, TrimmedDataset, TrimmedSource, read_trimmed
 from xmkd.data.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
 from xmkd.errors import BadInputError, Failure, MediaError, XmkdError
 
-SYNTHETIC_ROOT = "data/synth-av"
 DEFAULT_DECODE_FRAMES = 16
 MISSING_EXAMPLES = 3
 
@@ -171,39 +164,19 @@ def inspect_annotations(ann: TrimmedAnnotations, dataset: str, decode: int, fram
 # per-dataset commands
 
 
-def _ucf101(args: argparse.Namespace) -> dict[str, Any]:
-    return inspect_annotations(
-        read_ucf101(args.splits, args.root, args.fold), "ucf101", args.decode, args.frames
+def inspect_registered(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON object of the registered trimmed dataset ``args.registered``, read from the options
+    its entry takes (:mod:`xmkd.data.registry`)."""
+    source = TrimmedSource(
+        args.root,
+        getattr(args, "splits", None),
+        getattr(args, "csv", None),
+        getattr(args, "test_csv", None),
+        getattr(args, "fold", 1),
+        getattr(args, "classes", None),
     )
-
-
-def _hmdb51(args: argparse.Namespace) -> dict[str, Any]:
-    return inspect_annotations(
-        read_hmdb51(args.splits, args.root, args.fold), "hmdb51", args.decode, args.frames
-    )
-
-
-def _synth(args: argparse.Namespace) -> dict[str, Any]:
-    videos, splits = synthetic_layout(args.root)
-    ann = read_ucf101(args.splits or splits, videos, args.fold)
-    return inspect_annotations(ann, "synth", args.decode, args.frames)
-
-
-def _kinetics(args: argparse.Namespace) -> dict[str, Any]:
-    classes = None
-    if args.classes:
-        is_file = os.path.isfile(args.classes)
-        classes = read_class_list(args.classes) if is_file else [c.strip() for c in args.classes.split(",")]
-    ann = read_kinetics_csv(args.csv, args.root, classes=classes)
-    return inspect_annotations(ann, "kinetics", args.decode, args.frames)
-
-
-def _csv(args: argparse.Namespace) -> dict[str, Any]:
-    ann = read_csv_annotations(args.csv, args.root, split="train")
-    if args.test_csv:
-        test = read_csv_annotations(args.test_csv, args.root, ann.class_names, split="test")
-        ann = TrimmedAnnotations(ann.records + test.records, ann.class_names, ann.source, ("train", "test"))
-    return inspect_annotations(ann, "csv", args.decode, args.frames)
+    ann = read_trimmed(args.registered, source)
+    return inspect_annotations(ann, args.dataset, args.decode, args.frames)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -215,43 +188,40 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dataset_parser(sub: argparse._SubParsersAction, spec: TrimmedDataset) -> argparse.ArgumentParser:
+    """The subcommand of one registered trimmed dataset: the options its entry takes."""
+    p = sub.add_parser(spec.name, aliases=list(spec.aliases), help=spec.help)
+    if spec.default_root is not None:
+        p.add_argument(
+            "--root", default=spec.default_root, help=f"the generated set (default {spec.default_root})"
+        )
+    else:
+        p.add_argument("--root", required=True, help="folder of the videos (<Class>/<file> or flat)")
+    if spec.splits:
+        optional = spec.splits == "optional"
+        help = "folder of the split files" + (" (default: the dataset's own)" if optional else "")
+        p.add_argument("--splits", required=not optional, default=None, help=help)
+    if len(spec.folds) > 1:
+        p.add_argument("--fold", type=int, default=spec.folds[0], choices=spec.folds)
+    if spec.annotation:
+        p.add_argument("--csv", required=True, help="annotation CSV (training)")
+        p.add_argument("--test-csv", dest="test_csv", help="test CSV (same classes)")
+    if spec.classes:
+        p.add_argument(
+            "--classes", help="class subset: a file with one name per line, or comma-separated names"
+        )
+    _common(p)
+    p.set_defaults(inspect=inspect_registered, registered=spec.name)
+    return p
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One subparser per dataset; ``xmkd.data.inspect_untrimmed.register`` may add more."""
+    """One subparser per registered trimmed video dataset; ``xmkd.data.inspect_untrimmed.register``
+    adds the untrimmed ones."""
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-
-    for name, fn, what in (
-        ("ucf101", _ucf101, "UCF101: classInd.txt + trainlist0N/testlist0N.txt"),
-        ("hmdb51", _hmdb51, "HMDB51: <class>_test_splitN.txt"),
-    ):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("--root", required=True, help="folder of the videos (<Class>/<file>.avi or flat)")
-        p.add_argument("--splits", required=True, help="folder of the split files")
-        p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
-        _common(p)
-        p.set_defaults(inspect=fn)
-
-    p = sub.add_parser("kinetics", help="Kinetics CSV: label,youtube_id,time_start,time_end,split[,is_cc]")
-    p.add_argument(
-        "--root", required=True, help="folder of the clips (<class>/<id>_<start>_<end>.mp4 or flat)"
-    )
-    p.add_argument("--csv", required=True, help="annotation CSV")
-    p.add_argument("--classes", help="class subset: a file with one name per line, or comma-separated names")
-    _common(p)
-    p.set_defaults(inspect=_kinetics)
-
-    p = sub.add_parser("csv", help="generic CSV: path,label[,start_s,end_s]")
-    p.add_argument("--root", required=True, help="folder the CSV paths are relative to")
-    p.add_argument("--csv", required=True, help="training CSV")
-    p.add_argument("--test-csv", dest="test_csv", help="test CSV (same classes)")
-    _common(p)
-    p.set_defaults(inspect=_csv)
-
-    p = sub.add_parser("synth", help="the synthetic audio-visual set (UCF101-style lists)")
-    p.add_argument("--root", default=SYNTHETIC_ROOT, help=f"the generated set (default {SYNTHETIC_ROOT})")
-    p.add_argument("--splits", default=None, help="default <root>/splits (videos: <root>/videos)")
-    p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
-    _common(p)
-    p.set_defaults(inspect=_synth)
+    for spec in TRIMMED_DATASETS.values():
+        if spec.video:
+            add_dataset_parser(sub, spec)
 
     try:
         untrimmed = importlib.import_module("xmkd.data.inspect_untrimmed")

@@ -31,18 +31,8 @@ from xmkd.data import transforms as T
 from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
 from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews, pad_clips
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
-from xmkd.data.readers.trimmed import (
-    UNLABELLED,
-    ClipRecord,
-    find_existing,
-    read_class_list,
-    read_csv_annotations,
-    read_hmdb51,
-    read_kinetics_csv,
-    read_ucf101,
-    synthetic_layout,
-)
-from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.data.readers.trimmed import UNLABELLED, ClipRecord, find_existing
+from xmkd.data.registry import TrimmedSource, read_trimmed, train_test, trimmed_dataset
 from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
@@ -434,11 +424,9 @@ def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 # ----------------------------------------------------------------------------------------------
 # DataModule
 
-TrimmedDatasetName = Literal["ucf101", "hmdb51", "kinetics", "csv", "synthetic"]
 TrainTransformName = Literal["xkd", "finetune", "eval", "none"]
 AugmentOn = Literal["sample", "batch"]
 EvalTransformName = Literal["eval", "none"]
-SYNTHETIC_ROOT = "data/synth-av"
 
 
 def read_trimmed_annotations(
@@ -450,42 +438,19 @@ def read_trimmed_annotations(
     fold: int = 1,
     classes: Sequence[str] | str | os.PathLike | None = None,
 ) -> tuple[list[str], list[ClipRecord], list[ClipRecord]]:
-    """(class names, train records, test records) of a trimmed dataset, by reader name.
+    """(class names, train records, test records) of a registered trimmed dataset.
 
     ``ucf101``/``hmdb51``/``synthetic`` read official-style split files from ``splits`` (the
     synthetic set ships UCF101-style lists). ``kinetics`` and ``csv`` read ``annotation`` for
     training and ``test_annotation`` for testing (with the training class list, so indices agree);
     a Kinetics CSV given alone is divided by its ``split`` column (``train`` vs the rest).
     ``classes`` (Kinetics only): a class subset, as a list or a file with one name per line.
+    See :mod:`xmkd.data.registry` for the list and how to add one.
     """
-    if dataset in ("ucf101", "synthetic", "hmdb51"):
-        if splits is None:
-            raise ConfigError("splits", f"{dataset} needs the folder of its split files")
-        reader = read_hmdb51 if dataset == "hmdb51" else read_ucf101
-        ann = reader(splits, root, fold=fold)
-        return ann.class_names, ann.split("train"), ann.split("test")
-    if annotation is None:
-        raise ConfigError("annotation", f"{dataset} needs the training annotation CSV")
-    if dataset == "kinetics":
-        subset = read_class_list(classes) if isinstance(classes, (str, os.PathLike)) else classes
-        train = read_kinetics_csv(annotation, root, classes=subset)
-        if test_annotation is None:
-            return train.class_names, train.split("train"), [r for r in train.records if r.split != "train"]
-        test = read_kinetics_csv(test_annotation, root, classes=train.class_names)
-        return train.class_names, train.records, test.records
-    if dataset == "csv":
-        if classes is not None:
-            raise ConfigError("classes", "class subsets apply to kinetics only")
-        train = read_csv_annotations(annotation, root, split="train")
-        test_records: list[ClipRecord] = []
-        if test_annotation is not None:
-            test_records = read_csv_annotations(
-                test_annotation, root, train.class_names, split="test"
-            ).records
-        return train.class_names, train.records, test_records
-    raise ConfigError(
-        "dataset", f"must be one of ucf101 | hmdb51 | kinetics | csv | synthetic, got {dataset!r}"
-    )
+    source = TrimmedSource(str(root), splits, annotation, test_annotation, fold, classes)
+    ann = read_trimmed(dataset, source)
+    train, test = train_test(ann)
+    return ann.class_names, train, test
 
 
 class TrimmedVideoDataModule(pl.LightningDataModule):
@@ -497,7 +462,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     crops per video, each sample carrying its ``video_id`` for per-video averaging).
 
     Args:
-        dataset: ``ucf101 | hmdb51 | kinetics | csv | synthetic``.
+        dataset: a registered name (:mod:`xmkd.data.registry`): ``ucf101 | hmdb51 | kinetics |
+            csv | synthetic`` or one added with ``register_trimmed``.
         root: the videos (for ``synthetic``: the generated set, default ``data/synth-av``, written
             on first use by ``prepare_data`` and read through the UCF101 reader from its lists).
         splits: folder of the split files (UCF101 ``ucfTrainTestlist``, HMDB51
@@ -534,7 +500,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: TrimmedDatasetName = "synthetic",
+        dataset: str = "synthetic",
         root: str | None = None,
         splits: str | None = None,
         annotation: str | None = None,
@@ -574,10 +540,10 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_choice("dataset", dataset, ("ucf101", "hmdb51", "kinetics", "csv", "synthetic"))
+        spec = trimmed_dataset(dataset, video=True)  # audio-only sets (ESC-50) have their own DataModule
         _check_choice("train_transform", train_transform, ("xkd", "finetune", "eval", "none"))
         _check_choice("eval_transform", eval_transform, ("eval", "none"))
-        if root is None and dataset != "synthetic":
+        if root is None and spec.default_root is None:
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
         _check_choice("augment_on", augment_on, ("sample", "batch"))
         if randaug_num_ops < 0 or not 0 <= randaug_magnitude <= 30:
@@ -599,7 +565,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         if test_crops not in (1, 3) and eval_transform == "eval":
             raise ConfigError("test_crops", f"the eval transform takes 1 or 3 crops, got {test_crops}")
         self.dataset = dataset
-        self.root = root if root is not None else SYNTHETIC_ROOT
+        self.spec = spec
+        self.root = root if root is not None else spec.default_root
         self.splits = splits
         self.annotation, self.test_annotation = annotation, test_annotation
         self.fold, self.classes = fold, classes
@@ -634,16 +601,15 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     # -- data --------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        if self.dataset == "synthetic":
-            ensure_synthetic_av(self.root, **self.synthetic_options)
+        if self.spec.prepare is not None:
+            self.spec.prepare(self.root, self.synthetic_options)
 
     def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
         if self._records is None:
             root, splits = self.root, self.splits
-            if self.dataset == "synthetic":
-                videos, default_splits = synthetic_layout(self.root)
-                root, splits = str(videos), splits or str(default_splits)
-            elif not os.path.isdir(root):  # else every video would be reported missing, one by one
+            if self.spec.prepare is None and not os.path.isdir(
+                root
+            ):  # else every video would be reported missing, one by one
                 raise ConfigError(
                     "root",
                     f"dataset root {root} is not an existing folder (expected the {self.dataset} videos)",

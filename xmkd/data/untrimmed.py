@@ -26,21 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xmkd.data.bad_input import DROPPED_ITEM, DropEmptyBatchesLoader, SkipMode, dropped_item, split_dropped
-from xmkd.data.readers.untrimmed import (
-    CLASS_ID_BASE,
-    MULTITHUMOS_NUM_CLASSES,
-    PKUMMD_FPS,
-    TSU_FPS,
-    UntrimmedAnnotations,
-    UntrimmedVideo,
-    frame_labels,
-    merge_annotations,
-    read_charades_csv,
-    read_class_names,
-    read_pdan_json,
-    read_pkummd,
-    read_tsu_json,
-)
+from xmkd.data.readers.untrimmed import UntrimmedAnnotations, UntrimmedVideo, frame_labels
+from xmkd.data.registry import UNTRIMMED_FORMATS, read_untrimmed, untrimmed_format
 from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
 from xmkd.errors import BadInputPolicy, ConfigError, Failure, FeatureError
 from xmkd.fault import ResumableDataLoader
@@ -48,18 +35,10 @@ from xmkd.fault import ResumableDataLoader
 log = logging.getLogger(__name__)
 
 AlignPolicy = Literal["resample", "error"]
-UntrimmedFormat = Literal["charades_csv", "pdan_json", "multithumos", "tsu", "pkummd", "synthetic"]
-UNTRIMMED_FORMATS = ("charades_csv", "pdan_json", "multithumos", "tsu", "pkummd", "synthetic")
-# The first class id in each format's files when ``class_id_base`` is not given: ``pdan_json`` is
-# the Charades JSON (0..156), ``multithumos`` the same layout numbered 1..65 (see the readers).
-FORMAT_CLASS_ID_BASE = {
-    "charades_csv": CLASS_ID_BASE["charades"],
-    "pdan_json": CLASS_ID_BASE["charades"],
-    "multithumos": CLASS_ID_BASE["multithumos"],
-    "tsu": CLASS_ID_BASE["tsu"],
-    "pkummd": CLASS_ID_BASE["pkummd"],
-    "synthetic": 0,
-}
+# The first class id in each built-in format's files when ``class_id_base`` is not given:
+# ``pdan_json`` is the Charades JSON (0..156), ``multithumos`` the same layout numbered 1..65. The
+# formats themselves are registered in :mod:`xmkd.data.registry`.
+FORMAT_CLASS_ID_BASE = {name: spec.class_id_base for name, spec in UNTRIMMED_FORMATS.items()}
 
 
 # -------------------------------------------------------------------------------------------- labels
@@ -398,7 +377,7 @@ def collate_untrimmed(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- datamodule
 def load_annotations(
-    format: UntrimmedFormat,
+    format: str,
     annotations: str | Sequence[str],
     classes_file: str | None = None,
     num_classes: int | None = None,
@@ -407,69 +386,23 @@ def load_annotations(
     skeleton_dir: str | None = None,
     class_id_base: int | None = None,
 ) -> UntrimmedAnnotations:
-    """Read annotations of a named format (what the data module and ``xmkd data inspect`` use).
+    """Read annotations of a registered format (what the data module and ``xmkd data inspect`` use).
 
     ``annotations``: CSV file(s) for ``charades_csv``; the JSON for ``pdan_json``/``multithumos``/
     ``tsu``/``synthetic``; the label folder for ``pkummd``. ``class_id_base``: the first class id
     in the files (0 or 1); ``None`` takes the format's (:data:`FORMAT_CLASS_ID_BASE`). The result's
-    ``class_id_base`` says which was used.
+    ``class_id_base`` says which was used. Formats: :mod:`xmkd.data.registry`.
     """
-    if format not in UNTRIMMED_FORMATS:
-        raise ConfigError("format", f"expected one of {', '.join(UNTRIMMED_FORMATS)}; got {format!r}")
-    base = FORMAT_CLASS_ID_BASE[format] if class_id_base is None else class_id_base
-    if base not in (0, 1) or type(base) is not int:
-        raise ConfigError("class_id_base", f"must be 0 or 1 (or null for the format's default), got {base!r}")
-    if format == "charades_csv" and base != 0:
-        raise ConfigError(
-            "class_id_base", "charades_csv names classes c000.. after its class list; only 0 applies"
-        )
-    paths = [annotations] if isinstance(annotations, (str, Path)) else list(annotations)
-    if not paths:
-        raise ConfigError("annotations", "no annotation file given")
-    names = read_class_names(classes_file) if classes_file and format != "charades_csv" else None
-    if format == "charades_csv":
-        if classes_file is None:
-            raise ConfigError("classes_file", "charades_csv needs Charades_v1_classes.txt")
-        return read_charades_csv(paths, classes_file)
-    if format in ("pdan_json", "multithumos", "synthetic"):
-        if format == "multithumos" and num_classes is None:
-            num_classes = MULTITHUMOS_NUM_CLASSES
-        return merge_annotations(
-            read_pdan_json(
-                p,
-                num_classes=None if names else num_classes,
-                class_names=names,
-                fps=annotation_fps,
-                class_id_base=base,
-            )
-            for p in paths
-        )
-    if format == "tsu":
-        return merge_annotations(
-            read_tsu_json(
-                p,
-                fps=annotation_fps or TSU_FPS,
-                num_classes=num_classes or 51,
-                class_names=names,
-                class_id_base=base,
-            )
-            for p in paths
-        )
-    if format == "pkummd":
-        if split_file is None:
-            raise ConfigError(
-                "split_file", "pkummd needs the split list (cross-subject.txt or cross-view.txt)"
-            )
-        return read_pkummd(
-            paths[0],
-            split_file,
-            fps=annotation_fps or PKUMMD_FPS,
-            num_classes=num_classes or (len(names) if names else 51),
-            class_names=names,
-            skeleton_dir=skeleton_dir,
-            class_id_base=base,
-        )
-    raise AssertionError(f"unhandled format {format!r}")  # UNTRIMMED_FORMATS is checked above
+    return read_untrimmed(
+        format,
+        annotations,
+        classes_file,
+        num_classes,
+        annotation_fps,
+        split_file,
+        skeleton_dir,
+        class_id_base,
+    )
 
 
 class UntrimmedVideoDataModule(L.LightningDataModule):
@@ -506,7 +439,7 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        format: UntrimmedFormat = "synthetic",
+        format: str = "synthetic",
         annotations: list[str] | None = None,
         classes_file: str | None = None,
         num_classes: int | None = None,
@@ -535,6 +468,7 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        untrimmed_format(format)  # an unknown name fails here, naming the registered ones
         if format != "synthetic" and feature_root is None:
             raise ConfigError("feature_root", f"format {format!r} needs the feature folder")
         if format != "synthetic" and not annotations:

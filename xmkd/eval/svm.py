@@ -17,12 +17,9 @@ Everything after feature extraction is a pure function over numpy arrays.
 
 from __future__ import annotations
 
-import json
-import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -32,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from xmkd.data.bad_input import collate_with_failures
+from xmkd.data.registry import trimmed_dataset
 from xmkd.errors import ConfigError
 from xmkd.metrics.classification import encode_video_id, encode_video_ids
 
@@ -392,25 +390,14 @@ def svm_protocol(
     )
 
 
-_UCF_GROUP_RE = re.compile(r"_g(\d+)_c\d+$")
-
-
 def cv_group_map(dataset: str, data_root: str, records: list) -> dict[int, int]:
     """Video code -> CV group, so C-selection folds hold out whole groups as the official splits do.
 
-    UCF101: the actor/scene group ``gXX`` of ``v_Class_gXX_cYY``; synthetic: the generator's scene
-    group (``dataset.json``); other datasets: none (each video its own group).
+    The groups are the registered dataset's ``video_groups`` (UCF101: the actor/scene group ``gXX``
+    of ``v_Class_gXX_cYY``; synthetic: the generator's scene group, from ``<data_root>/dataset.json``);
+    other datasets: none (each video its own group).
     """
-    out: dict[int, int] = {}
-    if dataset == "ucf101":
-        for r in records:
-            m = _UCF_GROUP_RE.search(r.video_id)
-            if m:
-                out[encode_video_id(r.video_id)] = int(m.group(1))
-    elif dataset == "synthetic":
-        info = Path(data_root).parent / "dataset.json"
-        if info.is_file():
-            for clip in json.loads(info.read_text()).get("clips", []):
-                video_id = Path(clip["path"]).stem
-                out[encode_video_id(video_id)] = int(clip["group"])
-    return out
+    groups = trimmed_dataset(dataset).video_groups
+    if groups is None:
+        return {}
+    return {encode_video_id(video_id): group for video_id, group in groups(data_root, records).items()}

@@ -24,8 +24,9 @@ import torch
 import yaml
 
 from xmkd.callbacks import scalar_metrics
+from xmkd.data.registry import TRIMMED_DATASETS, trimmed_dataset
 from xmkd.errors import ConfigError
-from xmkd.pipelines.linear_eval import FOLDS, default_encoder, summarize
+from xmkd.pipelines.linear_eval import default_encoder, summarize
 from xmkd.pipelines.seeds import RECIPE_THREADS
 from xmkd.runner import run_lightning_cli
 from xmkd.runs import write_json
@@ -34,9 +35,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("video_top1", "clip_top1", "video_top5", "clip_top5")
 
 
+def fold_datasets() -> tuple[str, ...]:
+    """Registered video datasets read from split files (their official folds are what is run)."""
+    return tuple(n for n, s in TRIMMED_DATASETS.items() if s.video and s.splits)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=("ucf101", "hmdb51"), default="ucf101")
-    parser.add_argument("--dataset", choices=("synthetic", "ucf101", "hmdb51"), default="synthetic")
+    parser.add_argument("--dataset", choices=fold_datasets(), default="synthetic")
     parser.add_argument("--data", default=None, help="video root (default: the synthetic set)")
     parser.add_argument("--splits", default=None, help="split files folder")
     parser.add_argument("--ckpt", default=None, help="exported encoder .pt (default: make pretrain-xkd's)")
@@ -99,7 +105,7 @@ def finetune_all_folds(
     config = Path(args.config) if args.config else default_config(args.recipe, args.dataset)
     if not config.is_file():
         raise ConfigError("config", f"{config} not found")
-    folds = args.folds or list(FOLDS[args.dataset])
+    folds = args.folds or list(trimmed_dataset(args.dataset).folds)
     per_fold: list[dict[str, Any]] = []
     for k in folds:
         t0 = time.perf_counter()

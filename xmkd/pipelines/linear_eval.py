@@ -26,14 +26,13 @@ import torch
 import yaml
 
 from xmkd.data import transforms as T
-from xmkd.data.readers.esc50 import AudioClipDataset, read_esc50
-from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.data.readers.esc50 import AudioClipDataset
+from xmkd.data.registry import trimmed_dataset, trimmed_names
 from xmkd.data.trimmed import (
     RandomClipSampler,
     TrimmedVideoDataset,
     UniformClipSampler,
     read_trimmed_annotations,
-    synthetic_layout,
 )
 from xmkd.errors import ConfigError
 from xmkd.eval.knn import knn_top1
@@ -45,8 +44,6 @@ from xmkd.pipelines import pretrain_xkd
 from xmkd.runs import write_json
 from xmkd.viz import save_embedding_map
 
-DATASETS = ("synthetic", "ucf101", "hmdb51", "esc50")
-FOLDS = {"synthetic": (1, 2, 3), "ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc50": (1, 2, 3, 4, 5)}
 SYNTHETIC_DATA = "data/synth-av-xkd"
 PRETRAIN_DIR = Path("runs/pretrain-xkd/encoders")
 #: The synthetic set of ``make pretrain-xkd`` (experiments/xkd/xkd_tiny_synthetic.yaml).
@@ -64,7 +61,7 @@ HOP_LENGTH, SAMPLE_RATE = 143, 16000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML of these options (keys with underscores)")
-    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    parser.add_argument("--dataset", choices=trimmed_names(), default="synthetic")
     parser.add_argument("--data", default=None, help="dataset root (videos; ESC-50: the release folder)")
     parser.add_argument("--splits", default=None, help="split files folder (UCF101 / HMDB51)")
     parser.add_argument(
@@ -129,13 +126,6 @@ def audio_seconds_for(frames: int) -> float:
 
 def fold_splits(dataset: str, root: str, splits: str | None, folds: list[int]) -> tuple[list[str], dict]:
     """Class names and, per fold, (train records, test records)."""
-    if dataset == "esc50":
-        out = {}
-        for k in folds:
-            ann = read_esc50(root, k)
-            out[k] = (ann.split("train"), ann.split("test"))
-        return ann.class_names, out
-
     out = {}
     names: list[str] = []
     for k in folds:
@@ -158,7 +148,7 @@ def build_datasets(
     """(augmented training clips, multi-view test views, crops per test clip) over ``records``."""
     if modality == "audio":
         seconds = audio_seconds_for(encoder_config.input_size[1])
-        if args.dataset == "esc50":
+        if not trimmed_dataset(args.dataset).video:  # audio clips (ESC-50)
             train = AudioClipDataset(records, seconds, args.train_clips, random=True)
             test = AudioClipDataset(records, seconds, args.test_clips, random=False)
             return train, test, 1
@@ -231,7 +221,7 @@ def evaluate_encoder(
         raise ConfigError(
             "modality", f"{encoder_path} is a {encoder.config.modality} encoder, not {modality}"
         )
-    folds = args.folds or list(FOLDS[args.dataset])
+    folds = args.folds or list(trimmed_dataset(args.dataset).folds)
     names, per_fold = fold_splits(args.dataset, args.data, args.splits, folds)
     records = union_records(per_fold)
     train_set, test_set, crops = build_datasets(args, records, encoder.config, modality)
@@ -303,30 +293,25 @@ def evaluate_encoder(
 
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    synthetic = args.dataset == "synthetic"
+    spec = trimmed_dataset(args.dataset)
     if args.data is None:
-        if not synthetic:
+        if spec.prepare is None:
             raise ConfigError("data", f"--data is required for {args.dataset}")
-
-        root = ensure_synthetic_av(SYNTHETIC_DATA, **SYNTHETIC_OPTIONS)
-        videos, splits = synthetic_layout(root)
-        args.data, args.splits = str(videos), args.splits or str(splits)
-    elif synthetic and args.splits is None:
-        videos, splits = synthetic_layout(args.data)
-        args.data, args.splits = str(videos), str(splits)
-    if args.dataset in ("ucf101", "hmdb51") and args.splits is None:
+        spec.prepare(SYNTHETIC_DATA, SYNTHETIC_OPTIONS)
+        args.data = SYNTHETIC_DATA
+    if spec.splits is True and args.splits is None:
         raise ConfigError("splits", f"--splits is required for {args.dataset}")
     if args.train_clips is None:
-        args.train_clips = {"synthetic": 5, "esc50": 100}.get(args.dataset, 25)
+        args.train_clips = spec.linear_eval_train_clips
     if args.test_crops is None:
-        args.test_crops = 1 if synthetic or args.dataset == "esc50" else 3
+        args.test_crops = spec.linear_eval_test_crops
     return args
 
 
 def run(args: argparse.Namespace) -> int:
     defaults = vars(_defaults())
     args = resolve_defaults(apply_config(args, defaults))
-    modality = args.modality or ("audio" if args.dataset == "esc50" else "video")
+    modality = args.modality or ("video" if trimmed_dataset(args.dataset).video else "audio")
     encoder_path = Path(args.ckpt) if args.ckpt else default_encoder(modality)
     start = time.perf_counter()
     out = Path(args.out)
