@@ -360,7 +360,10 @@ def test_datamodule_signature_is_cli_friendly() -> None:
     assert (cfg.data.dataset, cfg.data.fps, cfg.data.on_bad_input) == ("hmdb51", None, "error")
     # the dataset name is checked against the registry (open to new entries) when the module is built
     cfg = parser.parse_args(["--data.dataset=ucf", "--data.root=/x"])
-    with pytest.raises(ConfigError, match=r"'dataset': must be one of ucf101 \| hmdb51 \| kinetics \| csv \| synthetic, got 'ucf'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'dataset': must be one of ucf101 \| hmdb51 \| kinetics \| csv \| synthetic, got 'ucf'",
+    ):
         TrimmedVideoDataModule(**cfg.data)
 
 
