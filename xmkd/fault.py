@@ -27,7 +27,6 @@ import hashlib
 import os
 import random
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from xmkd.runs import umask_file_mode
+from xmkd.atomic import atomic_path
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -60,35 +59,13 @@ __all__ = [
 # atomic checkpoint files
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems (and Windows) cannot open a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``.
-
-    The rename is atomic on a local or network filesystem, so a reader (or a resume after a kill at
-    any instant) sees either the previous complete file or the new complete file, never a mixture.
-    """
+    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``
+    (:func:`xmkd.atomic.atomic_path`): a resume after a kill at any instant sees the previous or the
+    new complete checkpoint, never a mixture."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, umask_file_mode())  # mkstemp's 0600 would hide the checkpoint from teammates
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return path
 
 

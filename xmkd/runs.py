@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from xmkd.atomic import atomic_write_text  # re-exported: the run folder's writes
 from xmkd.errors import ConfigError
 from xmkd.locks import LockBusy, file_lock
 
@@ -194,32 +195,6 @@ def resolve_wandb_mode(env: Mapping[str, str] | None = None, netrc_file: Path | 
     except (netrc.NetrcParseError, OSError):
         pass
     return "offline"
-
-
-def umask_file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask.
-
-    ``tempfile.mkstemp`` creates 0600 files whatever the umask; a file renamed into place from one
-    keeps that mode, and teammates on shared storage could not read the run's results.
-    """
-    mask = os.umask(0o022)  # the only portable way to read the umask is to set it
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file; the file's mode
-    follows the umask like any other file the run writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, umask_file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_jsonable(value: Any) -> Any:

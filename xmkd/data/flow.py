@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 import torch
 
+from xmkd.atomic import atomic_path
 from xmkd.data.video_io import probe, select_frames
 from xmkd.errors import ConfigError, Failure, FeatureError, MediaError
 from xmkd.parallel import process_pool
@@ -231,8 +232,7 @@ def write_flow_file(
 ) -> Path:
     """Write ``path`` atomically (temporary name in the same folder, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f,
             flow=flow_q,
@@ -241,7 +241,6 @@ def write_flow_file(
             duration_s=np.float64(duration_s),
             method=np.str_(method),
         )
-    os.replace(tmp, path)
     return path
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from xmkd.atomic import atomic_write_text
 from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
 from xmkd.locks import generation_lock
@@ -454,9 +455,8 @@ def _write_annotations(root: Path, p: SyntheticAVParams, clips: list[dict[str, A
         "videos_root": "videos",
         "clips": clips,
     }
-    tmp = root / "dataset.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(root / "dataset.json")  # written last: its presence means the folder is complete
+    # written last: its presence means the folder is complete
+    atomic_write_text(root / "dataset.json", json.dumps(info, indent=1))
 
 
 def ensure_synthetic_av(root: str | os.PathLike, workers: int | None = None, **params: Any) -> Path:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from xmkd.atomic import atomic_path
 
 
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -44,8 +45,7 @@ def write_mp4(
     about 2x the encode time, which is small beside rendering.
     """
     rate = Fraction(fps).limit_denominator(1001)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
@@ -71,4 +71,3 @@ def write_mp4(
                 frame.pts = start
                 container.mux(aus.encode(frame))
             container.mux(aus.encode(None))
-    os.replace(tmp, path)

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from xmkd.atomic import atomic_write_text
 from xmkd.data.readers.untrimmed import CHARADES_CSV_COLUMNS, Segment
 from xmkd.data.synthetic_media import smooth_noise, write_mp4
 from xmkd.errors import ConfigError
@@ -296,9 +297,8 @@ def make_synthetic_raw_untrimmed(
             "total_duration_s": round(sum(plan["duration_s"] for plan in plans), 2),
         },
     }
-    tmp = root / "dataset.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(root / "dataset.json")  # written last: its presence means the folder is complete
+    # written last: its presence means the folder is complete
+    atomic_write_text(root / "dataset.json", json.dumps(info, indent=1))
     return info
 
 
