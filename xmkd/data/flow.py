@@ -310,8 +310,9 @@ def check_settings(out: Path, name: str, settings: dict, overwrite: bool = False
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Temporary files of an interrupted run (``.<name>.tmp-<pid>``)."""
-    for p in out.glob(".*.tmp-*"):
+    """Temporary files of an interrupted run (:func:`xmkd.atomic.atomic_path`'s ``.<name>.<random>.tmp``,
+    and ``.<name>.tmp-<pid>`` from older versions)."""
+    for p in [*out.glob(".*.tmp"), *out.glob(".*.tmp-*")]:
         p.unlink(missing_ok=True)
 
 
