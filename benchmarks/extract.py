@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from xmkd.data.flow import compute_flow, decode_video, make_flow_fn, quantize_flow
+from xmkd.data.flow import compute_flow, make_flow_fn, quantize_flow
+from xmkd.data.video_io import decode_video
 from xmkd.features.extract import ClipEncoder, _PatchMean, encode_windows, window_frame_indices
 from xmkd.models.vit import EncoderConfig, build_encoder
 

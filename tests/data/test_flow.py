@@ -16,16 +16,14 @@ import torch
 from xmkd.data.flow import (
     compute_flow,
     compute_flow_folder,
-    decode_video,
     dequantize_flow,
     list_videos,
     quantize_flow,
     read_flow,
     read_flow_file,
-    resampled_frame_count,
     run,
 )
-from xmkd.data.video_io import probe
+from xmkd.data.video_io import decode_video, probe, resampled_frame_count
 from xmkd.errors import ConfigError, FeatureError
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xmkd.data.flow import compute_flow, decode_video
+from xmkd.data.flow import compute_flow
 from xmkd.data.readers.untrimmed import Segment, read_charades_csv
 from xmkd.data.synthetic_raw_untrimmed import (
     MOTIONS,
@@ -19,7 +19,7 @@ from xmkd.data.synthetic_raw_untrimmed import (
     render_video,
     video_segments,
 )
-from xmkd.data.video_io import probe
+from xmkd.data.video_io import decode_video, probe
 from xmkd.errors import ConfigError
 
 SMALL = {"videos": 3, "classes": 4, "size": 48, "fps": 8.0, "min_duration_s": 3.0, "max_duration_s": 4.0,

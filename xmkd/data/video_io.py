@@ -661,12 +661,113 @@ def _align_to_grid(
     return aligned, first_s + skip / in_rate
 
 
+# ----------------------------------------------------------------------------------------------
+# whole videos
+
+# A decoded stream that ends this much earlier than the container declares is truncated.
+_TRUNCATION_SLACK_S = 0.5
+
+
+@dataclass
+class WholeVideo:
+    """Frames resampled to ``fps``: ``frames`` (N, H, W, C) uint8 (C = 1 grey or 3 RGB)."""
+
+    frames: np.ndarray
+    fps: float
+    duration_s: float
+    native_fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def resampled_frame_count(duration_s: float, fps: float) -> int:
+    """``ceil(duration * fps)``: the times ``i / fps`` in ``[0, duration)`` (1e-6 tolerance)."""
+    return max(1, math.ceil(duration_s * fps - 1e-6))
+
+
+def output_size(height: int, width: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) after resizing: ``None`` keeps the size, an int is the short side (aspect kept,
+    rounded to even numbers for codecs), a pair is the exact (H, W)."""
+    if size is None:
+        return height, width
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    scale = size / min(height, width)
+    h, w = round(height * scale / 2) * 2, round(width * scale / 2) * 2
+    return max(2, h), max(2, w)
+
+
+def decode_video(
+    path: str | os.PathLike,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    grey: bool = False,
+) -> WholeVideo:
+    """Decode a whole video once, in presentation order, resampled to ``fps`` and resized (flow and
+    feature extraction read whole videos through this; training clips through :func:`read_clip`).
+
+    ``fps=None`` keeps the native rate. Frames are resized while converting (swscale, area
+    filter), so memory is ``N * H * W * C`` bytes at the output size. Raises
+    :class:`MediaError` naming the file for anything that cannot be decoded, including a stream
+    that ends well before the duration its container declares (truncated file).
+    """
+    p = Path(path)
+    info = probe(p)  # raises MediaError for missing/empty/undecodable containers
+    h, w = output_size(info.height, info.width, size)
+    fmt = "gray" if grey else "rgb24"
+    pts_list: list[int] = []
+    arrays: list[np.ndarray] = []
+    try:
+        with av.open(str(p), mode="r") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            tb = stream.time_base
+            # raw elementary streams carry no timestamps: then each frame lasts one native frame
+            frame_ticks = max(1, round(1.0 / (info.fps * float(tb))))
+            for frame in container.decode(stream):
+                pts = frame.pts if frame.pts is not None else frame.dts
+                if pts is None:
+                    pts = pts_list[-1] + frame_ticks if pts_list else 0
+                pts_list.append(int(pts))
+                arrays.append(frame.to_ndarray(format=fmt, width=w, height=h, interpolation="AREA"))
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
+        raise MediaError(p, f"decode error ({type(e).__name__}: {e})") from None
+    if not arrays:
+        raise MediaError(p, "no decodable video frames")
+    pts = np.asarray(pts_list, dtype=np.int64)
+    origin = int(pts.min())
+    span_pts = float(pts.max() - origin)
+    native = info.fps
+    frame_pts = 1.0 / (native * float(tb))
+    duration = (span_pts + frame_pts) * float(tb)
+    if duration < info.duration_s - _TRUNCATION_SLACK_S:
+        raise MediaError(
+            p,
+            f"video data ends at {duration:.2f} s but the container declares {info.duration_s:.2f} s (truncated?)",
+        )
+    rate = float(fps) if fps else native
+    n = resampled_frame_count(duration, rate)
+    # 1% of a native frame of tolerance, so that i / fps on a frame boundary is not lost to rounding
+    targets = origin + (np.arange(n) / rate + 0.01 / native) / float(tb)
+    idx = select_frames(pts, targets)
+    frames = np.stack([arrays[int(i)] for i in idx])
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    return WholeVideo(frames=frames, fps=rate, duration_s=float(duration), native_fps=float(native))
+
+
 __all__ = [
     "AUDIO_PREROLL_S",
     "REORDER_MARGIN",
     "VideoInfo",
+    "WholeVideo",
+    "decode_video",
+    "output_size",
     "probe",
     "read_audio",
     "read_clip",
+    "resampled_frame_count",
     "select_frames",
 ]

@@ -59,14 +59,12 @@ from xmkd.atomic import atomic_path, atomic_write_text
 from xmkd.data.flow import (
     FLOW_SUFFIX,
     BatchReport,
-    decode_video,
     list_videos,
     progress_bar,
     read_flow_file,
     remove_stale_temporaries,
-    resampled_frame_count,
 )
-from xmkd.data.video_io import probe
+from xmkd.data.video_io import decode_video, probe, resampled_frame_count
 from xmkd.errors import BadInputError, ConfigError, Failure
 from xmkd.models.masking import random_masking
 from xmkd.models.vit import (
