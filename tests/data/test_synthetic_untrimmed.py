@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
 
 from xmkd.data.readers.untrimmed import read_charades_csv, read_pdan_json
 from xmkd.data.synthetic_untrimmed import (
@@ -18,7 +17,6 @@ from xmkd.data.synthetic_untrimmed import (
     ensure_synthetic_untrimmed,
     generate_world,
     make_synthetic_untrimmed,
-    per_frame_map,
     ridge_probe_map,
     run,
 )
@@ -85,14 +83,6 @@ def test_ensure_reuses_and_refuses_other_params(tmp_path):
         make_synthetic_untrimmed(root, "evidence", **SMALL)
     with pytest.raises(ConfigError, match="min_steps"):
         generate_world(SyntheticUntrimmedParams(min_steps=50, max_steps=10))
-
-
-def test_per_frame_map_matches_sklearn():
-    rng = np.random.default_rng(0)
-    labels = (rng.random((300, 5)) < 0.2).astype(np.float32)
-    scores = labels + rng.standard_normal((300, 5))
-    ref = np.mean([average_precision_score(labels[:, c], scores[:, c]) for c in range(5)])
-    assert per_frame_map(scores, labels) == pytest.approx(ref, abs=1e-9)
 
 
 def test_flow_carries_more_evidence_than_rgb_and_rgb_beats_chance():

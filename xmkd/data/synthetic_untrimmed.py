@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.ndimage import uniform_filter1d
 
 from xmkd.data.readers.untrimmed import Segment, frame_labels
@@ -66,6 +67,7 @@ from xmkd.data.synthetic_motion import MotionWorldParams, generate_motion_world
 from xmkd.data.synthetic_world import FORMAT_VERSION, SyntheticVideo, write_world
 from xmkd.errors import ConfigError
 from xmkd.locks import generation_lock
+from xmkd.metrics.detection import per_frame_map
 
 #: The default world of the generator, the data module and ``make distill-detection``.
 DEFAULT_WORLD = "motion"
@@ -293,22 +295,6 @@ def _ensure_synthetic_untrimmed(root: Path, world: str, **params: Any) -> dict[s
 
 
 # ------------------------------------------------------------------------------ evidence check (probe)
-def per_frame_map(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Per-frame mAP over pooled frames (classes without positives are left out); a plain
-    reference for probes, independent of :mod:`xmkd.metrics`."""
-    aps = []
-    for c in range(labels.shape[1]):
-        y = labels[:, c]
-        n_pos = y.sum()
-        if n_pos == 0:
-            continue
-        order = np.argsort(-scores[:, c], kind="stable")
-        hits = y[order]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float((precision * hits).sum() / n_pos))
-    return float(np.mean(aps))
-
-
 def ridge_probe_map(
     videos: list[SyntheticVideo], modalities: list[str], context: int = 0, ridge: float = 1000.0
 ) -> float:
@@ -337,7 +323,7 @@ def ridge_probe_map(
     w = np.linalg.solve(x_tr.T @ x_tr + ridge * np.eye(x_tr.shape[1]), x_tr.T @ y_tr)
     x_te = np.concatenate([design(v) for v in test])
     y_te = np.concatenate([v.labels for v in test])
-    return per_frame_map(x_te @ w, y_te)
+    return per_frame_map(torch.from_numpy(x_te @ w), torch.from_numpy(y_te)).map
 
 
 # ------------------------------------------------------------------------------------------ CLI tool
