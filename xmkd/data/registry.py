@@ -179,9 +179,18 @@ def _read_official_lists(
     return lambda src: reader(src.splits, src.root, fold=src.fold)
 
 
+def synthetic_paths(root: str | os.PathLike) -> tuple[Path, Path]:
+    """(the generated set's folder, its videos folder) from either of the two: configs name the
+    set (``data/synth-av``), linear evaluation with explicit ``--splits`` names its videos."""
+    videos, _ = synthetic_layout(root)
+    if videos.is_dir():
+        return Path(root), videos
+    return Path(root).parent, Path(root)
+
+
 def _read_synthetic(src: TrimmedSource) -> TrimmedAnnotations:
-    videos, splits = synthetic_layout(src.root)
-    return read_ucf101(src.splits or splits, videos, fold=src.fold)
+    folder, videos = synthetic_paths(src.root)
+    return read_ucf101(src.splits or synthetic_layout(folder)[1], videos, fold=src.fold)
 
 
 def _read_kinetics(src: TrimmedSource) -> TrimmedAnnotations:
@@ -219,8 +228,8 @@ def ucf101_groups(root: str, records: Sequence[ClipRecord]) -> dict[str, int]:
 
 
 def synthetic_groups(root: str, records: Sequence[ClipRecord]) -> dict[str, int]:
-    """The generator's scene group of each clip (``<root>/dataset.json``)."""
-    info = Path(root) / "dataset.json"
+    """The generator's scene group of each clip (``dataset.json`` of the set, see :func:`synthetic_paths`)."""
+    info = synthetic_paths(root)[0] / "dataset.json"
     if not info.is_file():
         return {}
     return {Path(c["path"]).stem: int(c["group"]) for c in json.loads(info.read_text()).get("clips", [])}

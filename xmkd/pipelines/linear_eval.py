@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from xmkd.data import transforms as T
 from xmkd.data.readers.esc50 import AudioClipDataset
@@ -42,6 +42,7 @@ from xmkd.models.audio import LogMelSpectrogram
 from xmkd.modules.classifier import load_encoder_for_eval
 from xmkd.pipelines import pretrain_xkd
 from xmkd.runs import write_json
+from xmkd.typed_config import load_options
 from xmkd.viz import save_embedding_map
 
 SYNTHETIC_DATA = "data/synth-av-xkd"
@@ -59,43 +60,77 @@ SYNTHETIC_OPTIONS = {
 HOP_LENGTH, SAMPLE_RATE = 143, 16000
 
 
+@dataclass(frozen=True)
+class LinearEvalOptions:
+    """The options of ``xmkd pipeline linear-eval``: command-line flags and the keys of its
+    ``--config`` YAML (``experiments/eval/svm_*.yaml``), with their types and defaults."""
+
+    config: str | None = None
+    dataset: str = "synthetic"
+    data: str | None = None
+    splits: str | None = None
+    ckpt: str | None = None
+    modality: Literal["video", "audio"] | None = None
+    folds: list[int] | None = None
+    train_clips: int | None = None
+    test_clips: int = 3
+    test_crops: int | None = None
+    fps: float = 8.0
+    eval_short_side: int | None = None
+    train_augment: Literal["crop-flip", "none"] = "crop-flip"
+    c_grid: list[float] | None = None
+    cv_folds: int = 3
+    normalize: Literal["standard", "l2", "none"] = "standard"
+    batch_size: int = 32
+    num_workers: int = 2
+    device: str | None = None
+    out: str = "runs/linear-eval"
+    seed: int = 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML of these options (keys with underscores)")
-    parser.add_argument("--dataset", choices=trimmed_names(), default="synthetic")
-    parser.add_argument("--data", default=None, help="dataset root (videos; ESC-50: the release folder)")
-    parser.add_argument("--splits", default=None, help="split files folder (UCF101 / HMDB51)")
+    d = LinearEvalOptions()
+    parser.add_argument("--config", default=d.config, help="YAML of these options (keys with underscores)")
+    parser.add_argument("--dataset", choices=trimmed_names(), default=d.dataset)
+    parser.add_argument("--data", default=d.data, help="dataset root (videos; ESC-50: the release folder)")
+    parser.add_argument("--splits", default=d.splits, help="split files folder (UCF101 / HMDB51)")
     parser.add_argument(
-        "--ckpt", default=None, help="exported encoder .pt (default: make pretrain-xkd's student)"
+        "--ckpt", default=d.ckpt, help="exported encoder .pt (default: make pretrain-xkd's student)"
     )
-    parser.add_argument("--modality", choices=("video", "audio"), default=None, help="default: the encoder's")
-    parser.add_argument("--folds", type=int, nargs="+", default=None, help="default: all official folds")
-    parser.add_argument("--train-clips", type=int, default=None, help="augmented clips per training video")
-    parser.add_argument("--test-clips", type=int, default=3)
-    parser.add_argument("--test-crops", type=int, default=None, help="1 or 3 (default 3; synthetic 1)")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate clips are sampled at")
-    parser.add_argument("--eval-short-side", type=int, default=None)
-    parser.add_argument("--train-augment", choices=("crop-flip", "none"), default="crop-flip")
-    parser.add_argument("--c-grid", type=float, nargs="+", default=None)
-    parser.add_argument("--cv-folds", type=int, default=3)
-    parser.add_argument("--normalize", choices=("standard", "l2", "none"), default="standard")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--device", default=None, help="default: cuda if available")
-    parser.add_argument("--out", default="runs/linear-eval")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--modality", choices=("video", "audio"), default=d.modality, help="default: the encoder's"
+    )
+    parser.add_argument("--folds", type=int, nargs="+", default=d.folds, help="default: all official folds")
+    parser.add_argument(
+        "--train-clips", type=int, default=d.train_clips, help="augmented clips per training video"
+    )
+    parser.add_argument("--test-clips", type=int, default=d.test_clips)
+    parser.add_argument(
+        "--test-crops", type=int, default=d.test_crops, help="1 or 3 (default 3; synthetic 1)"
+    )
+    parser.add_argument("--fps", type=float, default=d.fps, help="frame rate clips are sampled at")
+    parser.add_argument("--eval-short-side", type=int, default=d.eval_short_side)
+    parser.add_argument("--train-augment", choices=("crop-flip", "none"), default=d.train_augment)
+    parser.add_argument("--c-grid", type=float, nargs="+", default=d.c_grid)
+    parser.add_argument("--cv-folds", type=int, default=d.cv_folds)
+    parser.add_argument("--normalize", choices=("standard", "l2", "none"), default=d.normalize)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--num-workers", type=int, default=d.num_workers)
+    parser.add_argument("--device", default=d.device, help="default: cuda if available")
+    parser.add_argument("--out", default=d.out)
+    parser.add_argument("--seed", type=int, default=d.seed)
 
 
 def apply_config(
     args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None
 ) -> argparse.Namespace:
-    """Fill options from ``--config`` where the command line left the default."""
+    """Fill options from ``--config`` where the command line left the default; every key is checked
+    against :class:`LinearEvalOptions` (an unknown key or a wrong type names the key and file)."""
     if not args.config:
         return args
-    loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-    for key, value in loaded.items():
-        attr = key.replace("-", "_")
-        if not hasattr(args, attr):
-            raise ConfigError(key, f"unknown option in {args.config}")
+    for attr, value in load_options(args.config, LinearEvalOptions).items():
+        if attr == "dataset":
+            trimmed_dataset(value)  # a registered name (the registry is open, so not a Literal)
         if parser_defaults is None or getattr(args, attr) == parser_defaults.get(attr):
             setattr(args, attr, value)
     return args

@@ -1,0 +1,44 @@
+"""linear-eval's options: one typed description for flags and the svm_*.yaml files."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from xmkd.errors import ConfigError
+from xmkd.pipelines import linear_eval as le
+
+SVM_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "eval").glob("svm_*.yaml"))
+
+
+def test_flags_and_options_are_the_same_set_with_the_same_defaults() -> None:
+    parser = argparse.ArgumentParser()
+    le.add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    assert defaults == dataclasses.asdict(le.LinearEvalOptions())
+
+
+@pytest.mark.parametrize("config", SVM_CONFIGS, ids=lambda p: p.stem)
+def test_every_svm_config_is_a_typed_config(config: Path) -> None:
+    args = le._defaults()
+    args.config = str(config)
+    args = le.apply_config(args, vars(le._defaults()))
+    assert args.dataset in ("synthetic", "ucf101", "hmdb51", "esc50")
+
+
+def test_a_bad_key_or_value_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "svm_bad.yaml"
+    bad.write_text("dataset: ucf101\ntrain_clip: 25\n")
+    args = le._defaults()
+    args.config = str(bad)
+    with pytest.raises(ConfigError, match=r"'train_clip': unknown option in .*svm_bad.yaml"):
+        le.apply_config(args, vars(le._defaults()))
+    bad.write_text("c_grid: 0.1\n")
+    with pytest.raises(ConfigError, match=r"'c_grid': in .*svm_bad.yaml: expected list\[float\] \| None"):
+        le.apply_config(args, vars(le._defaults()))
+    bad.write_text("dataset: ucf\n")
+    with pytest.raises(ConfigError, match="'dataset': must be one of"):
+        le.apply_config(args, vars(le._defaults()))
