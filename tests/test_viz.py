@@ -143,3 +143,22 @@ def test_loss_curves_callback_draws_the_run_metrics_at_fit_end(tmp_path: Path, m
     assert line.get_label() == "train/loss" and len(line.get_xdata()) == 10  # 2 epochs x 5 steps
     assert [v.get_label() for v in val_ax.get_lines()] == ["val/loss"]
     np.testing.assert_allclose(val_ax.get_lines()[0].get_xdata(), [0, 1])
+
+
+def test_detection_figures_saves_the_ap_bars_and_one_timeline_per_video(tmp_path: Path) -> None:
+    from xmkd.viz import detection_figures
+
+    labels = np.zeros((10, 3), np.float32)
+    labels[2:5, 1] = 1
+    videos = [
+        {"video_id": "a/b c", "labels": labels, "scores": {"model": labels * 0.8}, "seconds_per_step": 0.5},
+        {"video_id": "d", "labels": labels, "scores": {"model": labels}, "seconds_per_step": None},
+    ]
+    images = detection_figures(np.array([np.nan, 1.0, 0.5]), videos, tmp_path, "epoch003", ["x", "y", "z"])
+    assert set(images) == {"val/per_class_ap", "val/timeline/a/b c", "val/timeline/d"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch003_per_class_ap.png",
+        "epoch003_timeline_a_b_c.png",
+        "epoch003_timeline_d.png",
+    ]
+    assert all(img.ndim == 3 and img.shape[2] == 3 for img in images.values())

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "confusion_figure",
     "confusion_matrix",
+    "detection_figures",
     "embedding_figure",
     "figure_to_array",
     "log_images",
@@ -335,6 +336,32 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> np.ndarray:
             path.unlink(missing_ok=True)
         rank_zero_warn(f"xmkd: could not write the figure {path} ({e.strerror or e}); training goes on")
     return figure_to_array(fig)
+
+
+def detection_figures(
+    ap: np.ndarray,
+    videos: Sequence[Mapping[str, Any]],
+    folder: Path,
+    tag: str,
+    class_names: Sequence[str] | None = None,
+    max_classes: int = 6,
+) -> dict[str, np.ndarray]:
+    """A detection epoch's figures, saved as ``<folder>/<tag>_per_class_ap.png`` and one
+    ``<tag>_timeline_<video>.png`` per video; returns them by logger tag (``val/per_class_ap``,
+    ``val/timeline/<video_id>``). ``videos``: dicts of ``video_id``, ``labels`` (T, C), ``scores``
+    {name: (T, C)} and ``seconds_per_step`` (or ``None``)."""
+    images: dict[str, np.ndarray] = {}
+    images["val/per_class_ap"] = save_figure(
+        per_class_ap_figure(ap, class_names), folder / f"{tag}_per_class_ap.png"
+    )
+    for item in videos:
+        fig = timeline_figure(
+            item["labels"], item["scores"], class_names=class_names, max_classes=max_classes,
+            title=item["video_id"], seconds_per_step=item.get("seconds_per_step"),
+        )  # fmt: skip
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["video_id"])
+        images[f"val/timeline/{item['video_id']}"] = save_figure(fig, folder / f"{tag}_timeline_{safe}.png")
+    return images
 
 
 def log_images(loggers: Iterable[Any], images: Mapping[str, np.ndarray], step: int | None = None) -> None:

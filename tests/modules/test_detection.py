@@ -289,7 +289,7 @@ class NamedData(L.LightningDataModule):
 def test_timelines_name_the_data_classes_and_count_seconds(tmp_path: Path, monkeypatch) -> None:
     """Without class_names in the config, the timelines read the datamodule's; the x axis is in
     seconds (duration / steps per step); a fixed feature_fps of the data wins over the duration."""
-    import xmkd.modules.detection as detection
+    import xmkd.viz as viz
 
     figures = []
 
@@ -297,7 +297,7 @@ def test_timelines_name_the_data_classes_and_count_seconds(tmp_path: Path, monke
         figures.append(fig := timeline_figure(*args, **kwargs))
         return fig
 
-    monkeypatch.setattr(detection, "timeline_figure", recording)
+    monkeypatch.setattr(viz, "timeline_figure", recording)  # drawn by viz.detection_figures
     torch.manual_seed(0)
     model = SingleStreamDetector(modality="rgb", input_dim=D_RGB, **HEAD)
     trainer(tmp_path, max_steps=2, limit_val_batches=1).fit(model, datamodule=NamedData())

@@ -31,11 +31,11 @@ from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProto
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.viz import (
+    detection_figures,
     figure_to_array,
     log_images,
     per_class_ap_figure,
     run_log_dir,
-    save_figure,
     timeline_figure,
 )
 
@@ -316,20 +316,10 @@ class DetectionModule(L.LightningModule):
         return None
 
     def _log_figures(self, ap: np.ndarray, buffer: list[dict[str, Any]]) -> None:
-        names = self.plot_class_names()
-        root = run_log_dir(self.trainer) / "figures"
-        tag = self.figure_tag()
-        images: dict[str, np.ndarray] = {}
-        images["val/per_class_ap"] = save_figure(
-            per_class_ap_figure(ap, names), root / f"{tag}_per_class_ap.png"
-        )
-        for item in buffer:
-            fig = timeline_figure(
-                item["labels"], item["scores"], class_names=names, max_classes=self.hparams.plot_classes,
-                title=item["video_id"], seconds_per_step=item.get("seconds_per_step"),
-            )  # fmt: skip
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item["video_id"])
-            images[f"val/timeline/{item['video_id']}"] = save_figure(fig, root / f"{tag}_timeline_{safe}.png")
+        images = detection_figures(
+            ap, buffer, run_log_dir(self.trainer) / "figures", self.figure_tag(),
+            class_names=self.plot_class_names(), max_classes=self.hparams.plot_classes,
+        )  # fmt: skip
         log_images(self.loggers, images, step=self.global_step)
 
     def configure_optimizers(self):
