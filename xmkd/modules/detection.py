@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from xmkd.distill.detection import build_distill_losses
+from xmkd.distill.teacher_cache import TeacherOutputCache
 from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
 from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_bce
@@ -503,7 +504,7 @@ class AugmentedRGBStudent(DetectionModule):
             for k in loss.teacher_keys
         }
         self._teacher_keys = sorted(set(self._teacher_sources.values()))
-        self._cache: dict[str, tuple[tuple[float, ...], dict[str, Tensor]]] = {}
+        self._cache = TeacherOutputCache(self._teacher_keys)
 
     # the frozen teacher -------------------------------------------------------------------------
 
@@ -578,44 +579,7 @@ class AugmentedRGBStudent(DetectionModule):
         if not self.hparams.cache_teacher:
             out = teacher(batch)
             return {k: out[k] for k in self._teacher_keys}
-        mask = batch["mask"]
-        fps = self._fingerprints(batch)
-        ids = [str(v) for v in batch["video_id"]]
-        hits = [self._cache.get(v) for v in ids]
-        if all(h is not None and h[0] == fp for h, fp in zip(hits, fps)):
-            out = {}
-            for k in self._teacher_keys:
-                rows = [h[1][k] for h in hits]
-                full = rows[0].new_zeros((len(rows), mask.shape[1], rows[0].shape[-1]))
-                for i, r in enumerate(rows):
-                    full[i, : len(r)] = r
-                out[k] = full.to(self.device, non_blocking=True)
-            return out
-        out = teacher(batch)
-        lengths = self._lengths(mask)
-        for i, v in enumerate(ids):
-            self._cache[v] = (fps[i], {k: out[k][i, : lengths[i]].cpu() for k in self._teacher_keys})
-        return {k: out[k] for k in self._teacher_keys}
-
-    @staticmethod
-    def _lengths(mask: Tensor) -> list[int]:
-        t = mask.shape[1]
-        last = torch.where(
-            mask.any(1), t - mask.flip(1).float().argmax(1), torch.zeros_like(mask[:, 0], dtype=torch.long)
-        )
-        return last.tolist()
-
-    def _fingerprints(self, batch: Mapping[str, Any]) -> list[tuple[float, ...]]:
-        mask = batch["mask"]
-        m = mask.unsqueeze(-1).to(torch.float64)
-        cols = [mask.sum(1).to(torch.float64)]
-        for f in batch["features"].values():
-            f64 = f.to(torch.float64) * m
-            cols += [
-                f64.sum((1, 2)),
-                (f64 * torch.arange(1, f.shape[1] + 1, device=f.device).view(1, -1, 1)).sum((1, 2)),
-            ]
-        return [tuple(row) for row in torch.stack(cols, 1).tolist()]
+        return self._cache.outputs(batch, teacher, self.device)
 
     # training -----------------------------------------------------------------------------------
 
