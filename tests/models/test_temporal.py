@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from xmkd.models import temporal
-from xmkd.models.temporal import (
-    DilatedAttention,
-    TemporalDetectionHead,
+from xmkd.models import pdan_kernels
+from xmkd.models.pdan_kernels import (
     _dropout_threshold,
     dilated_attention,
     dilated_attention_exportable,
     dilated_attention_reference,
-    masked_bce,
     residual_dropout,
 )
+from xmkd.models.temporal import DilatedAttention, TemporalDetectionHead, masked_bce
 
 
 def dal_loop(
@@ -110,7 +108,7 @@ def threads(request):
 
 # window budgets (elements of (B, T, C)): whole batch, two videos per window, time windows of 1 and
 # 2 steps (halos cross windows, dk/dv accumulate across them), the default
-WINDOWS = [10**9, 2 * 6 * 3, 3, 6, temporal.CPU_WINDOW_ELEMENTS]
+WINDOWS = [10**9, 2 * 6 * 3, 3, 6, pdan_kernels.CPU_WINDOW_ELEMENTS]
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -118,7 +116,7 @@ WINDOWS = [10**9, 2 * 6 * 3, 3, 6, temporal.CPU_WINDOW_ELEMENTS]
 def test_dal_custom_backward(
     t: int, d: int, relu: bool, window: int, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(temporal, "CPU_WINDOW_ELEMENTS", window)
+    monkeypatch.setattr(pdan_kernels, "CPU_WINDOW_ELEMENTS", window)
     torch.manual_seed(1)
     qkv = torch.randn(3, t, 9, dtype=torch.float64, requires_grad=True)
     rel = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
