@@ -23,7 +23,8 @@ import torch
 
 from xmkd.data.flow import compute_flow, make_flow_fn, quantize_flow
 from xmkd.data.video_io import decode_video
-from xmkd.features.extract import ClipEncoder, _PatchMean, encode_windows, window_frame_indices
+from xmkd.features.encoders import ClipEncoder, _PatchMean
+from xmkd.features.extract import encode_windows, window_frame_indices
 from xmkd.models.vit import EncoderConfig, build_encoder
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "video" / "demo.mp4"

@@ -44,11 +44,8 @@ import numpy as np
 import torch
 
 from xmkd.data.flow import compute_flow, quantize_flow
+from xmkd.features.encoders import IMAGENET_MEAN, IMAGENET_STD, ClipEncoder, _PatchMean
 from xmkd.features.extract import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClipEncoder,
-    _PatchMean,
     centre_crop_resize,
     encode_windows,
     window_frame_indices,

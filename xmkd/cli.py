@@ -47,7 +47,7 @@ DATA_TOOLS: dict[str, tuple[str, str]] = {
 # Top-level tools of the raw-video chain: `xmkd compute-flow ...`, `xmkd extract-features ...`.
 CHAIN_TOOLS: dict[str, tuple[str, str]] = {
     "compute-flow": ("xmkd.data.flow", "dense optical flow (OpenCV DIS), quantised uint8, resumable"),
-    "extract-features": ("xmkd.features.extract", "sliding-window features per video, resumable"),
+    "extract-features": ("xmkd.features.cli", "sliding-window features per video, resumable"),
 }
 # Tools over a finished run's checkpoint: `xmkd export --ckpt ... --out ...`.
 CHECKPOINT_TOOLS: dict[str, tuple[str, str]] = {

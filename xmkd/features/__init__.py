@@ -1,13 +1,12 @@
-"""Clip features from raw videos: sliding-window extraction with frozen clip encoders
-(:mod:`xmkd.features.extract`), feeding the untrimmed-video feature readers."""
+"""Clip features from raw videos, feeding the untrimmed-video feature readers: sliding-window
+extraction (:mod:`xmkd.features.extract`) with frozen clip encoders (:mod:`xmkd.features.encoders`),
+and its command line (:mod:`xmkd.features.cli`)."""
 
+from xmkd.features.encoders import ClipEncoder, load_encoder, train_mae_encoder
 from xmkd.features.extract import (
-    ClipEncoder,
     extract_features_folder,
     feature_times,
-    load_encoder,
     num_feature_steps,
-    train_mae_encoder,
     window_frame_indices,
 )
 

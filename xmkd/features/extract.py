@@ -1,7 +1,7 @@
 """Sliding-window clip features from raw videos (RGB) or stored flow (flow), for the untrimmed readers.
 
 ``xmkd extract-features --videos DIR --encoder PATH --modality rgb|flow --window W --stride S --out DIR``
-writes ``<out>/<modality>/<video_id>.npy`` (T, D) float32, the layout of
+(:mod:`xmkd.features.cli`) writes ``<out>/<modality>/<video_id>.npy`` (T, D) float32, the layout of
 :mod:`xmkd.data.untrimmed`, and ``<out>/<modality>/index.json`` (settings + per-video counts + the
 step -> time rule). For ``--modality flow`` the ``--videos`` folder is the output of
 ``xmkd compute-flow`` (``<video_id>.npz``).
@@ -19,7 +19,7 @@ frames (:func:`xmkd.data.flow.resampled_frame_count`). With window ``W`` and str
 - ``steps="valid"``: ``T = max(1, floor((N - W) / S) + 1)``, window ``t`` = frames
   ``[t S, t S + W)`` (a video shorter than ``W`` gives one edge-padded window).
 
-Encoders (:func:`load_encoder`): an exported xmkd ViT (``.pt`` + ``.json``, as written by
+Encoders (:func:`xmkd.features.encoders.load_encoder`): an exported xmkd ViT (``.pt`` + ``.json``, as written by
 ``XKDPretrainer.export_encoders`` or :func:`train_mae_encoder`): ``in_chans`` 3 for RGB, 2 for flow;
 feature = mean of the patch tokens after the final norm. Or ``torchvision.models.video.r3d_18``
 built with ``weights=None`` and loaded from a local state-dict file (never a download); feature =
@@ -32,27 +32,24 @@ Batches of windows run on the accelerator when there is one (``device="auto"``);
 decodes the next videos in worker processes meanwhile. Finished videos (their ``.npy`` exists) are
 skipped on a rerun (resume); a bad video is reported by name and the batch continues.
 
-:func:`train_mae_encoder` trains a ViT (any ``in_chans``: flow has 2) with the XKD/MAE masked
-reconstruction objective on clips for N steps and exports it in the same format.
+:func:`xmkd.features.encoders.train_mae_encoder` trains a ViT (any ``in_chans``: flow has 2) with
+the XKD/MAE masked reconstruction objective on clips for N steps and exports it in the same format.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from xmkd.atomic import atomic_path, atomic_write_text
@@ -66,26 +63,20 @@ from xmkd.data.flow import (
 )
 from xmkd.data.video_io import decode_video, probe, resampled_frame_count
 from xmkd.errors import BadInputError, ConfigError, Failure
-from xmkd.models.masking import random_masking
-from xmkd.models.vit import (
-    EncoderConfig,
-    MAEDecoder,
-    ViTEncoder,
-    build_encoder,
-    load_exported_encoder,
-    masked_mse,
-    normalized_patch_target,
-    save_exported_encoder,
+from xmkd.features.encoders import (  # the encoder names are re-exported from here too
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipEncoder,
+    EncoderKind,
+    Modality,
+    load_encoder,
+    resolve_device,
+    sample_clips,
+    train_mae_encoder,
 )
 
-Modality = Literal["rgb", "flow"]
 StepRule = Literal["cover", "valid"]
-EncoderKind = Literal["auto", "xkd", "r3d_18"]
 INDEX_NAME = "index.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 #: how often (seconds) the index is rewritten during a long run; always written at the end.
 INDEX_FLUSH_S = 10.0
 
@@ -121,87 +112,6 @@ def feature_times(index: dict[str, Any], video_id: str) -> tuple[np.ndarray, np.
     """(start_s, end_s) per feature step of ``video_id`` from a loaded ``index.json``."""
     entry = index["videos"][video_id]
     return step_times(entry["num_steps"], entry["fps"], index["stride"], entry["duration_s"])
-
-
-# ------------------------------------------------------------------------------------ encoders
-@dataclass
-class ClipEncoder:
-    """A frozen clip encoder: ``module(x)`` with x (B, C, T, H, W) normalised -> (B, D)."""
-
-    module: nn.Module
-    kind: str
-    in_chans: int
-    frames: int
-    size: tuple[int, int]
-    dim: int
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-    path: str
-
-    def prepare(self, x: Tensor, modality: Modality) -> Tensor:
-        """uint8 windows (B, W, H, W, C) on any device -> normalised float (B, C, W, H, W)."""
-        x = x.permute(0, 4, 1, 2, 3).float()
-        if modality == "flow":
-            return x / 127.5 - 1.0  # = dequantised flow / bound, in [-1, 1]
-        x = x / 255.0
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1, 1)
-        return (x - mean) / std
-
-
-class _PatchMean(nn.Module):
-    def __init__(self, encoder: ViTEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.encoder.patch_mean(x)
-
-
-def load_encoder(
-    path: str | os.PathLike, kind: EncoderKind = "auto", frames: int = 16, size: int = 112
-) -> ClipEncoder:
-    """Load a clip encoder from a local file (never downloads), in eval mode.
-
-    ``kind="auto"``: an exported ViT when ``path`` has a ``.json`` sidecar, else ``r3d_18``.
-    ``frames``/``size`` are the default window and input size for r3d_18 (a ViT brings its own).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("encoder", f"{p}: encoder weights not found")
-    if kind == "auto":
-        kind = "xkd" if p.with_suffix(".json").is_file() else "r3d_18"
-    if kind == "xkd":
-        enc = load_exported_encoder(p)
-        cfg = enc.config
-        if cfg.modality != "video":
-            raise ConfigError("encoder", f"{p} is a {cfg.modality} encoder; a video encoder is needed")
-        module: nn.Module = _PatchMean(enc)
-        return ClipEncoder(
-            module.eval(), "xkd", cfg.in_chans, cfg.input_size[0], tuple(cfg.input_size[1:]), cfg.dim,
-            IMAGENET_MEAN, IMAGENET_STD, str(p),
-        )  # fmt: skip
-    if kind == "r3d_18":
-        from torchvision.models.video import r3d_18
-
-        model = r3d_18(weights=None)
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for a file that is not a state dict
-            raise ConfigError(
-                "encoder", f"{p}: not a loadable weights file ({type(e).__name__}: {e})"
-            ) from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as e:
-            raise ConfigError("encoder", f"{p}: does not match torchvision r3d_18 ({e})") from None
-        model.fc = nn.Identity()
-        return ClipEncoder(
-            model.eval(), "r3d_18", 3, frames, (size, size), 512, KINETICS_MEAN, KINETICS_STD, str(p)
-        )
-    raise ConfigError("encoder_kind", f"expected auto, xkd or r3d_18, got {kind!r}")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -268,12 +178,6 @@ class _VideoInputs(Dataset):
 
 def _identity(item: Any) -> Any:
     return item
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.inference_mode()
@@ -470,135 +374,10 @@ def _entry_from_disk(
     }
 
 
-# ------------------------------------------------------------------------------------ MAE training
-def sample_clips(
-    inputs: Sequence[np.ndarray], num_frames: int, clips_per_video: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Random ``num_frames`` windows (uint8, (K, num_frames, H, W, C)) from each (N, H, W, C) array."""
-    out = []
-    for frames in inputs:
-        n = frames.shape[0]
-        for _ in range(clips_per_video):
-            s = int(rng.integers(0, max(1, n - num_frames + 1)))
-            out.append(frames[np.clip(np.arange(s, s + num_frames), 0, n - 1)])
-    return np.stack(out)
-
-
-def train_mae_encoder(
-    clips: Tensor,
-    config: EncoderConfig,
-    steps: int = 200,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    mask_ratio: float = 0.85,
-    decoder_dim: int = 64,
-    decoder_depth: int = 1,
-    weight_decay: float = 0.05,
-    seed: int = 0,
-    device: str = "auto",
-    export_path: str | os.PathLike | None = None,
-    progress: str | None = None,
-) -> tuple[ViTEncoder, list[float]]:
-    """Train a ViT encoder with masked reconstruction (XKD's L_rec: MAE, per-patch normalised
-    targets, MSE on masked patches) on ``clips`` (K, C, T, H, W) normalised float, for ``steps``
-    AdamW steps with cosine lr. Works for any ``config.in_chans`` (2 for flow). Returns the encoder
-    (eval mode, CPU) and the loss per step; ``export_path`` writes it as ``.pt`` + ``.json``
-    (:func:`xmkd.models.vit.save_exported_encoder`), loadable by :func:`load_encoder`.
-
-    Only the reconstruction half of XKD: there is no second modality to distil across here.
-    ``progress``: a label; prints ``<label>: step k/steps, loss x`` to stderr about ten times.
-    """
-    if clips.ndim != 5 or clips.shape[1] != config.in_chans:
-        raise ConfigError("clips", f"expected (K, {config.in_chans}, T, H, W), got {tuple(clips.shape)}")
-    dev = resolve_device(device)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    encoder = build_encoder(config).to(dev)
-    decoder = MAEDecoder(
-        config.num_patches,
-        config.dim,
-        config.patch_dim,
-        decoder_dim,
-        decoder_depth,
-        max(1, decoder_dim // 32),
-    ).to(dev)
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    losses: list[float] = []
-    encoder.train()
-    decoder.train()
-    for _ in range(steps):
-        pick = torch.randint(0, clips.shape[0], (batch_size,), generator=gen)
-        x = clips[pick].to(dev)
-        mask = random_masking(x.shape[0], config.num_patches, mask_ratio, device=x.device)
-        tokens = encoder(x, mask.keep_indices)
-        pred = decoder(tokens, mask.restore_indices)
-        loss = masked_mse(pred, normalized_patch_target(encoder.patchify(x)), mask.mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        step = len(losses)
-        if progress and (step % max(1, steps // 10) == 0 or step == steps):
-            print(f"{progress}: step {step}/{steps}, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
-    encoder = encoder.cpu().eval()
-    if export_path is not None:
-        save_exported_encoder(encoder, export_path)
-    return encoder, losses
-
-
-# ------------------------------------------------------------------------------------------ CLI tool
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``xmkd extract-features --videos DIR --encoder PATH --modality rgb|flow --window W --stride S --out DIR``."""
-    parser.add_argument(
-        "--videos", required=True, help="videos (rgb, recursive) or compute-flow output (flow)"
-    )
-    parser.add_argument("--encoder", required=True, help="exported ViT (.pt + .json) or r3d_18 state dict")
-    parser.add_argument("--encoder-kind", choices=["auto", "xkd", "r3d_18"], default="auto")
-    parser.add_argument("--modality", choices=["rgb", "flow"], required=True)
-    parser.add_argument("--window", type=int, default=None, help="frames per clip (default: the encoder's)")
-    parser.add_argument("--stride", type=int, default=8, help="frames between feature steps")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of the windows (default: native)")
-    parser.add_argument("--steps", choices=["cover", "valid"], default="cover", help="step rule (module doc)")
-    parser.add_argument("--out", required=True, help="feature root: writes <out>/<modality>/<id>.npy")
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16 autocast on CUDA")
-    parser.add_argument("--workers", type=int, default=1, help="decoding worker processes (0: inline)")
-    parser.add_argument("--overwrite", action="store_true", help="recompute every video (no resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    report = extract_features_folder(
-        args.videos,
-        args.encoder,
-        args.modality,
-        args.out,
-        window=args.window,
-        stride=args.stride,
-        fps=args.fps,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        workers=args.workers,
-        encoder_kind=args.encoder_kind,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
-    print(report.summary("extract-features"), file=sys.stderr if report.failures else sys.stdout)
-    return 1 if report.failures else 0
-
-
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ClipEncoder",
-    "add_arguments",
     "centre_crop_resize",
     "encode_windows",
     "extract_features_folder",
@@ -607,7 +386,6 @@ __all__ = [
     "load_encoder",
     "load_input",
     "num_feature_steps",
-    "run",
     "sample_clips",
     "step_times",
     "train_mae_encoder",
