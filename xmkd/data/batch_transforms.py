@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,10 +50,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from xmkd.data.transforms import (
     _RGB_TO_YIQ,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     LINEAR_EVAL_CROP_SCALE,
     ClipColorJitter,
+    XKDViewSpec,
 )
 
 __all__ = [
@@ -395,7 +395,8 @@ def _where_samples(select: Tensor, fn: Any, x: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------ the views
 
 
-class XKDBatchViews:
+@dataclass(eq=False, repr=False)
+class XKDBatchViews(XKDViewSpec):
     """The views of :class:`~xmkd.data.transforms.XKDVideoViews`, drawn per clip, applied per batch.
 
     Same arguments and defaults as ``XKDVideoViews`` (``hue_mode`` must be ``yiq``). In the
@@ -417,55 +418,26 @@ class XKDBatchViews:
         ((2, 3, 8, 16, 16), (2, 1, 3, 4, 8, 8))
     """
 
-    def __init__(
-        self,
-        num_frames: int = 32,
-        size: int = 112,
-        local_frames: int = 8,
-        local_size: int = 96,
-        num_local_views: int = 1,
-        global_scale: tuple[float, float] = (0.2, 1.0),
-        local_scale: tuple[float, float] = (0.08, 0.4),
-        color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2),
-        color_jitter_p: float = 1.0,
-        grayscale_p: float = 0.2,
-        blur_p: float = 0.5,
-        blur_kernel: int = 9,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        local_temporal: str = "window",
-        local_color_jitter: bool = True,
-        hue_mode: str = "yiq",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        probe_view: bool = False,
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        resize: str = "auto",
-        jitter: str = "auto",
-    ) -> None:
-        if local_temporal not in ("window", "uniform"):
-            raise ValueError(f"local_temporal must be 'window' or 'uniform', got {local_temporal!r}")
-        if local_frames > num_frames:
-            raise ValueError(f"local_frames ({local_frames}) > num_frames ({num_frames})")
-        if hue_mode != "yiq":
-            raise ValueError(f"the batched views shift hue in YIQ only (hue_mode 'yiq'), got {hue_mode!r}")
-        if resize not in ("auto", "loop", "matmul"):
-            raise ValueError(f"resize must be auto | loop | matmul, got {resize!r}")
-        self.num_frames, self.size = num_frames, size
-        self.local_frames, self.local_size, self.num_local_views = local_frames, local_size, num_local_views
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    resize: str = "auto"
+    jitter: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the checks shared with XKDVideoViews
+        if self.hue_mode != "yiq":
+            raise ValueError(
+                f"the batched views shift hue in YIQ only (hue_mode 'yiq'), got {self.hue_mode!r}"
+            )
+        if self.resize not in ("auto", "loop", "matmul"):
+            raise ValueError(f"resize must be auto | loop | matmul, got {self.resize!r}")
+        if self.jitter not in ("auto", "loop", "batched"):
+            raise ValueError(f"jitter must be auto | loop | batched, got {self.jitter!r}")
         self.global_scale, self.local_scale, self.ratio = (
-            tuple(global_scale),
-            tuple(local_scale),
-            tuple(ratio),
+            tuple(self.global_scale),
+            tuple(self.local_scale),
+            tuple(self.ratio),
         )
-        self.color_jitter, self.color_jitter_p = tuple(color_jitter), color_jitter_p
-        self.grayscale_p, self.blur_p = grayscale_p, blur_p
-        self.blur_kernel, self.blur_sigma = blur_kernel, tuple(blur_sigma)
-        self.local_temporal, self.local_color_jitter = local_temporal, local_color_jitter
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.probe_view = probe_view
-        if jitter not in ("auto", "loop", "batched"):
-            raise ValueError(f"jitter must be auto | loop | batched, got {jitter!r}")
-        self.resize, self.jitter = resize, jitter
+        self.color_jitter, self.blur_sigma = tuple(self.color_jitter), tuple(self.blur_sigma)
         self._scratch: dict[str, Tensor] = {}
 
     # -- per clip (dataset) -----------------------------------------------------------------------

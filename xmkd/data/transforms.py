@@ -11,6 +11,7 @@ expensive resize touches the small output rather than a float copy of the full-s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torchvision import tv_tensors
@@ -127,7 +128,42 @@ def yiq_hue_shift(x: torch.Tensor, hue: float) -> torch.Tensor:
     return out.clamp_(0, 1)
 
 
-class XKDVideoViews:
+@dataclass(eq=False)
+class XKDViewSpec:
+    """The arguments of XKD's video views, shared by the per-clip :class:`XKDVideoViews` and the
+    per-batch :class:`~xmkd.data.batch_transforms.XKDBatchViews` (see ``XKDVideoViews`` for what
+    each one means); checked once here."""
+
+    num_frames: int = 32
+    size: int = 112
+    local_frames: int = 8
+    local_size: int = 96
+    num_local_views: int = 1
+    global_scale: tuple[float, float] = (0.2, 1.0)
+    local_scale: tuple[float, float] = (0.08, 0.4)
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)
+    color_jitter_p: float = 1.0
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_kernel: int = 9
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    local_temporal: str = "window"
+    local_color_jitter: bool = True
+    hue_mode: str = "yiq"
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    probe_view: bool = False
+
+    def __post_init__(self) -> None:
+        if self.local_temporal not in ("window", "uniform"):
+            raise ValueError(f"local_temporal must be 'window' or 'uniform', got {self.local_temporal!r}")
+        if self.local_frames > self.num_frames:
+            raise ValueError(f"local_frames ({self.local_frames}) > num_frames ({self.num_frames})")
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+
+
+@dataclass(eq=False, repr=False)
+class XKDVideoViews(XKDViewSpec):
     """XKD's global and local video views of one clip.
 
     Global view: random resized crop (scale ``global_scale`` = [0.2, 1]) to ``size`` (112), colour
@@ -153,58 +189,36 @@ class XKDVideoViews:
     local_size)}`` (+ ``video_probe``), all float and normalised.
     """
 
-    def __init__(
-        self,
-        num_frames: int = 32,
-        size: int = 112,
-        local_frames: int = 8,
-        local_size: int = 96,
-        num_local_views: int = 1,
-        global_scale: tuple[float, float] = (0.2, 1.0),
-        local_scale: tuple[float, float] = (0.08, 0.4),
-        color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2),
-        color_jitter_p: float = 1.0,
-        grayscale_p: float = 0.2,
-        blur_p: float = 0.5,
-        blur_kernel: int = 9,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        local_temporal: str = "window",
-        local_color_jitter: bool = True,
-        hue_mode: str = "yiq",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        probe_view: bool = False,
-    ) -> None:
-        if local_temporal not in ("window", "uniform"):
-            raise ValueError(f"local_temporal must be 'window' or 'uniform', got {local_temporal!r}")
-        if local_frames > num_frames:
-            raise ValueError(f"local_frames ({local_frames}) > num_frames ({num_frames})")
-        self.num_frames, self.local_frames, self.num_local_views = num_frames, local_frames, num_local_views
-        self.local_temporal, self.mean, self.std = local_temporal, tuple(mean), tuple(std)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         to_float = v2.ToDtype(torch.float32, scale=True)
-        jitter = v2.RandomApply([ClipColorJitter(*color_jitter, hue_mode=hue_mode)], p=color_jitter_p)
+        jitter = v2.RandomApply(
+            [ClipColorJitter(*self.color_jitter, hue_mode=self.hue_mode)], p=self.color_jitter_p
+        )
         # Geometry on uint8 first (cheap, and the resize shrinks the clip), colour on float.
         self.global_view = v2.Compose(
             [
-                v2.RandomResizedCrop(size, scale=global_scale, antialias=True),
+                v2.RandomResizedCrop(self.size, scale=self.global_scale, antialias=True),
                 v2.RandomHorizontalFlip(),
                 to_float,
                 jitter,
             ]
         )
         local = [
-            v2.RandomResizedCrop(local_size, scale=local_scale, antialias=True),
+            v2.RandomResizedCrop(self.local_size, scale=self.local_scale, antialias=True),
             v2.RandomHorizontalFlip(),
             to_float,
         ]
-        if local_color_jitter:
+        if self.local_color_jitter:
             local.append(jitter)
         local += [
-            v2.RandomGrayscale(p=grayscale_p),
-            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=blur_sigma)], p=blur_p),
+            v2.RandomGrayscale(p=self.grayscale_p),
+            v2.RandomApply([v2.GaussianBlur(self.blur_kernel, sigma=self.blur_sigma)], p=self.blur_p),
         ]
         self.local_view = v2.Compose(local)
-        self.probe_view = linear_eval_transform(size, mean, std) if probe_view else None
+        self.probe_transform = (
+            linear_eval_transform(self.size, self.mean, self.std) if self.probe_view else None
+        )
 
     def _local_indices(self, t: int) -> torch.Tensor:
         if self.local_temporal == "uniform":
@@ -226,8 +240,8 @@ class XKDVideoViews:
             for _ in range(self.num_local_views)
         ]
         out["video_local"] = torch.stack(locals_)
-        if self.probe_view is not None:
-            out["video_probe"] = self.probe_view(video)
+        if self.probe_transform is not None:
+            out["video_probe"] = self.probe_transform(video)
         return out
 
 
