@@ -43,7 +43,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.data import default_collate
 
 from xmkd.distill.ema import collect_ema_tensors, ema_update_tensors_
-from xmkd.optim import build_adamw, param_groups_weight_decay
+from xmkd.optim import build_adamw
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "experiments" / "xkd" / "xkd_tiny_synthetic.yaml"
@@ -65,14 +65,7 @@ def build_model(model_args: dict[str, Any]) -> tuple[Any, torch.optim.Optimizer,
     model.log = lambda *a, **k: None  # no Trainer here; logging is not what is measured
     model.log_dict = lambda *a, **k: None
     hp = model.hparams
-    trainable = [
-        (n, p)
-        for n, p in model.named_parameters()
-        if not n.startswith(("teacher", "probes.")) and p.requires_grad
-    ]
-    groups = param_groups_weight_decay(trainable, hp.weight_decay)
-    groups.append({"params": list(model.probes.parameters()), "weight_decay": 0.0, "lr": hp.probe_lr})
-    optimizer = build_adamw(groups, hp.lr, tuple(hp.betas))
+    optimizer = build_adamw(model.optimizer_param_groups(), hp.lr, tuple(hp.betas))
     return model, optimizer, collect_ema_tensors(model.ema_pairs())
 
 

@@ -26,7 +26,7 @@ from xmkd.models.heads import mean_patch_tokens
 from xmkd.models.linear import ENV_SWITCH, onednn_linear_available
 from xmkd.models.vit import MAEDecoder, masked_mse
 from xmkd.modules.xkd import XKDPretrainer
-from xmkd.optim import build_adamw, param_groups_weight_decay
+from xmkd.optim import build_adamw
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,14 +134,7 @@ def make_model() -> tuple[XKDPretrainer, list[dict]]:
     model = XKDPretrainer(**TINY)
     model.train()
     model.log = model.log_dict = lambda *a, **k: None  # no Trainer
-    hp = model.hparams
-    trainable = [
-        (n, p)
-        for n, p in model.named_parameters()
-        if not n.startswith(("teacher", "probes.")) and p.requires_grad
-    ]
-    groups = param_groups_weight_decay(trainable, hp.weight_decay)
-    groups.append({"params": list(model.probes.parameters()), "weight_decay": 0.0, "lr": hp.probe_lr})
+    groups = model.optimizer_param_groups()  # configure_optimizers' groups
     return model, groups
 
 

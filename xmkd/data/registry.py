@@ -426,7 +426,13 @@ def read_untrimmed(
     skeleton_dir: str | None = None,
     class_id_base: int | None = None,
 ) -> UntrimmedAnnotations:
-    """Annotations of a registered format (``class_id_base`` ``None``: the format's)."""
+    """Annotations of a registered format.
+
+    ``annotations``: CSV file(s) for ``charades_csv``; the JSON for ``pdan_json``/``multithumos``/
+    ``tsu``/``synthetic``; the label folder for ``pkummd``. ``class_id_base``: the first class id
+    in the files (0 or 1); ``None`` takes the format's. The result's ``class_id_base`` says which
+    was used.
+    """
     spec = untrimmed_format(format)
     base = spec.class_id_base if class_id_base is None else class_id_base
     if base not in (0, 1) or type(base) is not int:

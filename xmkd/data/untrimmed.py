@@ -376,33 +376,9 @@ def collate_untrimmed(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- datamodule
-def load_annotations(
-    format: str,
-    annotations: str | Sequence[str],
-    classes_file: str | None = None,
-    num_classes: int | None = None,
-    annotation_fps: float | None = None,
-    split_file: str | None = None,
-    skeleton_dir: str | None = None,
-    class_id_base: int | None = None,
-) -> UntrimmedAnnotations:
-    """Read annotations of a registered format (what the data module and ``xmkd data inspect`` use).
-
-    ``annotations``: CSV file(s) for ``charades_csv``; the JSON for ``pdan_json``/``multithumos``/
-    ``tsu``/``synthetic``; the label folder for ``pkummd``. ``class_id_base``: the first class id
-    in the files (0 or 1); ``None`` takes the format's (:data:`FORMAT_CLASS_ID_BASE`). The result's
-    ``class_id_base`` says which was used. Formats: :mod:`xmkd.data.registry`.
-    """
-    return read_untrimmed(
-        format,
-        annotations,
-        classes_file,
-        num_classes,
-        annotation_fps,
-        split_file,
-        skeleton_dir,
-        class_id_base,
-    )
+#: Read annotations of a registered format (what the data module and ``xmkd data inspect`` use);
+#: see :func:`xmkd.data.registry.read_untrimmed`.
+load_annotations = read_untrimmed
 
 
 class UntrimmedVideoDataModule(L.LightningDataModule):
@@ -501,7 +477,7 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
             classes_file = hp.classes_file
             if self.format == "synthetic" and classes_file is None:
                 classes_file = str(self.feature_root / "Charades_v1_classes.txt")
-            self._annotations = load_annotations(
+            self._annotations = read_untrimmed(
                 self.format,
                 paths,
                 classes_file,

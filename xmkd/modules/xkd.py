@@ -684,7 +684,9 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """AdamW's parameter groups: the students, heads and decoders (weight decay on matrices
+        only; the EMA teachers are not trained), and the online probes (``probe_lr``, no decay)."""
         hp = self.hparams
         trainable = [
             (n, p)
@@ -694,7 +696,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         groups = param_groups_weight_decay(trainable, hp.weight_decay)
         if self.probes:
             groups.append({"params": list(self.probes.parameters()), "weight_decay": 0.0, "lr": hp.probe_lr})
-        optimizer = build_adamw(groups, hp.lr, tuple(hp.betas))
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = build_adamw(self.optimizer_param_groups(), hp.lr, tuple(hp.betas))
         total = int(self.trainer.estimated_stepping_batches)
         max_epochs = self.trainer.max_epochs or 0
         warmup = round(total * hp.warmup_epochs / max_epochs) if max_epochs > 0 else 0
