@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tests.data.media import write_garbage, write_video
+from tests.trainers import quiet_trainer
 from xmkd.data.bad_input import BadInputReport, TooManyBadInputsError, collate_with_failures
 from xmkd.data.readers.trimmed import ClipRecord
 from xmkd.data.trimmed import TrimmedVideoDataset, UniformClipSampler
@@ -81,17 +82,7 @@ def loader(failures: list[int]) -> DataLoader:
 
 
 def trainer(tmp_path: Path, report: BadInputReport) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[report],
-    )
+    return quiet_trainer(default_root_dir=tmp_path, max_epochs=1, num_sanity_val_steps=0, callbacks=[report])
 
 
 def test_report_counts_prints_and_logs(tmp_path: Path, capsys) -> None:

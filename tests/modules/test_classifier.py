@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.trainers import quiet_trainer
 from xmkd.errors import ConfigError
 from xmkd.models.vit import ViTEncoder, audio_encoder_config, save_exported_encoder, video_encoder_config
 from xmkd.modules.classifier import VideoClassifier, resize_encoder_input
@@ -135,15 +136,7 @@ def test_one_fit_epoch_logs_video_metrics(tmp_path: Path) -> None:
         str(export_tiny_encoder(tmp_path)), num_classes=3, mode="finetune", warmup_epochs=0.5
     )
     items = [{k: v[i] for k, v in video_batch(6).items()} for i in range(6)]
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(model, DataLoader(items, batch_size=3), DataLoader(items, batch_size=3))
     assert {"val/video_top1", "val/clip_top1", "val/video_top5", "val/clip_top5"} <= set(
         trainer.callback_metrics

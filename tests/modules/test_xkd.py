@@ -6,50 +6,26 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from tests.modules.xkd_tiny import SAMPLES, TINY_XKD
+from tests.modules.xkd_tiny import SAMPLES, TINY_XKD, TinyClips
+from tests.trainers import quiet_trainer
 from xmkd.distill.ema import EMATeacherCallback
 from xmkd.modules.xkd import XKDPretrainer, load_exported_encoder, reconstruction_grid
 
 TINY = {**TINY_XKD, "encoder_depth": 2}
 
 
-class TinyClips(Dataset):
-    def __init__(self, n: int = 4, local_views: int = 2) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.video = torch.randn(n, 3, 4, 32, 32, generator=g)
-        self.local = torch.randn(n, local_views, 3, 2, 16, 16, generator=g)
-        self.audio = torch.randn(n, SAMPLES, generator=g) * 0.1
-        self.label = torch.tensor([0, 1, -1, 2])[:n]
-
-    def __len__(self) -> int:
-        return len(self.video)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "video": self.video[i],
-            "video_local": self.local[i],
-            "audio": self.audio[i],
-            "label": self.label[i],
-        }
+def tiny_clips(n: int = 4, local_views: int = 2) -> TinyClips:
+    """The shared tiny dataset with two local views and one unlabelled (-1) sample."""
+    return TinyClips(n, local_views=local_views, labels=[0, 1, -1, 2])
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainer(**kw) -> pl.Trainer:
-    opts = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=1,
-        limit_val_batches=0,
-    )
-    opts.update(kw)
-    return pl.Trainer(**opts)
+    return quiet_trainer(**{"max_steps": 1, "limit_val_batches": 0, **kw})
 
 
 @pytest.mark.parametrize("variant", ["xkd", "mas", "mats"])
@@ -59,7 +35,7 @@ def test_one_training_step_per_variant(variant: str) -> None:
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
     t = trainer()
-    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    t.fit(model, DataLoader(tiny_clips(), batch_size=4))
     assert t.global_step == 1
     metrics = t.callback_metrics
     for key in (
@@ -100,7 +76,7 @@ def test_probe_is_trained_on_detached_features_and_logged() -> None:
     torch.manual_seed(0)
     model = XKDPretrainer(probe_num_classes=3, loss_weights={"da": 0.0, "kd": 1.0, "rec": 5.0}, **TINY)
     t = trainer(limit_val_batches=1, val_check_interval=1, check_val_every_n_epoch=None)
-    data = DataLoader(TinyClips(), batch_size=4)
+    data = DataLoader(tiny_clips(), batch_size=4)
     t.fit(model, data, data)
     assert "val/probe_top1" in t.callback_metrics and "val/probe_audio_top1" in t.callback_metrics
     assert "loss/da" not in t.callback_metrics  # zero-weight term skipped
@@ -144,7 +120,7 @@ def test_reconstruction_pngs_are_written(tmp_path) -> None:
 
     model = XKDPretrainer(**{**TINY, "recon_log_every_n_epochs": 1})
     t = trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
-    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    t.fit(model, DataLoader(tiny_clips(), batch_size=4))
     pngs = sorted(
         p.name for p in (tmp_path / "lightning_logs" / "version_0" / "reconstructions").glob("*.png")
     )

@@ -10,9 +10,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from tests.modules.xkd_tiny import SAMPLES, TINY_XKD
+from tests.modules.xkd_tiny import TINY_XKD, TinyClips
+from tests.trainers import quiet_trainer
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
 from xmkd.modules.xkd_control import XKDWithRandomInitProbe
@@ -32,39 +33,14 @@ TINY = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyClips(Dataset):
-    def __init__(self, n: int = 4) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.video = torch.randn(n, 3, 4, 32, 32, generator=g)
-        self.local = torch.randn(n, 1, 3, 2, 16, 16, generator=g)
-        self.probe = torch.randn(n, 3, 4, 32, 32, generator=g)  # stands for the linear-eval view
-        self.audio = torch.randn(n, SAMPLES, generator=g) * 0.1
-        self.label = torch.arange(n) % 3
-
-    def __len__(self) -> int:
-        return len(self.video)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "video": self.video[i],
-            "video_local": self.local[i],
-            "video_probe": self.probe[i],
-            "audio": self.audio[i],
-            "label": self.label[i],
-        }
+def tiny_clips(n: int = 4) -> TinyClips:
+    """The shared tiny dataset with ``video_probe``, which stands for the linear-eval view."""
+    return TinyClips(n, probe=True)
 
 
 def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=steps,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, DataLoader(TinyClips(), batch_size=4))
+    trainer = quiet_trainer(max_steps=steps, limit_val_batches=0)
+    trainer.fit(model, DataLoader(tiny_clips(), batch_size=4))
     return trainer
 
 
@@ -81,7 +57,7 @@ def test_control_probe_reads_the_views_the_real_probe_reads(probe_view: str, mon
         return real_probe_losses(features, label)
 
     monkeypatch.setattr(model, "_probe_losses", spy)
-    clips = TinyClips()
+    clips = tiny_clips()
     batch = {k: torch.stack([clips[i][k] for i in range(4)]) for k in clips[0]}
     with pytest.warns(UserWarning, match="self.log"):  # no Trainer attached
         model.training_step(batch, batch_idx=1)
@@ -97,7 +73,7 @@ def test_control_probe_reads_the_views_the_real_probe_reads(probe_view: str, mon
 
 def test_linear_probe_view_needs_the_datamodules_probe_view():
     model = XKDWithRandomInitProbe(**{**TINY, "probe_view": "linear"})
-    clips = TinyClips()
+    clips = tiny_clips()
     batch = {k: torch.stack([clips[i][k] for i in range(4)]) for k in clips[0] if k != "video_probe"}
     with pytest.raises(ConfigError, match="linear_probe_view: true"):
         model.training_step(batch, batch_idx=1)
@@ -137,12 +113,12 @@ def test_control_probe_is_scored_in_validation():
     evaluator = pl.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    metrics = evaluator.validate(model, DataLoader(TinyClips(), batch_size=4), verbose=False)[0]
+    metrics = evaluator.validate(model, DataLoader(tiny_clips(), batch_size=4), verbose=False)[0]
     assert {"val/probe_top1", "val/random_init_probe_top1", "val/random_init_probe_audio_top1"} <= set(
         metrics
     )
     # Scored independently: accuracy of the control probe computed by hand on the same clips.
-    data = TinyClips()
+    data = tiny_clips()
     model.eval()
     with torch.no_grad():
         feats = model.random_init_encoders["video"].patch_mean(data.video)
@@ -353,19 +329,19 @@ def test_frozen_svm_probe_reads_both_encoders_on_fresh_views_of_every_clip():
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(0.1)  # "pretrained": no longer the initial weights
-    loader = Loader(TinyClips())
+    loader = Loader(tiny_clips())
     first, labels, ids = _frozen_features(model, DM(), loader, train=True)
     loader.epoch = 1
     second, _, _ = _frozen_features(model, DM(), loader, train=True)
     assert set(first) == {"video", "audio", "video_random_init", "audio_random_init"}
     assert not torch.allclose(first["video"], second["video"])  # another view of the same clips
     assert ids == ["v0", "v1", "v2", "v3"] and labels.tolist() == [0, 1, 2, 0]
-    batch = next(iter(Loader(TinyClips())))
+    batch = next(iter(Loader(tiny_clips())))
     with torch.no_grad():
         want = model.random_init_encoders["video"].patch_mean(batch["video_probe"])
     torch.testing.assert_close(first["video_random_init"], want)
     assert not torch.allclose(first["video"], first["video_random_init"])
-    test, _, _ = _frozen_features(model, DM(), Loader(TinyClips()), train=False)
+    test, _, _ = _frozen_features(model, DM(), Loader(tiny_clips()), train=False)
     with torch.no_grad():
         torch.testing.assert_close(test["video"], model.student["video"].patch_mean(batch["video"]))
 
@@ -405,10 +381,10 @@ def test_frozen_probe_reports_knn_beside_the_svm_and_draws_the_embedding_map(tmp
         dataset, num_classes, class_names = "tiny", 3, ("red", "green", "blue")
 
         def train_dataloader(self):
-            return Loader(TinyClips(9), 0)
+            return Loader(tiny_clips(9), 0)
 
         def val_dataloader(self):
-            return Loader(TinyClips(6), 100)
+            return Loader(tiny_clips(6), 100)
 
         def on_after_batch_transfer(self, batch, idx):
             return batch

@@ -163,7 +163,7 @@ def frozen_svm_probe(
         test_feats, test_labels, test_ids = _frozen_features(model, dm, dm.val_dataloader(), train=False)
     finally:
         model.train(was_training)
-    groups = cv_group_map(dm.dataset, str(dm.root), [])  # records unused by the generated set's groups
+    groups = cv_group_map("synthetic", str(Path(dm.root) / "videos"), []) if dm.dataset == "synthetic" else {}
     train_ids = [i for _, _, ids in train_parts for i in ids]
     train_codes = encode_video_ids(train_ids).numpy()
     train_labels = torch.cat([lab for _, lab, _ in train_parts]).numpy()
