@@ -19,7 +19,8 @@ def test_rows_keep_table_order_and_students_pull_in_the_teacher():
     assert dd.parse_rows("gcr,rgb") == ["rgb", "teacher", "gcr"]
     assert dd.parse_rows("aux") == ["aux"]
     assert dd.parse_rows("all") == list(dd.ROWS)
-    assert len(dd.ROWS) == 15  # rgb, rgb 10x, aux, teacher, full student, 3 single terms, 7 baselines
+    # rgb, rgb 10x, aux, teacher, full student, 3 single terms, 7 baselines, mmd, dino, student + both
+    assert len(dd.ROWS) == 18
     with pytest.raises(ConfigError, match="unknown row"):
         dd.parse_rows("rgb,fitnet")
 
