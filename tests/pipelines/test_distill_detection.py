@@ -25,6 +25,17 @@ def test_rows_keep_table_order_and_students_pull_in_the_teacher():
         dd.parse_rows("rgb,fitnet")
 
 
+def test_every_student_row_names_registered_terms_and_a_shipped_yaml():
+    from xmkd.distill.detection import DISTILL_LOSSES
+
+    for row in dd.ROWS.values():
+        assert (dd.EXPERIMENTS / row.config).is_file(), row.config
+        if row.is_student:
+            assert set(row.distill) <= set(DISTILL_LOSSES), row.name
+    assert dd.parse_rows("student+xkd") == ["teacher", "student+xkd"]
+    assert {"mmd", "dino"} <= set(dd.ROWS["student+xkd"].distill)
+
+
 def test_seeds_count_or_list():
     assert dd.parse_seeds("3") == [0, 1, 2]
     assert dd.parse_seeds("4,7") == [4, 7]
