@@ -96,8 +96,11 @@ bench-metrics: install
 bench-pdan: install
 	$(BIN)/python benchmarks/pdan_throughput.py --json runs/bench/pdan.json
 
+# XKD_RELEASE=path/to/XKD (a checkout of the authors' code): its step timed in the same run
+XKD_RELEASE ?=
 bench-xkd: install
-	$(BIN)/python benchmarks/xkd_throughput.py --json runs/bench/xkd.json
+	$(if $(XKD_RELEASE),$(BIN)/python -m pip install --quiet -e '.[bench]')
+	XKD_RELEASE=$(XKD_RELEASE) $(BIN)/python benchmarks/xkd_throughput.py $(if $(XKD_RELEASE),--workloads base-b2 tiny-b4 --modes eager) --json runs/bench/xkd.json
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json

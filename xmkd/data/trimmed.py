@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from xmkd.data import transforms as T
 from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
 from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews, pad_clips
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
@@ -41,6 +42,7 @@ from xmkd.data.readers.trimmed import (
     read_ucf101,
     synthetic_layout,
 )
+from xmkd.data.synthetic_av import ensure_synthetic_av
 from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
@@ -633,8 +635,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.dataset == "synthetic":
-            from xmkd.data.synthetic_av import ensure_synthetic_av
-
             ensure_synthetic_av(self.root, **self.synthetic_options)
 
     def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
@@ -705,8 +705,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         )
 
     def _train_transform(self) -> Callable[..., Any] | None:
-        from xmkd.data import transforms as T
-
         if self.train_transform == "xkd":
             views_class = XKDBatchViews if self.augment_on == "batch" else T.XKDVideoViews
             return views_class(
@@ -731,8 +729,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         return None
 
     def _eval_transform(self) -> tuple[Callable[..., Any] | None, int]:
-        from xmkd.data import transforms as T
-
         if self.eval_transform == "eval":
             transform = T.VideoEvalTransform(
                 size=self.crop_size, short_side=self.eval_short_side, num_crops=self.test_crops
