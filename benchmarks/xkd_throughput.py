@@ -40,7 +40,7 @@ from xkd_release import build_release_step, release_root
 
 from xmkd.distill.ema import collect_ema_tensors, ema_update_tensors_
 from xmkd.modules.xkd import XKDPretrainer
-from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay
+from xmkd.optim import build_adamw, clip_grad_per_tensor_
 
 # PERFORMANCE.md: the authors' XKD code on this kind of machine (2 cores, fp32, 2 threads).
 REFERENCE = {
@@ -112,10 +112,7 @@ def build(size: str, device: torch.device) -> tuple[XKDPretrainer, torch.optim.O
     """The paper model (heads 2048/256/8192, decoders 384x4) at ``size``, its AdamW and EMA tensors."""
     model = XKDPretrainer(encoder_size=size, recon_log_every_n_epochs=0).to(device)
     model.train()
-    trainable = [
-        (n, p) for n, p in model.named_parameters() if not n.startswith("teacher") and p.requires_grad
-    ]
-    optimizer = build_adamw(param_groups_weight_decay(trainable, model.hparams.weight_decay), 1e-4)
+    optimizer = build_adamw(model.optimizer_param_groups(), 1e-4)  # no probes: probe_num_classes 0
     return model, optimizer, collect_ema_tensors(model.ema_pairs())
 
 

@@ -262,7 +262,7 @@ def test_release_architecture_defaults_and_old_checkpoints_name_the_knob() -> No
 def test_a_kd_baseline_is_one_more_weighted_term_and_off_by_default() -> None:
     """``fitnets`` in loss_weights: logged, in the weighted total, its regressors optimised; without
     it (or at weight 0) the model and its first loss are those of plain XKD."""
-    batch = next(iter(DataLoader(TinyClips(), batch_size=4)))
+    batch = next(iter(DataLoader(tiny_clips(), batch_size=4)))
 
     def first_loss(**kw) -> tuple[XKDPretrainer, dict]:
         torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_a_kd_baseline_is_one_more_weighted_term_and_off_by_default() -> None:
     want = (logs["loss/da"] + logs["loss/kd"] + 5 * logs["loss/rec"] + logs["loss/fitnets"]) / 8
     torch.testing.assert_close(out_fit["loss"].detach(), want)
     t = trainer()
-    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    t.fit(model, DataLoader(tiny_clips(), batch_size=4))
     optimised = {id(p) for g in t.optimizers[0].param_groups for p in g["params"]}
     assert {id(p) for p in model.kd_baselines.parameters()} <= optimised
     assert torch.isfinite(t.callback_metrics["loss/fitnets"])
@@ -292,7 +292,7 @@ def test_a_kd_baseline_is_one_more_weighted_term_and_off_by_default() -> None:
 def test_kd_baselines_alone_run_the_teachers_and_bad_names_are_refused() -> None:
     torch.manual_seed(0)
     model = XKDPretrainer(loss_weights={"da": 0.0, "kd": 0.0, "rec": 5.0, "rkd": 1.0, "sp": 1.0}, **TINY)
-    batch = next(iter(DataLoader(TinyClips(), batch_size=4)))
+    batch = next(iter(DataLoader(tiny_clips(), batch_size=4)))
     out = model.compute_losses(*model._batch_views(batch))
     assert {"loss/rkd", "loss/sp"} <= set(out["logs"]) and "loss/kd" not in out["logs"]
     assert torch.isfinite(out["loss"])
