@@ -1,0 +1,110 @@
+"""Colour conversion and resizing of decoded frames (one kept swscale context), and decoder threads."""
+
+from __future__ import annotations
+
+import threading
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.data.media import frame_index_of, write_video
+from xmkd.data import video_io
+from xmkd.data.video_io import frames_to_rgb, read_clip
+
+UCF_MP3 = "ucf101/videos/v_ApplyEyeMakeup_g01_c01.avi"
+DEMO = "video/demo.mp4"
+
+
+def decoded(path, n: int) -> list[av.VideoFrame]:
+    with av.open(str(path)) as c:
+        return [f for _, f in zip(range(n), c.decode(video=0))]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", [UCF_MP3, DEMO])
+def test_frames_to_rgb_equals_pyav_to_ndarray(realdata, rel):
+    """Same pixels as PyAV's own conversion, frame after frame on one kept context."""
+    frames = decoded(realdata(rel), 6)
+    out = frames_to_rgb(frames)
+    assert out.shape == (6, frames[0].height, frames[0].width, 3) and out.dtype == np.uint8
+    for got, frame in zip(out, frames):
+        np.testing.assert_array_equal(got, frame.to_ndarray(format="rgb24"))
+    grey = frames_to_rgb(frames[:2], format="gray")
+    assert grey.shape == (2, frames[0].height, frames[0].width, 1)
+    np.testing.assert_array_equal(grey[1, ..., 0], frames[1].to_ndarray(format="gray"))
+
+
+@pytest.mark.realdata
+def test_frames_to_rgb_resizes_in_the_same_pass(realdata):
+    """A resize while converting matches converting then resizing (OpenCV bilinear) up to filter rounding."""
+    frames = decoded(realdata(DEMO), 3)
+    small = frames_to_rgb(frames, size=(128, 170))
+    assert small.shape == (3, 128, 170, 3)
+    for got, frame in zip(small, frames):
+        ref = cv2.resize(frame.to_ndarray(format="rgb24"), (170, 128), interpolation=cv2.INTER_AREA)
+        assert np.abs(got.astype(np.int16) - ref).mean() < 3.0
+    # same as PyAV's one-off call with the same arguments
+    one_off = frames[2].to_ndarray(format="rgb24", width=170, height=128, interpolation="BILINEAR")
+    np.testing.assert_array_equal(small[2], one_off)
+
+
+def test_frames_to_rgb_rejects_empty_input_and_bad_sizes(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        frames_to_rgb([])
+    frames = decoded(write_video(tmp_path / "a.mp4", num_frames=2, fps=8, size=32, audio=False), 1)
+    with pytest.raises(ValueError, match="size must be positive"):
+        frames_to_rgb(frames, size=(0, 16))
+
+
+def test_one_swscale_context_per_thread():
+    mine = video_io._reformatter()
+    assert video_io._reformatter() is mine  # kept from call to call
+    other: list[object] = []
+    t = threading.Thread(target=lambda: other.append(video_io._reformatter()))
+    t.start()
+    t.join()
+    assert other[0] is not mine  # a context is never shared between threads
+
+
+def test_read_clip_resizes_and_keeps_frame_order(tmp_path):
+    path = write_video(tmp_path / "a.mp4", num_frames=40, fps=16, size=64, audio=False)
+    full = read_clip(path, 1.0, 8, threads=False)
+    small = read_clip(path, 1.0, 8, threads=False, size=(48, 40))
+    assert small.shape == (8, 48, 40, 3) and small.dtype == torch.uint8
+    # the index pattern survives the resize: the same frames, in the same order
+    assert [frame_index_of(f) for f in small.numpy()] == list(range(16, 24))
+    ref = frames_to_rgb(decoded(path, 24)[16:24], size=(48, 40))
+    np.testing.assert_array_equal(small.numpy(), ref)
+    assert full.shape == (8, 64, 64, 3)
+
+
+def test_looped_and_repeated_frames_are_converted_once_and_placed_in_clip_order(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "a.mp4", num_frames=10, fps=10, size=64, audio=False)
+    converted: list[int] = []
+    real = video_io.frames_to_rgb
+
+    def counting(frames, size=None):
+        converted.append(len(frames))
+        return real(frames, size)
+
+    monkeypatch.setattr(video_io, "frames_to_rgb", counting)
+    clip = read_clip(path, 0.6, 8, fps=20)  # 0.6..0.95 s at 20 fps: frames 6,6,7,7,8,8,9,9
+    assert [frame_index_of(f) for f in clip.numpy()] == [6, 6, 7, 7, 8, 8, 9, 9]
+    looped = read_clip(path, 0.7, 7)  # frames 7, 8, 9 then looped
+    assert [frame_index_of(f) for f in looped.numpy()] == [7, 8, 9, 7, 8, 9, 7]
+    assert converted == [4, 3]
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_decoder_threads_setting(tmp_path, threads):
+    path = write_video(tmp_path / "a.mp4", num_frames=4, fps=8, size=32, audio=False)
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        video_io._set_threads(stream, threads)
+        if threads:
+            assert stream.thread_type.name == "AUTO"
+        else:
+            assert stream.thread_count == 1
