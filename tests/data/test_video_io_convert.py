@@ -12,7 +12,8 @@ import torch
 
 from tests.data.media import frame_index_of, write_video
 from xmkd.data import video_io
-from xmkd.data.video_io import frames_to_rgb, read_clip
+from xmkd.data.video_io import frames_to_rgb, read_audio, read_av_clip, read_clip
+from xmkd.errors import MissingAudioError
 
 UCF_MP3 = "ucf101/videos/v_ApplyEyeMakeup_g01_c01.avi"
 DEMO = "video/demo.mp4"
@@ -108,3 +109,23 @@ def test_decoder_threads_setting(tmp_path, threads):
             assert stream.thread_type.name == "AUTO"
         else:
             assert stream.thread_count == 1
+
+
+# ------------------------------------------------------------------------- video and audio, one open
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", [UCF_MP3, "av/v_GGSY1Qvo990.mp4"])
+@pytest.mark.parametrize("start", [0.0, 0.1, 0.75, 3.0])
+def test_read_av_clip_equals_the_two_separate_reads(realdata, rel, start):
+    """Frames and samples from one container are those of read_clip and read_audio, also for a clip
+    within the audio pre-roll (where a fresh container is read without a seek but this one rewinds)."""
+    path = realdata(rel)
+    frames, audio = read_av_clip(path, start, 16, 2.0, fps=8, sample_rate=16000, threads=False)
+    assert torch.equal(frames, read_clip(path, start, 16, fps=8, threads=False))
+    assert torch.equal(audio, read_audio(path, start, 2.0, 16000))
+    assert audio.shape == (32000,) and audio.std() > 0.01
+
+
+def test_read_av_clip_without_audio_says_so(tmp_path):
+    path = write_video(tmp_path / "a.mp4", num_frames=8, fps=8, size=32, audio=False)
+    with pytest.raises(MissingAudioError, match=r"a\.mp4"):
+        read_av_clip(path, 0.0, 4, 1.0)

@@ -41,7 +41,7 @@ from xmkd.data.readers.trimmed import (
     read_ucf101,
     synthetic_layout,
 )
-from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
+from xmkd.data.video_io import VideoInfo, probe, read_audio, read_av_clip, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
 
@@ -346,8 +346,21 @@ class TrimmedVideoDataset(Dataset):
             if self.decode_cache is not None
             else None
         )
+        audio: torch.Tensor | None = None
         if decoded is not None:
             frames, start = decoded.clip(start, self.num_frames)
+        elif self.with_audio and info.has_audio:  # one open of the file for both modalities
+            seconds = self._audio_seconds(clip_duration)
+            frames, audio = read_av_clip(
+                record.path,
+                start,
+                self.num_frames,
+                seconds,
+                self.fps,
+                sample_rate=self.audio_sample_rate,
+                threads=self._threads(),
+            )
+            frames = loop_pad(frames, self.num_frames)
         else:
             frames = read_clip(record.path, start, self.num_frames, self.fps, threads=self._threads())
             frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
@@ -370,6 +383,8 @@ class TrimmedVideoDataset(Dataset):
             seconds = self._audio_seconds(clip_duration)
             if decoded is not None and decoded.audio is not None:
                 sample["audio"] = decoded.audio_window(start, round(seconds * self.audio_sample_rate))
+            elif audio is not None:
+                sample["audio"] = audio
             else:
                 sample["audio"] = self._audio(record, info, start, seconds)
         sample.update(

@@ -443,68 +443,86 @@ def read_clip(
     (swscale, bilinear, one pass; see :func:`frames_to_rgb`); None keeps the decoded size.
     """
     p = Path(path)
+    _check_clip_request(p, start_s, num_frames)
+    with _open(p) as container:
+        return _clip_in(container, p, start_s, num_frames, fps, threads, return_pts, size)
+
+
+def _check_clip_request(p: Path, start_s: float, num_frames: int) -> None:
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"clip start {start_s} s is negative or not finite")
-    with _open(p) as container:
-        if not container.streams.video:
-            raise MediaError(p, "no video stream")
-        stream = container.streams.video[0]
-        _set_threads(stream, threads)
-        tb = stream.time_base
-        timing = _sample_timing(container, stream)
-        native_fps = timing.fps
-        if native_fps is None and fps is None:
-            raise MediaError(p, "frame rate unknown; pass fps explicitly")
-        step = 1.0 / (fps or native_fps)
-        origin = timing.origin
-        # Target times in pts units, nudged by 1% of a native frame so that a time that falls
-        # exactly on a frame boundary (i / fps with fps == native) is not lost to rounding.
-        tol_s = 0.01 / (native_fps or fps)
-        times_s = start_s + step * np.arange(num_frames)
-        targets = origin + (times_s + tol_s) / float(tb)
-        declared = _declared_duration_s(stream, container, native_fps or fps)
 
-        decoded = _decode_range(container, stream, timing, targets, seek=True) if timing.timed else None
-        if decoded is None or isinstance(decoded, str):
-            why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
-            _note_decoding_from_start(p, why)
-            with _open(p) as fresh:
-                fresh_stream = fresh.streams.video[0]
-                _set_threads(fresh_stream, threads)
-                decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
-        assert not isinstance(decoded, str)
-        frames, pts_list, end_pts = decoded
-        if not frames:
-            raise MediaError(p, "no decodable video frames")
-        data_end_s = float((end_pts - origin) * tb) if math.isfinite(end_pts) else math.inf
 
-        # Targets past the end of the decoded stream are padded by looping.
-        inside = targets < end_pts
-        truncated = declared is not None and data_end_s < declared - _TRUNCATION_SLACK_S
-        if not inside[0]:
-            if truncated:
-                raise MediaError(p, _truncated(data_end_s, declared, start_s))
-            limit = f" (data ends at {data_end_s:.2f} s)"
-            raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
-        if not inside.all() and truncated:
+def _clip_in(
+    container: av.container.InputContainer,
+    p: Path,
+    start_s: float,
+    num_frames: int,
+    fps: float | None,
+    threads: bool,
+    return_pts: bool,
+    size: tuple[int, int] | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`read_clip` on an open container (which it leaves open, wherever it was read to)."""
+    if not container.streams.video:
+        raise MediaError(p, "no video stream")
+    stream = container.streams.video[0]
+    _set_threads(stream, threads)
+    tb = stream.time_base
+    timing = _sample_timing(container, stream)
+    native_fps = timing.fps
+    if native_fps is None and fps is None:
+        raise MediaError(p, "frame rate unknown; pass fps explicitly")
+    step = 1.0 / (fps or native_fps)
+    origin = timing.origin
+    # Target times in pts units, nudged by 1% of a native frame so that a time that falls
+    # exactly on a frame boundary (i / fps with fps == native) is not lost to rounding.
+    tol_s = 0.01 / (native_fps or fps)
+    times_s = start_s + step * np.arange(num_frames)
+    targets = origin + (times_s + tol_s) / float(tb)
+    declared = _declared_duration_s(stream, container, native_fps or fps)
+
+    decoded = _decode_range(container, stream, timing, targets, seek=True) if timing.timed else None
+    if decoded is None or isinstance(decoded, str):
+        why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
+        _note_decoding_from_start(p, why)
+        with _open(p) as fresh:
+            fresh_stream = fresh.streams.video[0]
+            _set_threads(fresh_stream, threads)
+            decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
+    assert not isinstance(decoded, str)
+    frames, pts_list, end_pts = decoded
+    if not frames:
+        raise MediaError(p, "no decodable video frames")
+    data_end_s = float((end_pts - origin) * tb) if math.isfinite(end_pts) else math.inf
+
+    # Targets past the end of the decoded stream are padded by looping.
+    inside = targets < end_pts
+    truncated = declared is not None and data_end_s < declared - _TRUNCATION_SLACK_S
+    if not inside[0]:
+        if truncated:
             raise MediaError(p, _truncated(data_end_s, declared, start_s))
-        k = int(inside.sum())
-        idx = select_frames(pts_list, targets[:k])
-        idx = idx[np.arange(num_frames) % k]
-        # Convert each chosen frame once, even where looping or a lower rate repeats it.
-        # Convert each chosen frame once, even where looping or a lower rate repeats it; ``where``
-        # puts them back in clip order (the frames list is in decoder order).
-        chosen, where = np.unique(idx, return_inverse=True)
-        where = where.reshape(-1)
-        rgb = frames_to_rgb([frames[int(i)] for i in chosen], size)
-        in_order = len(chosen) == num_frames and bool((where == np.arange(num_frames)).all())
-        clip = torch.from_numpy(rgb if in_order else rgb[where])
-        if return_pts:
-            pts_s = torch.tensor([float((pts_list[int(i)] - origin) * tb) for i in idx], dtype=torch.float64)
-            return clip, pts_s
-        return clip
+        limit = f" (data ends at {data_end_s:.2f} s)"
+        raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
+    if not inside.all() and truncated:
+        raise MediaError(p, _truncated(data_end_s, declared, start_s))
+    k = int(inside.sum())
+    idx = select_frames(pts_list, targets[:k])
+    idx = idx[np.arange(num_frames) % k]
+    # Convert each chosen frame once, even where looping or a lower rate repeats it.
+    # Convert each chosen frame once, even where looping or a lower rate repeats it; ``where``
+    # puts them back in clip order (the frames list is in decoder order).
+    chosen, where = np.unique(idx, return_inverse=True)
+    where = where.reshape(-1)
+    rgb = frames_to_rgb([frames[int(i)] for i in chosen], size)
+    in_order = len(chosen) == num_frames and bool((where == np.arange(num_frames)).all())
+    clip = torch.from_numpy(rgb if in_order else rgb[where])
+    if return_pts:
+        pts_s = torch.tensor([float((pts_list[int(i)] - origin) * tb) for i in idx], dtype=torch.float64)
+        return clip, pts_s
+    return clip
 
 
 def _set_threads(stream: av.video.stream.VideoStream, threads: bool) -> None:
@@ -615,34 +633,91 @@ def read_audio(
     at or past the end raises :class:`MediaError`, no audio stream :class:`MissingAudioError`.
     """
     p = Path(path)
+    _check_audio_request(p, start_s, duration_s)
+    with _open(p) as container:
+        audio = _audio_in(container, p, start_s, duration_s, sample_rate, at_start=True)
+    assert audio is not None
+    return audio
+
+
+def read_av_clip(
+    path: str | os.PathLike,
+    start_s: float,
+    num_frames: int,
+    audio_s: float,
+    fps: float | None = None,
+    *,
+    sample_rate: int = 16000,
+    threads: bool = True,
+    size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``read_clip(path, start_s, num_frames, fps)`` and ``read_audio(path, start_s, audio_s)`` from one
+    open container: the same frames and samples as the two calls, with one open (and one probe of
+    the streams) instead of two, except for a clip that starts within ``AUDIO_PREROLL_S`` of the
+    audio's start (read as :func:`read_audio` does, from a second open). Raises
+    :class:`MissingAudioError` where the file has no audio.
+    """
+    p = Path(path)
+    _check_clip_request(p, start_s, num_frames)
+    _check_audio_request(p, start_s, audio_s)
+    with _open(p) as container:
+        if not container.streams.audio:
+            raise MissingAudioError(p, "no audio stream")
+        frames = _clip_in(container, p, start_s, num_frames, fps, threads, False, size)
+        assert isinstance(frames, torch.Tensor)
+        audio = _audio_in(container, p, start_s, audio_s, sample_rate, at_start=False)
+    if audio is None:  # a clip within the audio pre-roll of the start: a fresh container reads it
+        audio = read_audio(p, start_s, audio_s, sample_rate)
+    return frames, audio
+
+
+def _check_audio_request(p: Path, start_s: float, duration_s: float) -> None:
     if duration_s <= 0 or not math.isfinite(duration_s):
         raise ValueError(f"duration_s must be positive, got {duration_s}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"audio start {start_s} s is negative or not finite")
+
+
+def _audio_in(
+    container: av.container.InputContainer,
+    p: Path,
+    start_s: float,
+    duration_s: float,
+    sample_rate: int,
+    at_start: bool,
+) -> torch.Tensor | None:
+    """:func:`read_audio` on an open container; ``at_start``: nothing has been read from it yet.
+
+    None where a container that has been read already cannot give the same samples as a fresh one.
+    """
     n_out = round(duration_s * sample_rate)
-    with _open(p) as container:
-        if not container.streams.audio:
-            raise MissingAudioError(p, "no audio stream")
-        stream = container.streams.audio[0]
-        tb = stream.time_base
-        origin_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        chunks, first_s = _decode_audio(container, stream, origin_s + start_s, n_out, sample_rate, origin_s)
-        if first_s is None and start_s > 0:
-            # Seek landed nowhere useful (some demuxers cannot seek audio): decode from the start.
-            chunks, first_s = _decode_audio(container, stream, None, n_out, sample_rate, origin_s, start_s)
-        if first_s is None:
-            raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        offset = round((origin_s + start_s - first_s) * sample_rate)
-        if offset >= len(samples):
-            raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
-        if offset < 0:  # the stream starts after start_s: leading silence
-            samples = np.concatenate([np.zeros(-offset, np.float32), samples])
-            offset = 0
-        out = samples[offset : offset + n_out]
-        if len(out) < n_out:
-            out = np.concatenate([out, np.zeros(n_out - len(out), np.float32)])
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    if not container.streams.audio:
+        raise MissingAudioError(p, "no audio stream")
+    stream = container.streams.audio[0]
+    tb = stream.time_base
+    origin_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    if not at_start and origin_s + start_s <= AUDIO_PREROLL_S:
+        # Near the start the audio is decoded from the first packet without a seek; a seek back
+        # there lands after the codec's priming packet (AAC in mp4 starts at -1024) and the first
+        # samples would come out of a cold decoder. Only a fresh container reads them right.
+        return None
+    chunks, first_s = _decode_audio(container, stream, origin_s + start_s, n_out, sample_rate, origin_s)
+    if first_s is None and start_s > 0:
+        # Seek landed nowhere useful (some demuxers cannot seek audio): decode from the start.
+        chunks, first_s = _decode_audio(container, stream, None, n_out, sample_rate, origin_s, start_s)
+    if first_s is None:
+        raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    offset = round((origin_s + start_s - first_s) * sample_rate)
+    if offset >= len(samples):
+        raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
+    if offset < 0:  # the stream starts after start_s: leading silence
+        samples = np.concatenate([np.zeros(-offset, np.float32), samples])
+        offset = 0
+    out = samples[offset : offset + n_out]
+    if len(out) < n_out:
+        out = np.concatenate([out, np.zeros(n_out - len(out), np.float32)])
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
 def _decode_audio(
@@ -658,6 +733,7 @@ def _decode_audio(
 
     Stops once enough samples past ``seek_s`` are collected. ``seek_s=None`` decodes from the
     start of the file (``start_rel_s`` then says where the clip starts, to know when to stop).
+    A clip within the pre-roll of the start is read without a seek: ``container`` must be fresh.
     """
     tb = float(stream.time_base)  # float, not Fraction: Fraction arithmetic per frame is slow
     if seek_s is not None and seek_s > AUDIO_PREROLL_S:
@@ -738,6 +814,7 @@ __all__ = [
     "frames_to_rgb",
     "probe",
     "read_audio",
+    "read_av_clip",
     "read_clip",
     "select_frames",
 ]
