@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 
 import av
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.data.media import frame_index_of, write_video
+from tests.data.media import frame_index_of, index_frame, write_video
 from xmkd.data import video_io
 from xmkd.data.video_io import frames_to_rgb, read_audio, read_av_clip, read_clip
 from xmkd.errors import MissingAudioError
@@ -129,3 +130,69 @@ def test_read_av_clip_without_audio_says_so(tmp_path):
     path = write_video(tmp_path / "a.mp4", num_frames=8, fps=8, size=32, audio=False)
     with pytest.raises(MissingAudioError, match=r"a\.mp4"):
         read_av_clip(path, 0.0, 4, 1.0)
+
+
+# ------------------------------------------------------------------ frames skipped before the clip
+def write_bframes(path, pts: list[int], rate: int = 16) -> None:
+    """h264 with libx264's default B-frames (pyramid: some B-frames are references, most are not),
+    one keyframe, frame ``i`` showing index ``i`` at ``pts[i]`` (units of 1 / rate)."""
+    with av.open(str(path), mode="w") as c:
+        v = c.add_stream("libx264", rate=rate)
+        v.width = v.height = 64
+        v.pix_fmt = "yuv420p"
+        v.options = {
+            "preset": "fast",
+            "bframes": "3",
+            "b-pyramid": "normal",
+            "x264-params": "keyint=1000:scenecut=0",
+        }
+        for i, t in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, 64, 64), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, rate)
+            c.mux(v.encode(frame))
+        c.mux(v.encode(None))
+
+
+def count_decoded(monkeypatch) -> list[int]:
+    """Frames that _decode_range gets from the decoder, per call."""
+    counts: list[int] = []
+    real = video_io._decode_skipping
+
+    def counting(*args):
+        counts.append(0)
+        for frame in real(*args):
+            counts[-1] += 1
+            yield frame
+
+    monkeypatch.setattr(video_io, "_decode_skipping", counting)
+    return counts
+
+
+def test_frames_nothing_refers_to_are_not_decoded_before_the_clip(tmp_path, monkeypatch):
+    path = tmp_path / "b.mp4"
+    write_bframes(path, list(range(80)))
+    counts = count_decoded(monkeypatch)
+    clip = read_clip(path, 60 / 16, 8, threads=False)
+    assert [frame_index_of(f) for f in clip.numpy()] == list(range(60, 68))
+    skipped = counts[-1]
+    monkeypatch.setattr(video_io, "_DECODE_ORDER_FORMATS", frozenset({"avi", "mov,mp4,m4a,3gp,3g2,mj2"}))
+    assert torch.equal(read_clip(path, 60 / 16, 8, threads=False), clip)  # no skipping: same frames
+    assert skipped < counts[-1] - 10  # B-frames among the 60 frames before the clip were not decoded
+
+
+@pytest.mark.parametrize("gap_after", [16, 17, 18, 19])
+def test_a_gap_before_the_clip_still_gets_the_covering_frame(tmp_path, monkeypatch, gap_after):
+    """Variable rate: nothing between pts ``gap_after`` and 40, so the frame covering the clip's start
+    lies among the frames that would be skipped; it is decoded all the same."""
+    pts = [i if i <= gap_after else i + 40 - gap_after - 1 for i in range(70)]
+    path = tmp_path / "gap.mp4"
+    write_bframes(path, pts)
+    counts = count_decoded(monkeypatch)
+    clip = read_clip(path, 39 / 16, 4, threads=False)
+    assert len(counts) == 2  # decoded again, without skipping
+    assert [frame_index_of(f) for f in clip.numpy()] == [
+        gap_after,
+        gap_after + 1,
+        gap_after + 2,
+        gap_after + 3,
+    ]

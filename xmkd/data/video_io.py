@@ -46,8 +46,16 @@ log = logging.getLogger(__name__)
 
 # Decoders whose container timestamps are unreliable (packed B-frames in AVI) can emit frames
 # slightly out of pts order; after the first frame past the clip we decode this many more so a
-# late, earlier-pts frame is not missed. Well-formed streams cost at most this many extra frames.
+# late, earlier-pts frame is not missed. Other containers carry presentation timestamps and their
+# decoders emit frames in that order: they stop at the first frame past the clip, unless a frame
+# out of order has been seen.
 REORDER_MARGIN = 4
+# Containers whose packet timestamps are not presentation times (AVI stores decode order).
+_DECODE_ORDER_FORMATS = frozenset({"avi"})
+# Before a clip, frames that no other frame refers to are not decoded (skip_frame=NONREF), up to
+# this many native frame durations before the clip's first target: the frame covering that target
+# is later than this in a constant-rate stream (see _decode_range for the check where it is not).
+_SKIP_GUARD_FRAMES = 2
 # Packets demuxed from the start to find the first frame's pts and the timestamps' frame rate.
 _ORIGIN_PACKETS = 16
 # Seconds decoded before an audio clip's start after a seek (decoder and resampler warm-up).
@@ -551,6 +559,7 @@ def _decode_range(
     timing: _Timing,
     targets: np.ndarray,
     seek: bool,
+    skip_nonref: bool = True,
 ) -> _Decoded | str:
     """Decode the frames needed for ``targets`` (pts units, increasing).
 
@@ -562,6 +571,11 @@ def _decode_range(
     where it must not (past the data, or after the clip start: imprecise or lost indexes), the
     reason is returned instead, for the caller to decode a fresh container from the start
     (``seek=False``), where frames without pts are timed by counting from the origin.
+
+    After a seek, the frames between the keyframe and the clip that nothing refers to (most
+    B-frames) are not decoded (``skip_nonref``, where packets carry presentation timestamps); in
+    the rare stream where the frame covering the clip's start would fall among them (a gap in a
+    variable-rate stream) the range is decoded again without skipping.
     """
     first_t, last_t = float(targets[0]), float(targets[-1])
     origin = timing.origin
@@ -570,6 +584,12 @@ def _decode_range(
             container.seek(math.floor(first_t), stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError as e:
             return f"seeking raised {_short(e)}"
+    decode_order_pts = container.format.name in _DECODE_ORDER_FORMATS
+    skip_before = -math.inf
+    if seek and skip_nonref and timing.timed and timing.frame_pts > 0 and not decode_order_pts:
+        skip_before = first_t - _SKIP_GUARD_FRAMES * timing.frame_pts
+    margin = REORDER_MARGIN if decode_order_pts else 0
+    last_out = -math.inf
     frames: list[av.VideoFrame] = []
     pts_list: list[float] = []
     before: tuple[av.VideoFrame, float] | None = None
@@ -577,7 +597,7 @@ def _decode_range(
     past = 0
     last_dur = 0.0
     count = 0
-    for frame in container.decode(stream):
+    for frame in _decode_skipping(container, stream, skip_before):
         pts: float
         if frame.pts is not None:
             pts = frame.pts
@@ -590,6 +610,9 @@ def _decode_range(
         count += 1
         if seek and count == 1 and pts > first_t and first_t >= origin:
             return "the seek landed after the clip start"
+        if pts < last_out:
+            margin = REORDER_MARGIN  # this decoder does emit frames out of order
+        last_out = pts
         if pts <= first_t:
             if before is None or pts > before[1]:
                 before = (frame, pts)
@@ -601,10 +624,12 @@ def _decode_range(
             max_pts = pts
         if pts > last_t:
             past += 1
-            if past > REORDER_MARGIN:
+            if past > margin:
                 break
     if seek and count == 0:
         return "the seek landed past the data"
+    if before is not None and before[1] < skip_before:
+        return _decode_range(container, stream, timing, targets, seek, skip_nonref=False)
     if before is not None:
         frames.insert(0, before[0])
         pts_list.insert(0, before[1])
@@ -616,6 +641,32 @@ def _decode_range(
     else:
         end_pts = -math.inf
     return frames, pts_list, end_pts
+
+
+def _decode_skipping(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, skip_before: float
+) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)``, with frames nothing refers to skipped while their pts < ``skip_before``.
+
+    FFmpeg reads the codec context's ``skip_frame`` as each packet is sent (frame threads copy it
+    then), so it is set per packet; from the first packet whose dts reaches ``skip_before`` on,
+    every later packet presents later, and all are decoded.
+    """
+    codec = stream.codec_context
+    skipping = skip_before > -math.inf
+    try:
+        for packet in container.demux(stream):
+            if skipping:
+                if packet.dts is not None and packet.dts >= skip_before:
+                    skipping = False
+                    codec.skip_frame = "DEFAULT"
+                else:
+                    early = packet.pts is not None and packet.pts < skip_before
+                    codec.skip_frame = "NONREF" if early else "DEFAULT"
+            yield from packet.decode()
+    finally:
+        if skip_before > -math.inf:
+            codec.skip_frame = "DEFAULT"
 
 
 def read_audio(
