@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 
 # Decoders whose container timestamps are unreliable (packed B-frames in AVI) can emit frames
 # slightly out of pts order; after the first frame past the clip we decode this many more so a
-# late, earlier-pts frame is not missed. Other containers carry presentation timestamps and their
-# decoders emit frames in that order: they stop at the first frame past the clip, unless a frame
-# out of order has been seen.
+# late, earlier-pts frame is not missed. Streams without B-frames, and containers that carry
+# presentation timestamps (whose decoders emit frames in that order), stop at the first frame past
+# the clip, unless a frame out of order has been seen.
 REORDER_MARGIN = 4
 # Containers whose packet timestamps are not presentation times (AVI stores decode order).
 _DECODE_ORDER_FORMATS = frozenset({"avi"})
@@ -573,9 +573,9 @@ def _decode_range(
     (``seek=False``), where frames without pts are timed by counting from the origin.
 
     After a seek, the frames between the keyframe and the clip that nothing refers to (most
-    B-frames) are not decoded (``skip_nonref``, where packets carry presentation timestamps); in
-    the rare stream where the frame covering the clip's start would fall among them (a gap in a
-    variable-rate stream) the range is decoded again without skipping.
+    B-frames) are not decoded (``skip_nonref``); in the rare stream where the frame covering the
+    clip's start would fall among them (a gap in a variable-rate stream) the range is decoded
+    again without skipping.
     """
     first_t, last_t = float(targets[0]), float(targets[-1])
     origin = timing.origin
@@ -584,11 +584,15 @@ def _decode_range(
             container.seek(math.floor(first_t), stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError as e:
             return f"seeking raised {_short(e)}"
+    # In decode-order containers a packet's pts can be up to REORDER_MARGIN frames off its frame's
+    # presentation time: skipping keeps that much further from the clip, and stopping waits that
+    # much longer where the decoder may reorder (B-frames).
     decode_order_pts = container.format.name in _DECODE_ORDER_FORMATS
     skip_before = -math.inf
-    if seek and skip_nonref and timing.timed and timing.frame_pts > 0 and not decode_order_pts:
-        skip_before = first_t - _SKIP_GUARD_FRAMES * timing.frame_pts
-    margin = REORDER_MARGIN if decode_order_pts else 0
+    if seek and skip_nonref and timing.timed and timing.frame_pts > 0:
+        guard = _SKIP_GUARD_FRAMES + (REORDER_MARGIN if decode_order_pts else 0)
+        skip_before = first_t - guard * timing.frame_pts
+    margin = REORDER_MARGIN if decode_order_pts and stream.codec_context.has_b_frames else 0
     last_out = -math.inf
     frames: list[av.VideoFrame] = []
     pts_list: list[float] = []
