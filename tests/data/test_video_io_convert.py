@@ -161,7 +161,7 @@ def count_decoded(monkeypatch) -> list[int]:
     def counting(*args):
         counts.append(0)
         for frame in real(*args):
-            counts[-1] += 1
+            counts[-1] += frame is not None
             yield frame
 
     monkeypatch.setattr(video_io, "_decode_skipping", counting)
@@ -196,3 +196,16 @@ def test_a_gap_before_the_clip_still_gets_the_covering_frame(tmp_path, monkeypat
         gap_after + 2,
         gap_after + 3,
     ]
+
+
+def test_one_thread_decoder_without_b_frames_stops_before_the_frame_after_the_clip(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "p.mp4", num_frames=40, fps=16, size=32, audio=False, gop=8)
+    counts = count_decoded(monkeypatch)
+    clip = read_clip(path, 10 / 16, 8, threads=False)
+    assert [frame_index_of(f) for f in clip.numpy()] == list(range(10, 18))
+    assert counts == [10]  # keyframe 8 .. frame 17: frame 18 is demuxed, not decoded
+    # the clip that ends on the last frame still sees the end of the stream (no looping, no error)
+    tail = read_clip(path, 32 / 16, 8, threads=False)
+    assert [frame_index_of(f) for f in tail.numpy()] == list(range(32, 40))
+    looped = read_clip(path, 36 / 16, 8, threads=False)
+    assert [frame_index_of(f) for f in looped.numpy()] == [36, 37, 38, 39, 36, 37, 38, 39]

@@ -597,6 +597,16 @@ def _decode_range(
         guard = _SKIP_GUARD_FRAMES + (REORDER_MARGIN if decode_order_pts else 0)
         skip_before = first_t - guard * timing.frame_pts
     margin = REORDER_MARGIN if decode_order_pts and stream.codec_context.has_b_frames else 0
+    # A one-thread decoder without B-frames returns each packet's frame before taking the next:
+    # a next packet presented after the clip need not be decoded to know that the clip is complete.
+    plan = _DecodePlan(skip_before)
+    if (
+        seek
+        and timing.timed
+        and not stream.codec_context.has_b_frames
+        and stream.codec_context.thread_count == 1
+    ):
+        plan.stop_after = last_t
     last_out = -math.inf
     frames: list[av.VideoFrame] = []
     pts_list: list[float] = []
@@ -605,7 +615,10 @@ def _decode_range(
     past = 0
     last_dur = 0.0
     count = 0
-    for frame in _decode_skipping(container, stream, skip_before):
+    for frame in _decode_skipping(container, stream, plan):
+        if frame is None:  # the next packet presents after the clip
+            past = 1
+            break
         pts: float
         if frame.pts is not None:
             pts = frame.pts
@@ -620,6 +633,7 @@ def _decode_range(
             return "the seek landed after the clip start"
         if pts < last_out:
             margin = REORDER_MARGIN  # this decoder does emit frames out of order
+            plan.stop_after = math.inf
         last_out = pts
         if pts <= first_t:
             if before is None or pts > before[1]:
@@ -651,19 +665,34 @@ def _decode_range(
     return frames, pts_list, end_pts
 
 
+@dataclass
+class _DecodePlan:
+    """What :func:`_decode_skipping` may leave out: frames nothing refers to presented before
+    ``skip_before``, and every packet from the first one presented after ``stop_after`` on."""
+
+    skip_before: float
+    stop_after: float = math.inf
+
+
 def _decode_skipping(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, skip_before: float
-) -> Iterator[av.VideoFrame]:
-    """``container.decode(stream)``, with frames nothing refers to skipped while their pts < ``skip_before``.
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, plan: _DecodePlan
+) -> Iterator[av.VideoFrame | None]:
+    """``container.decode(stream)``, leaving out what ``plan`` allows; None: stopped at a packet
+    presented after ``plan.stop_after`` (read as each packet comes, so the caller can lift it).
 
     FFmpeg reads the codec context's ``skip_frame`` as each packet is sent (frame threads copy it
     then), so it is set per packet; from the first packet whose dts reaches ``skip_before`` on,
     every later packet presents later, and all are decoded.
     """
     codec = stream.codec_context
+    skip_before = plan.skip_before
     skipping = skip_before > -math.inf
+    decoded = False
     try:
         for packet in container.demux(stream):
+            if decoded and packet.size > 0 and packet.pts is not None and packet.pts > plan.stop_after:
+                yield None
+                return
             if skipping:
                 if packet.dts is not None and packet.dts >= skip_before:
                     skipping = False
@@ -671,7 +700,9 @@ def _decode_skipping(
                 else:
                     early = packet.pts is not None and packet.pts < skip_before
                     codec.skip_frame = "NONREF" if early else "DEFAULT"
-            yield from packet.decode()
+            for frame in packet.decode():
+                decoded = True
+                yield frame
     finally:
         if skip_before > -math.inf:
             codec.skip_frame = "DEFAULT"
