@@ -88,6 +88,7 @@ eval-ablation: install
 bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract bench-inference
 
 bench-decode: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
 
 bench-metrics: install
