@@ -31,17 +31,28 @@ from xmkd.distill.ema import EMATeacherCallback, freeze_
 from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
 from xmkd.distill.refinement import refine_pair
+from xmkd.distill.xkd_baselines import XKD_BASELINES, build_xkd_baselines
 from xmkd.errors import ConfigError
+from xmkd.models.audio import (
+    LogMelSpectrogram,
+    random_waveform_crops,
+    release_audio_local_views,
+    spectrogram_local_views,
+    volume_jitter,
+)
 from xmkd.models.heads import DINOHead, mean_patch_tokens
 from xmkd.models.masking import TokenMask, random_masking
 from xmkd.models.vit import (
     VIT_SIZES,
     MAEDecoder,
+    PackedInput,
     ViTEncoder,
     audio_encoder_config,
     load_exported_encoder,
     masked_mse,
     normalized_patch_target,
+    patchify_spectrogram,
+    patchify_video,
     save_exported_encoder,
     unpatchify_spectrogram,
     unpatchify_video,
@@ -49,10 +60,13 @@ from xmkd.models.vit import (
 )
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_lambda
+from xmkd.viz import run_log_dir
 
 __all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
 
 MODALITIES = ("video", "audio")
+#: XKD's own loss terms (reconstruction, cross-modal DINO KD, MMD domain alignment)
+XKD_TERMS = ("da", "kd", "rec")
 
 
 class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
@@ -68,7 +82,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
         mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
         audio_local_frames: width of the audio local views (112 frames = 1 s).
-        mel_scale, mel_norm: the log-mel filterbank (``xmkd.data.audio.mel_filterbank``): the
+        mel_scale, mel_norm: the log-mel filterbank (``xmkd.models.audio.mel_filterbank``): the
             release's librosa default ``slaney`` / ``slaney`` (its normalisation constants are for
             it), or torchaudio's ``htk`` / ``none``.
         mel_log_eps: the eps of ``log(mel + eps)`` (the release's float32 eps; xmkd used 1e-6).
@@ -109,7 +123,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             MATS use 3 video and 1 audio.
         loss_weights: ``{"da": 1, "kd": 1, "rec": 5}``; divided by their sum when
             ``normalize_loss_weights``. A zero weight skips the term (and the teachers if both
-            ``da`` and ``kd`` are zero).
+            ``da`` and ``kd`` are zero). The detection KD baselines that apply to XKD may be added by
+            name (``fitnets``, ``sp``, ``rkd``; ``xmkd.distill.xkd_baselines``), e.g. ``{da: 1, kd: 0,
+            rec: 5, fitnets: 1}``; like ``kd`` they distil each teacher into the other modality's
+            student, on the pooled encoder embeddings; off by default.
+        loss_options: keyword options of those baselines, e.g. ``{fitnets: {regressor: false}}``.
         feature_refinement: teachers pool refined (cross-modal attention weighted) patch tokens.
         refinement_head_weighting: ``mean`` | ``softmax``; interpretation, see ``xmkd.distill.refinement``.
         mmd_gammas: kernel gammas of the MMD, k = sum exp(-gamma ||x - y||^2).
@@ -186,6 +204,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_local_views: int = 1,
         num_audio_local_views: int | None = None,
         loss_weights: dict[str, float] | None = None,
+        loss_options: dict[str, dict[str, Any]] | None = None,
         normalize_loss_weights: bool = True,
         feature_refinement: bool = True,
         refinement_head_weighting: Literal["mean", "softmax"] = "mean",
@@ -231,11 +250,25 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             if value not in choices:
                 raise ConfigError(key, f"expected {' | '.join(choices)}, got {value!r}")
         weights = {"da": 1.0, "kd": 1.0, "rec": 5.0} if loss_weights is None else dict(loss_weights)
-        if set(weights) - {"da", "kd", "rec"}:
-            raise ConfigError("loss_weights", f"unknown terms {sorted(set(weights) - {'da', 'kd', 'rec'})}")
+        unknown = set(weights) - set(XKD_TERMS) - set(XKD_BASELINES)
+        if unknown:
+            raise ConfigError(
+                "loss_weights",
+                f"unknown terms {sorted(unknown)}; known: {', '.join(XKD_TERMS)} and the KD baselines "
+                f"{', '.join(XKD_BASELINES)}",
+            )
+        # XKD's own terms first, in their order, so the sum is the same with or without a baseline
+        baselines = [k for k in weights if k not in XKD_TERMS]
         self.loss_sum = WeightedLossSum(
-            {k: float(weights.get(k, 0.0)) for k in ("da", "kd", "rec")}, normalize_loss_weights
+            {
+                **{k: float(weights.get(k, 0.0)) for k in XKD_TERMS},
+                **{k: float(weights[k]) for k in baselines},
+            },
+            normalize_loss_weights,
         )
+        stray = sorted(set(loss_options or {}) - set(baselines))
+        if stray:
+            raise ConfigError("loss_options", f"options for {stray}, which loss_weights does not name")
 
         if encoder_size not in VIT_SIZES:
             raise ConfigError("encoder_size", f"expected one of {sorted(VIT_SIZES)}, got {encoder_size!r}")
@@ -281,6 +314,14 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.teacher.eval()
         self.teacher_heads.eval()
         self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in MODALITIES})
+        # Only terms with a weight are built: an unused regressor would trip DDP's unused-parameter check.
+        active = [k for k in baselines if self.loss_sum.active(k)]
+        try:
+            self.kd_baselines = build_xkd_baselines(
+                active, vcfg.dim, {k: v for k, v in (loss_options or {}).items() if k in active}
+            )
+        except ValueError as e:
+            raise ConfigError("loss_options", str(e)) from e
         self.teacher_temperatures = {
             "video": (video_teacher_temperature, video_warmup_teacher_temperature),
             "audio": (audio_teacher_temperature, audio_warmup_teacher_temperature),
@@ -360,8 +401,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     def melspec(self, device: torch.device) -> Any:
         mel = self._aux.get("melspec")
         if mel is None:
-            from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
-
             mel = self._aux["melspec"] = LogMelSpectrogram(
                 mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm, eps=self.hparams.mel_log_eps
             )
@@ -392,8 +431,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def release_audio_views(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         """The released XKD's audio views (``audio_views: release``; see the class docstring)."""
-        from xmkd.data.transforms import random_waveform_crops, release_audio_local_views, volume_jitter
-
         hp = self.hparams
         wave = waveform.float()
         if hp.audio_global_volume_jitter > 0:
@@ -426,8 +463,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def audio_local_views(self, spec: Tensor) -> Tensor:
         """(B, F, T) -> (B, L, F, audio_local_frames) time-only random crops (``audio_views: spectrogram``)."""
-        from xmkd.data.transforms import spectrogram_local_views
-
         views = spectrogram_local_views(spec, self.num_audio_local_views, self.hparams.audio_local_frames)
         views = views.squeeze(2) if views.ndim == 5 else views
         jitter = self.hparams.audio_local_volume_jitter
@@ -440,23 +475,39 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
 
-    def _student_global(self, m: str, x: Tensor, mask: TokenMask) -> tuple[Tensor, Tensor]:
-        """Masked global view -> (pooled features (B, D), reconstruction loss)."""
+    def _student_views(
+        self, m: str, x: Tensor, mask: TokenMask, local: Tensor | None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Masked global view and (B, L, ...) local views through the ``m`` student in one pass.
+
+        Returns (pooled global features (B, D), reconstruction loss, L pooled local features (B, D)).
+        ``forward_many`` runs the encoder's row-wise layers once over the global view's visible tokens
+        and all local views' tokens (view-major), so each weight sees one matmul and one gradient.
+        """
         enc = self.student[m]
         patches = enc.patchify(x)  # once, for the visible tokens and the target
-        tokens = enc(x, mask.keep_indices, patches=patches)
-        pred = self.decoders[m](tokens, mask.restore_indices)
+        inputs = [PackedInput(x, mask.keep_indices, patches)]
+        n_local = 0 if local is None else local.shape[1]
+        if n_local:
+            b = local.shape[0]
+            inputs.append(PackedInput(local.transpose(0, 1).reshape(b * n_local, *local.shape[2:])))
+        tokens = enc.forward_many(inputs)
+        pred = self.decoders[m](tokens[0], mask.restore_indices)
         target = normalized_patch_target(patches.float())
-        return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
-
-    def _student_local(self, m: str, views: Tensor) -> list[Tensor]:
-        """(B, L, ...) unmasked local views -> L pooled features (B, D), view-major batching."""
-        b, n = views.shape[:2]
-        flat = views.transpose(0, 1).reshape(b * n, *views.shape[2:])
-        return list(mean_patch_tokens(self.student[m](flat)).chunk(n))
+        pooled_local = list(mean_patch_tokens(tokens[1]).chunk(n_local)) if n_local else []
+        return mean_patch_tokens(tokens[0]), masked_mse(pred, target, mask.mask), pooled_local
 
     @torch.no_grad()
-    def _teacher_outputs(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _teacher_outputs(
+        self, views: dict[str, Tensor], pooled: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The teachers' head outputs, from their pooled embeddings (computed here unless given)."""
+        pooled = self._teacher_pooled(views) if pooled is None else pooled
+        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+
+    @torch.no_grad()
+    def _teacher_pooled(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The teachers' clip embeddings: refined (or plain) mean of their patch tokens."""
         refine = self.hparams.feature_refinement
         tokens, attn = {}, {}
         for m in MODALITIES:
@@ -476,7 +527,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             )
         else:
             pooled = {m: mean_patch_tokens(tokens[m]) for m in MODALITIES}
-        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+        return pooled
 
     def compute_losses(
         self,
@@ -503,8 +554,9 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         for m in MODALITIES:
             n = self.student[m].config.num_patches
             masks[m] = random_masking(b, n, ratios[m], device=video.device)
-            pooled_global[m], rec[m] = self._student_global(m, inputs[m], masks[m])
-            pooled_local[m] = self._student_local(m, local[m]) if counts[m] > 0 else []
+            pooled_global[m], rec[m], pooled_local[m] = self._student_views(
+                m, inputs[m], masks[m], local[m] if counts[m] > 0 else None
+            )
             # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
             # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
             views = [pooled_global[m], *pooled_local[m]]
@@ -514,14 +566,16 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             "loss/rec_video": rec["video"].detach(),
             "loss/rec_audio": rec["audio"].detach(),
         }
-        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da")
+        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da") or bool(self.kd_baselines)
         teacher_out: dict[str, Tensor] = {}
+        teacher_pooled: dict[str, Tensor] = {}
         if need_teacher:
             if hp.teacher_view == "local":
                 tviews = {m: local[m][:, 0] for m in MODALITIES}
             else:
                 tviews = inputs
-            teacher_out = self._teacher_outputs(tviews)
+            teacher_pooled = self._teacher_pooled(tviews)
+            teacher_out = self._teacher_outputs(tviews, teacher_pooled)
 
         tau_s = hp.student_temperature
 
@@ -555,9 +609,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             logs["loss/da_teachers"] = teachers
             return (students + teachers) / 2
 
-        total, term_logs = self.combine_losses(
-            {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
-        )
+        terms: dict[str, Any] = {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
+        if self.kd_baselines:
+            student_pooled = {m: [pooled_global[m], *pooled_local[m]] for m in MODALITIES}
+            for name, term in self.kd_baselines.items():
+                terms[name] = lambda term=term: term(student_pooled, teacher_pooled)
+        total, term_logs = self.combine_losses(terms)
         logs.update(term_logs)
         if update_centers and teacher_out and self.loss_sum.active("kd"):
             for m in MODALITIES:
@@ -730,7 +787,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             images[m] = reconstruction_grid(
                 x[0], mask.mask[0], pred[0], enc.config.modality, enc.config.patch_size
             )
-        from xmkd.viz import run_log_dir
 
         log_dir = run_log_dir(self.trainer)  # rank zero alone: trainer.log_dir would wait for the others
         if log_dir:
@@ -785,8 +841,6 @@ def reconstruction_grid(
     mean and std as in MAE's visualisation; visible patches show the input. Video shows the first
     frame of every tubelet side by side; each row shares one min-max scaling.
     """
-    from xmkd.models.vit import patchify_spectrogram, patchify_video
-
     x = x.detach().float().cpu()
     pred = pred.detach().float().cpu()
     mask = mask.detach().bool().cpu()
