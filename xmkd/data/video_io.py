@@ -25,6 +25,7 @@ names the file; raw PyAV exceptions never escape.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -83,6 +84,29 @@ class VideoInfo:
     data_end_s: float | None = None
 
 
+@dataclass(frozen=True)
+class EncodedMedia:
+    """An encoded media file held in memory (e.g. read from a shard), decoded like the file itself.
+
+    ``name`` is what errors and logs name (the original file, so a bad clip in a shard is still
+    reported by the path it came from); ``data`` is the file's bytes, unchanged.
+    """
+
+    name: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"EncodedMedia({self.name!r}, {len(self.data)} bytes)"
+
+
+MediaSource = str | os.PathLike | EncodedMedia
+
+
+def _source_path(source: MediaSource) -> Path:
+    """The path that names ``source`` in errors."""
+    return Path(source.name) if isinstance(source, EncodedMedia) else Path(source)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise MediaError(path, "file not found")
@@ -93,12 +117,17 @@ def _check_file(path: Path) -> None:
 
 
 @contextmanager
-def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+def _open(path: MediaSource) -> Iterator[av.container.InputContainer]:
     """Open ``path`` for reading; any PyAV/OS failure becomes a MediaError naming the file."""
-    p = Path(path)
-    _check_file(p)
+    p = _source_path(path)
     try:
-        container = av.open(str(p), mode="r")
+        if isinstance(path, EncodedMedia):
+            if not path.data:
+                raise MediaError(p, "empty file (0 bytes)")
+            container = av.open(io.BytesIO(path.data), mode="r")
+        else:
+            _check_file(p)
+            container = av.open(str(p), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise MediaError(p, f"cannot open as a media container ({_short(e)})") from None
     try:
@@ -270,7 +299,7 @@ def _count_packets(
     return count, (last - timing.origin) * float(stream.time_base) + 1.0 / timing.fps
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: MediaSource) -> VideoInfo:
     """Read the metadata of a video file without decoding frames.
 
     The rate is checked against the first packets' timestamps (see :func:`_sample_timing`). Where
@@ -279,8 +308,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     file but does not decode it. A truncated file keeps its declared ``duration_s`` and gets
     ``data_end_s``, so that reads in the missing part say "truncated".
     """
-    p = Path(path)
-    with _open(p) as container:
+    p = _source_path(path)
+    with _open(path) as container:
         if not container.streams.video:
             raise MediaError(p, "no video stream")
         stream = container.streams.video[0]
@@ -363,7 +392,7 @@ def _note_decoding_from_start(path: Path, why: str) -> None:
 
 
 def read_clip(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     num_frames: int,
     fps: float | None = None,
@@ -388,12 +417,12 @@ def read_clip(
     DataLoader workers on few cores. ``return_pts=True`` also returns the pts (in seconds from the
     stream start, before looping) of each returned frame, which tests use to check the order.
     """
-    p = Path(path)
+    p = _source_path(path)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"clip start {start_s} s is negative or not finite")
-    with _open(p) as container:
+    with _open(path) as container:
         if not container.streams.video:
             raise MediaError(p, "no video stream")
         stream = container.streams.video[0]
@@ -417,7 +446,7 @@ def read_clip(
         if decoded is None or isinstance(decoded, str):
             why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
             _note_decoding_from_start(p, why)
-            with _open(p) as fresh:
+            with _open(path) as fresh:
                 fresh_stream = fresh.streams.video[0]
                 if threads:
                     fresh_stream.thread_type = "AUTO"
@@ -531,7 +560,7 @@ def _decode_range(
 
 
 def read_audio(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     duration_s: float,
     sample_rate: int = 16000,
@@ -544,13 +573,13 @@ def read_audio(
     Samples past the end of the audio are zeros, so the length is always exact; a ``start_s``
     at or past the end raises :class:`MediaError`, no audio stream :class:`MissingAudioError`.
     """
-    p = Path(path)
+    p = _source_path(path)
     if duration_s <= 0 or not math.isfinite(duration_s):
         raise ValueError(f"duration_s must be positive, got {duration_s}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"audio start {start_s} s is negative or not finite")
     n_out = round(duration_s * sample_rate)
-    with _open(p) as container:
+    with _open(path) as container:
         if not container.streams.audio:
             raise MissingAudioError(p, "no audio stream")
         stream = container.streams.audio[0]
@@ -664,6 +693,8 @@ def _align_to_grid(
 __all__ = [
     "AUDIO_PREROLL_S",
     "REORDER_MARGIN",
+    "EncodedMedia",
+    "MediaSource",
     "VideoInfo",
     "probe",
     "read_audio",

@@ -1,0 +1,519 @@
+"""Sharded trimmed datasets: encoded clips + labels in litdata chunks, streamed with exact resume.
+
+Kinetics-scale pretraining (240k videos, many nodes) cannot open one file per item on a shared
+filesystem: the metadata server, not the decoder, becomes the bottleneck. ``xmkd data shard``
+packs a trimmed dataset's files, byte for byte as they are on disk (the original compressed
+video, never decoded frames), with their labels into a few large chunk files per split; training
+streams the chunks and decodes each clip in memory with the same decoder, the same transforms
+and the same per-item random seeds as per-file reading, so a sharded run sees the very same
+samples.
+
+Engine: litdata (``StreamingDataset`` / ``StreamingDataLoader``, Lightning AI's own), chosen over
+WebDataset because it gives, out of the box, the two things exact training needs:
+
+- exact mid-epoch resume: ``StreamingDataLoader.state_dict`` records how many samples were
+  yielded and the epoch; Lightning saves it in the checkpoint (the loader is ``_Stateful``) and a
+  resumed run replays the same shuffled order from the next batch. WebDataset's loaders have no
+  state; their resume is approximate (a resampled or skipped-ahead stream).
+- DDP sharding per item, not per tar file: each rank (and each DataLoader worker) gets a disjoint
+  set of item intervals of the shuffled chunk order, so every item is read once per epoch across
+  ranks; under DDP ``drop_last`` evens the ranks out (at most ``world_size - 1`` items a
+  epoch, as ``DistributedSampler`` pads by repeating). WebDataset splits by shard file, so ranks
+  get unequal item counts unless the shard count divides evenly.
+
+Layout written by :func:`write_shards`::
+
+    <out>/manifest.json          dataset, class names, per split: items, bytes, missing, failures
+    <out>/<split>/index.json     litdata's chunk index
+    <out>/<split>/chunk-*.bin    items {"index", "video" (the file's bytes), "record" (path, label,
+                                 video_id, start/end as JSON), "label"}, in the split's order
+    <out>/<split>/records.json   the split's records (what the evaluation set and counts need
+                                 without reading the chunks)
+
+Order and randomness. An item's stored ``index`` is its position in the split, i.e. the index a
+per-file :class:`~xmkd.data.trimmed.TrimmedVideoDataset` of the same records gives it (one clip
+per video); its augmentation runs under :func:`~xmkd.fault.item_seed` ``(seed, epoch, index)``,
+exactly as :class:`~xmkd.fault.ResumableDataLoader` runs it. The epoch's order is litdata's:
+chunks shuffled by ``(seed, epoch)``, items shuffled within windows of a chunk, so reads stay
+sequential (an order of its own, not the per-file loader's global permutation).
+
+Evaluation splits are read map-style (:class:`ShardedClipDataset`): every clip and crop of
+every video in order, through the usual evaluation loader, one chunk after the other.
+
+Bad input: at write time a listed file absent on disk follows ``missing`` and a file that does
+not open as a video (probed in memory) follows ``on_bad_input``; both are named in the error
+or listed in the manifest. While streaming, an item that fails to decode is fatal or, with
+``on_bad_input: skip``, dropped from its batch (a replacement from another chunk would break
+the sequential read), its failure travelling under ``failures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import litdata
+import numpy as np
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming import Cache
+from torch.utils.data import DataLoader, Dataset
+
+from xmkd.data.bad_input import dropped_item
+from xmkd.data.readers.trimmed import ClipRecord, find_existing
+from xmkd.data.trimmed import ClipSampler, TrimmedVideoDataset
+from xmkd.data.video_io import EncodedMedia, probe
+from xmkd.errors import BadInputError, ConfigError, Failure, MediaError, MissingAudioError
+from xmkd.fault import call_seeded, default_seed, item_seed
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+RECORDS = "records.json"
+SHARD_FORMAT = "xmkd-shards"
+SHARD_VERSION = 1
+DEFAULT_CHUNK_BYTES = "64MB"  # litdata's advice: large enough for sequential reads, small enough to shuffle
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "ShardManifest",
+    "ShardStream",
+    "ShardedClipDataset",
+    "read_manifest",
+    "read_shard_records",
+    "shard_loader",
+    "sharded_split",
+    "write_shards",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# manifest and records
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    """What ``<out>/manifest.json`` says: the dataset, its class names and, per split, what was written."""
+
+    root: Path
+    dataset: str
+    class_names: list[str]
+    splits: dict[str, dict[str, Any]]
+
+    def split_dir(self, split: str) -> Path:
+        if split not in self.splits:
+            raise ConfigError(
+                "shards",
+                f"{self.root / MANIFEST} has no {split!r} split (has {', '.join(self.splits) or 'none'})",
+            )
+        return self.root / split
+
+
+def read_manifest(path: str | os.PathLike) -> ShardManifest:
+    """The manifest of the shard folder ``path`` (or of ``path`` itself if it names the file)."""
+    p = Path(path)
+    file = p if p.name == MANIFEST else p / MANIFEST
+    if not file.is_file():
+        raise ConfigError(
+            "shards", f"{file} not found: not a shard folder (write one with `xmkd data shard`)"
+        )
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInputError(file, f"unreadable shard manifest ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
+        raise BadInputError(file, f"not an xmkd shard manifest (format {data.get('format')!r})")
+    if data.get("version") != SHARD_VERSION:
+        raise BadInputError(
+            file, f"shard format version {data.get('version')}, this xmkd reads {SHARD_VERSION}"
+        )
+    for key in ("dataset", "class_names", "splits"):
+        if key not in data:
+            raise BadInputError(file, f"manifest lacks {key!r}")
+    return ShardManifest(file.parent, str(data["dataset"]), list(data["class_names"]), dict(data["splits"]))
+
+
+def _record_row(r: ClipRecord) -> list[Any]:
+    return [r.path, int(r.label), r.video_id, r.start_s, r.end_s, r.split]
+
+
+def read_shard_records(manifest: ShardManifest, split: str) -> list[ClipRecord]:
+    """The records of ``split`` in the order they were written (stored ``index`` = position)."""
+    file = manifest.split_dir(split) / RECORDS
+    try:
+        rows = json.loads(file.read_text())
+        return [_record_from_row(row) for row in rows]
+    except (OSError, ValueError, TypeError) as e:
+        raise BadInputError(file, f"unreadable shard records ({e})") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+class _EncodedFiles(Dataset):
+    """Item i: the bytes of records[i] after a probe in memory, or the failure (read in DataLoader workers)."""
+
+    def __init__(self, records: Sequence[ClipRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, bytes | None, dict[str, str] | None]:
+        record = self.records[i]
+        try:
+            try:
+                data = Path(record.path).read_bytes()
+            except OSError as e:
+                raise MediaError(record.path, f"cannot read ({e.strerror or e})") from None
+            probe(EncodedMedia(record.path, data))  # a file that does not open fails here, by name
+        except BadInputError as e:
+            return i, None, Failure.from_error(e).as_dict()
+        return i, data, None
+
+
+def _item(index: int, record: ClipRecord, data: bytes) -> dict[str, Any]:
+    return {
+        "index": index,
+        # litdata guesses a field's type from its value: bytes that look like an mp4, or a string
+        # naming an existing video file, become "video" fields it decodes itself (torchcodec) on
+        # reading. So the bytes go as a uint8 array and the record as one JSON string.
+        "video": np.frombuffer(data, dtype=np.uint8),
+        "record": json.dumps(_record_row(record)),
+        "label": int(record.label),
+    }
+
+
+def write_split(
+    records: Sequence[ClipRecord],
+    out_dir: str | os.PathLike,
+    chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
+    missing: str = "error",
+    on_bad_input: str = "error",
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Write one split's files as chunks in ``out_dir``; returns its manifest entry.
+
+    The files are read and probed in ``num_workers`` processes and written in the records' order,
+    so the stored ``index`` of an item is its position among the written records.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError("out", f"{out} exists and is not empty; shards are never written over")
+    out.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    exists = find_existing([r.path for r in records])
+    absent = [r.path for r, ok in zip(records, exists) if not ok]
+    if absent and missing == "error":
+        raise MediaError(
+            absent[0],
+            f"{len(absent)} of {len(records)} listed videos are missing on disk; first: {', '.join(absent[:5])} "
+            "(--missing skip leaves them out)",
+        )
+    present = [r for r, ok in zip(records, exists) if ok]
+    cache = Cache(str(out), chunk_bytes=chunk_bytes)
+    loader = DataLoader(
+        _EncodedFiles(present), batch_size=None, num_workers=num_workers, collate_fn=lambda x: x
+    )
+    written: list[ClipRecord] = []
+    failures: list[dict[str, str]] = []
+    total = 0
+    for i, data, failure in loader:
+        if failure is not None:
+            if on_bad_input != "skip":
+                raise MediaError(failure["path"], f"{failure['reason']} (--on-bad-input skip leaves it out)")
+            log.warning("skipped %s: %s", failure["path"], failure["reason"])
+            failures.append(failure)
+            continue
+        cache[len(written)] = _item(len(written), present[i], data)
+        written.append(present[i])
+        total += len(data)
+    if not written:
+        raise ConfigError(
+            "records", f"nothing to write to {out}: all {len(records)} listed videos failed or are missing"
+        )
+    cache.done()
+    cache.merge()
+    _write_text(out / RECORDS, json.dumps([_record_row(r) for r in written]))
+    return {
+        "items": len(written),
+        "listed": len(records),
+        "bytes": total,
+        "chunks": sum(1 for f in out.iterdir() if f.suffix == ".bin"),
+        "missing": absent,
+        "failures": failures,
+    }
+
+
+def write_shards(
+    splits: Mapping[str, Sequence[ClipRecord]],
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike,
+    dataset: str = "",
+    source: Mapping[str, Any] | None = None,
+    chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
+    missing: str = "error",
+    on_bad_input: str = "error",
+    num_workers: int = 0,
+) -> ShardManifest:
+    """Write each split (name -> records) under ``out_dir/<split>`` and the manifest; empty splits are left out."""
+    out = Path(out_dir)
+    entries = {}
+    for name, records in splits.items():
+        if records:
+            entries[name] = write_split(records, out / name, chunk_bytes, missing, on_bad_input, num_workers)
+    if not entries:
+        raise ConfigError("split", "no split has any videos listed")
+    payload = {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "engine": f"litdata {litdata.__version__}",
+        "dataset": dataset,
+        "source": dict(source or {}),
+        "class_names": list(class_names),
+        "splits": entries,
+    }
+    _write_text(out / MANIFEST, json.dumps(payload, indent=2) + "\n")
+    return read_manifest(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def _as_bytes(field: Any) -> bytes:
+    return field.tobytes() if isinstance(field, np.ndarray) else bytes(field)
+
+
+def _record_of(item: Mapping[str, Any]) -> ClipRecord:
+    return _record_from_row(json.loads(item["record"]))
+
+
+def _record_from_row(row: Sequence[Any]) -> ClipRecord:
+    path, label, video_id, start_s, end_s, split = row
+    return ClipRecord(str(path), int(label), str(video_id), start_s, end_s, str(split))
+
+
+def load_policy(clips: TrimmedVideoDataset, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``load()`` under ``clips``' bad-input policy: the sample, or a dropped marker carrying the failure."""
+    try:
+        sample = load()
+    except MissingAudioError as e:
+        if not (clips.missing_audio == "skip" or clips.on_bad_input == "skip"):
+            raise
+        return dropped_item([Failure.from_error(e).as_dict()])
+    except BadInputError as e:
+        if clips.on_bad_input != "skip":
+            raise
+        return dropped_item([Failure.from_error(e).as_dict()])
+    if clips.reports_failures:
+        sample["failures"] = []
+    return sample
+
+
+class ShardStream(StreamingDataset):
+    """A split's chunks as litdata's iterable stream, each item decoded like per-file reading.
+
+    ``clips`` (a :class:`TrimmedVideoDataset` without records) holds the decoding and the
+    transform: item ``index`` of epoch ``e`` is ``clips.load(record, media=its bytes)`` under the
+    RNG seed ``item_seed(seed, e, index)``. litdata shuffles by ``(seed, epoch)`` and splits the
+    items over ranks and workers; ``e`` is litdata's ``current_epoch - 1`` (it counts from 1).
+    ``kwargs`` go to ``StreamingDataset`` (``drop_last``, ``cache_dir``, ``max_cache_size``...).
+    """
+
+    def __init__(
+        self, split_dir: str, clips: TrimmedVideoDataset, seed: int = 0, shuffle: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(split_dir, shuffle=shuffle, seed=seed, **kwargs)
+        self.clips = clips
+        self.data_seed = seed
+
+    def __getitem__(self, index: Any) -> Any:
+        item = super().__getitem__(index)
+        if not isinstance(item, Mapping):  # slices (lists of raw items) are not decoded
+            return item
+        record = _record_of(item)
+        media = EncodedMedia(record.path, _as_bytes(item["video"]))
+        seed = item_seed(self.data_seed, max(0, self.current_epoch - 1), int(item["index"]))
+        return call_seeded(seed, load_policy, self.clips, lambda: self.clips.load(record, 0, 0, media))
+
+
+class ShardedClipDataset(TrimmedVideoDataset):
+    """A :class:`TrimmedVideoDataset` whose videos come from a shard split instead of files (evaluation).
+
+    Map-style: every clip and crop of every video, in the written order, so the items of one
+    video (and the videos of one chunk) are read one after the other. The last video's bytes are
+    kept, as the evaluation visits each video clips x crops times in a row.
+    """
+
+    def __init__(
+        self, split_dir: str | os.PathLike, records: Sequence[ClipRecord], *args: Any, **kwargs: Any
+    ):
+        kwargs = {**kwargs, "missing": "error"}  # the files are in the shards, not on this disk
+        super().__init__([], *args, **kwargs)
+        self.records = list(records)
+        self.listed = len(self.records)
+        self.split_dir = str(split_dir)
+        self._position = {r.path: i for i, r in enumerate(self.records)}
+        self._reader: Any = None
+        self._last: tuple[int, EncodedMedia] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_reader"], state["_last"] = None, None  # each worker opens its own reader
+        return state
+
+    def media(self, record: ClipRecord) -> EncodedMedia:
+        index = self._position[record.path]
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
+        if self._reader is None:
+            self._reader = StreamingDataset(self.split_dir)
+        item = self._reader[index]
+        if int(item["index"]) != index:
+            raise MediaError(
+                self.split_dir, f"shard item {index} holds index {item['index']}: chunks and records disagree"
+            )
+        media = EncodedMedia(record.path, _as_bytes(item["video"]))
+        self._last = (index, media)
+        return media
+
+    def load(
+        self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0, media: Any = None
+    ) -> dict[str, Any]:
+        return super().load(
+            record, clip_index, crop_index, media if media is not None else self.media(record)
+        )
+
+
+def sharded_split(
+    shards: str | os.PathLike,
+    split: str,
+    records: Sequence[ClipRecord],
+    sampler: ClipSampler,
+    transform: Callable[..., Any] | None,
+    train: bool,
+    seed: int | None = None,
+    **clip_options: Any,
+) -> Any:
+    """The dataset of one split of a shard folder: a :class:`ShardStream` for training, else a map-style set.
+
+    ``clip_options`` are :class:`TrimmedVideoDataset`'s (frames, fps, audio, policies...).
+    """
+    split_dir = read_manifest(shards).split_dir(split)
+    if not train:
+        return ShardedClipDataset(split_dir, records, sampler, transform, **clip_options)
+    if sampler.num_clips != 1 or clip_options.get("num_crops", 1) != 1:
+        raise ConfigError(
+            "train_clips_per_video",
+            "a shard stream gives one clip per video and epoch; set train_clips_per_video: 1",
+        )
+    clips = TrimmedVideoDataset([], sampler, transform, **{**clip_options, "missing": "error"})
+    return ShardStream(str(split_dir), clips, default_seed() if seed is None else int(seed), shuffle=True)
+
+
+def shard_loader(
+    stream: Any,
+    batch_size: int,
+    num_workers: int = 0,
+    collate_fn: Callable[..., Any] | None = None,
+    pin_memory: bool = False,
+    epoch: int = 0,
+) -> Any:
+    """litdata's ``StreamingDataLoader`` over ``stream``; its next iteration is epoch ``epoch`` (0-based).
+
+    Lightning saves and restores its ``state_dict`` (samples yielded, epoch) with the checkpoint;
+    ``epoch`` aligns a fresh loader (a run resumed at an epoch boundary) with the trainer's epoch.
+    """
+    loader = StreamingDataLoader(
+        stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn, pin_memory=pin_memory
+    )
+    loader.current_epoch = int(epoch)  # __iter__ adds 1: litdata counts epochs from 1
+    return loader
+
+
+# ----------------------------------------------------------------------------------------------
+# `xmkd data shard`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="synthetic", help="ucf101 | hmdb51 | kinetics | csv | synthetic")
+    parser.add_argument("--root", default=None, help="the folder of the videos (synthetic: data/synth-av)")
+    parser.add_argument("--splits", default=None, help="folder of the split files (UCF101/HMDB51)")
+    parser.add_argument("--annotation", default=None, help="training CSV (kinetics, csv)")
+    parser.add_argument("--test-annotation", default=None, help="test CSV (kinetics, csv)")
+    parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--classes", default=None, help="Kinetics class subset: a file of names")
+    parser.add_argument("--out", required=True, help="the shard folder to write (must not exist or be empty)")
+    parser.add_argument("--split", nargs="+", default=["train", "test"], choices=["train", "test"])
+    parser.add_argument("--chunk-bytes", default=DEFAULT_CHUNK_BYTES, help="chunk size, e.g. 64MB")
+    parser.add_argument("--missing", default="error", choices=["error", "skip"])
+    parser.add_argument("--on-bad-input", default="error", choices=["error", "skip"])
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reading processes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xmkd.data.trimmed import TrimmedVideoDataModule
+
+    dm = TrimmedVideoDataModule(
+        dataset=args.dataset,
+        root=args.root,
+        splits=args.splits,
+        annotation=args.annotation,
+        test_annotation=args.test_annotation,
+        fold=args.fold,
+        classes=args.classes,
+    )
+    dm.prepare_data()  # the synthetic set is generated on first use
+    records = {split: dm.records(split) for split in args.split}
+    source = {
+        k: getattr(args, k) for k in ("root", "splits", "annotation", "test_annotation", "fold", "classes")
+    }
+    source["root"] = dm.root
+    manifest = write_shards(
+        records,
+        dm.class_names,
+        args.out,
+        dataset=args.dataset,
+        source=source,
+        chunk_bytes=args.chunk_bytes,
+        missing=args.missing,
+        on_bad_input=args.on_bad_input,
+        num_workers=max(0, args.workers),
+    )
+    for split, entry in manifest.splits.items():
+        print(
+            f"{split}: {entry['items']} of {entry['listed']} videos, {entry['bytes'] / 2**20:.1f} MiB in "
+            f"{entry['chunks']} chunks -> {manifest.root / split}"
+            + (
+                f" ({len(entry['missing'])} missing, {len(entry['failures'])} unreadable: see manifest)"
+                if entry["missing"] or entry["failures"]
+                else ""
+            )
+        )
+    print(f"manifest: {manifest.root / MANIFEST}; train with data.shards={manifest.root}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xmkd.data.shards ...`` (the same as ``xmkd data shard ...``)."""
+    parser = argparse.ArgumentParser(prog="xmkd data shard", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
