@@ -16,10 +16,12 @@ WebDataset because it gives, out of the box, the two things exact training needs
   resumed run replays the same shuffled order from the next batch. WebDataset's loaders have no
   state; their resume is approximate (a resampled or skipped-ahead stream).
 - DDP sharding per item, not per tar file: each rank (and each DataLoader worker) gets a disjoint
-  set of item intervals of the shuffled chunk order, so every item is read once per epoch across
-  ranks; under DDP ``drop_last`` evens the ranks out (at most ``world_size - 1`` items a
-  epoch, as ``DistributedSampler`` pads by repeating). WebDataset splits by shard file, so ranks
-  get unequal item counts unless the shard count divides evenly.
+  set of item intervals of the shuffled chunk order, so no item is read twice in an epoch across
+  ranks. Under DDP litdata's ``drop_last`` (on by default there) gives every rank the same number
+  of whole batches, leaving out fewer than ``world_size x batch_size`` items an epoch (per-file
+  reading pads by repeating items, then drops each rank's partial batch); ``drop_last: False``
+  reads every item exactly once, with ranks possibly one batch apart. WebDataset splits by shard
+  file, so ranks get unequal item counts unless the shards divide evenly, and has no state.
 
 Layout written by :func:`write_shards`::
 
@@ -407,11 +409,13 @@ def sharded_split(
     transform: Callable[..., Any] | None,
     train: bool,
     seed: int | None = None,
+    stream_options: Mapping[str, Any] | None = None,
     **clip_options: Any,
 ) -> Any:
     """The dataset of one split of a shard folder: a :class:`ShardStream` for training, else a map-style set.
 
-    ``clip_options`` are :class:`TrimmedVideoDataset`'s (frames, fps, audio, policies...).
+    ``clip_options`` are :class:`TrimmedVideoDataset`'s (frames, fps, audio, policies...);
+    ``stream_options`` litdata ``StreamingDataset``'s (``drop_last``, ``cache_dir``, ``max_cache_size``...).
     """
     split_dir = read_manifest(shards).split_dir(split)
     if not train:
@@ -422,7 +426,8 @@ def sharded_split(
             "a shard stream gives one clip per video and epoch; set train_clips_per_video: 1",
         )
     clips = TrimmedVideoDataset([], sampler, transform, **{**clip_options, "missing": "error"})
-    return ShardStream(str(split_dir), clips, default_seed() if seed is None else int(seed), shuffle=True)
+    seed = default_seed() if seed is None else int(seed)
+    return ShardStream(str(split_dir), clips, seed, shuffle=True, **dict(stream_options or {}))
 
 
 def shard_loader(
@@ -477,7 +482,8 @@ def run(args: argparse.Namespace) -> int:
         fold=args.fold,
         classes=args.classes,
     )
-    dm.prepare_data()  # the synthetic set is generated on first use
+    if args.dataset == "synthetic" and not (Path(dm.root) / "dataset.json").is_file():
+        dm.prepare_data()  # no synthetic set there yet: generate the default one
     records = {split: dm.records(split) for split in args.split}
     source = {
         k: getattr(args, k) for k in ("root", "splits", "annotation", "test_annotation", "fold", "classes")
