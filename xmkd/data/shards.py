@@ -61,10 +61,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import litdata
 import numpy as np
-from litdata import StreamingDataLoader, StreamingDataset
-from litdata.streaming import Cache
+
+try:
+    import litdata
+    from litdata import StreamingDataLoader, StreamingDataset
+    from litdata.streaming import Cache
+except ImportError as e:  # an optional dependency: name the extra that brings it
+    raise ImportError(f"sharded data needs litdata: pip install 'xmkd[shards]' ({e})") from e
 from torch.utils.data import DataLoader, Dataset
 
 from xmkd.data.bad_input import dropped_item
