@@ -145,6 +145,8 @@ def test_missing_and_bad_files_are_named(videos, tmp_path: Path) -> None:
     assert [f["path"] for f in entry["failures"]] == [str(bad)]
     with pytest.raises(ConfigError, match="not empty"):
         write_split(records[:2], tmp_path / "c")
+    with pytest.raises(ConfigError, match="on_bad_input"):
+        write_split(records[:2], tmp_path / "d", on_bad_input="ignore")
 
 
 def test_manifest_errors_name_the_file(tmp_path: Path, shards: Path) -> None:
@@ -181,10 +183,11 @@ def test_encoded_media_errors_name_the_source() -> None:
         read_clip(EncodedMedia("shard/x.avi", os.urandom(2048)), 0.0, 4)
 
 
-def test_stream_items_equal_per_file_items(shards: Path, videos) -> None:
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_stream_items_equal_per_file_items(shards: Path, videos, num_workers: int) -> None:
     """Epochs 0 and 1: every item once, decoded and augmented as the per-file item (seed, epoch, index)."""
     reference = per_file(videos["train"])
-    loader = shard_loader(stream(shards), batch_size=3)
+    loader = shard_loader(stream(shards), batch_size=3, num_workers=num_workers)
     orders = []
     for epoch in (0, 1):
         seen = []

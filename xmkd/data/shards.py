@@ -63,6 +63,10 @@ from typing import Any
 
 import numpy as np
 
+# litdata asks PyPI for a newer release whenever a dataset is made (a 30 s timeout): never from a
+# training node, which often has no route out. Set before the import, which reads it.
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+
 try:
     import litdata
     from litdata import StreamingDataLoader, StreamingDataset
@@ -216,6 +220,9 @@ def write_split(
     The files are read and probed in ``num_workers`` processes and written in the records' order,
     so the stored ``index`` of an item is its position among the written records.
     """
+    for key, value in (("missing", missing), ("on_bad_input", on_bad_input)):
+        if value not in ("error", "skip"):
+            raise ConfigError(key, f"must be error | skip, got {value!r}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError("out", f"{out} exists and is not empty; shards are never written over")
