@@ -81,6 +81,7 @@ from xmkd.data.trimmed import ClipSampler, TrimmedVideoDataset
 from xmkd.data.video_io import EncodedMedia, probe
 from xmkd.errors import BadInputError, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import call_seeded, default_seed, item_seed
+from xmkd.runs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,13 @@ __all__ = [
     "ShardManifest",
     "ShardStream",
     "ShardedClipDataset",
+    "load_policy",
     "read_manifest",
     "read_shard_records",
     "shard_loader",
     "sharded_split",
     "write_shards",
+    "write_split",
 ]
 
 
@@ -137,8 +140,9 @@ def read_manifest(path: str | os.PathLike) -> ShardManifest:
         data = json.loads(file.read_text())
     except (OSError, ValueError) as e:
         raise BadInputError(file, f"unreadable shard manifest ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
-        raise BadInputError(file, f"not an xmkd shard manifest (format {data.get('format')!r})")
+    found = data.get("format") if isinstance(data, dict) else type(data).__name__
+    if found != SHARD_FORMAT:
+        raise BadInputError(file, f"not an xmkd shard manifest (format {found!r})")
     if data.get("version") != SHARD_VERSION:
         raise BadInputError(
             file, f"shard format version {data.get('version')}, this xmkd reads {SHARD_VERSION}"
@@ -161,12 +165,6 @@ def read_shard_records(manifest: ShardManifest, split: str) -> list[ClipRecord]:
         return [_record_from_row(row) for row in rows]
     except (OSError, ValueError, TypeError) as e:
         raise BadInputError(file, f"unreadable shard records ({e})") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,7 +258,7 @@ def write_split(
         )
     cache.done()
     cache.merge()
-    _write_text(out / RECORDS, json.dumps([_record_row(r) for r in written]))
+    atomic_write_text(out / RECORDS, json.dumps([_record_row(r) for r in written]))
     return {
         "items": len(written),
         "listed": len(records),
@@ -299,7 +297,7 @@ def write_shards(
         "class_names": list(class_names),
         "splits": entries,
     }
-    _write_text(out / MANIFEST, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST, json.dumps(payload, indent=2) + "\n")
     return read_manifest(out)
 
 
