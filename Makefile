@@ -96,14 +96,17 @@ bench-metrics: install
 bench-pdan: install
 	$(BIN)/python benchmarks/pdan_throughput.py --json runs/bench/pdan.json
 
+# XKD_RELEASE=path/to/XKD (a checkout of the authors' code): its step timed in the same run
+XKD_RELEASE ?=
 bench-xkd: install
-	$(BIN)/python benchmarks/xkd_throughput.py --json runs/bench/xkd.json
+	$(if $(XKD_RELEASE),$(BIN)/python -m pip install --quiet -e '.[bench]')
+	XKD_RELEASE=$(XKD_RELEASE) $(BIN)/python benchmarks/xkd_throughput.py $(if $(XKD_RELEASE),--workloads base-b2 tiny-b4 --modes eager) --json runs/bench/xkd.json
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
 
-# litdata shards vs one file per item, the training split's loader, paired (litdata: the dev extra)
-bench-shards: install-dev
+# litdata shards vs one file per item, the training split's loader, paired
+bench-shards: install
 	$(BIN)/python benchmarks/shards.py --json runs/bench/shards.json
 
 # seconds per minute of video, Augmented-RGB student vs two-stream teacher (flow included)

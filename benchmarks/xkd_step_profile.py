@@ -1,7 +1,7 @@
 """Where the time of the tiny XKD recipe's training step and of its augmentation goes (CPU).
 
 Builds the model of ``experiments/xkd/xkd_tiny_synthetic.yaml`` exactly as ``make pretrain-xkd``
-does (:class:`xmkd.pipelines.pretrain_xkd.XKDWithRandomInitProbe`: the XKD pretrainer plus the
+does (:class:`xmkd.modules.xkd_control.XKDWithRandomInitProbe`: the XKD pretrainer plus the
 control probe on a frozen copy of the initial encoders) and a synthetic batch of the recipe's
 shapes (batch 16: 16x64x64 global and probe views, one 8x48x48 local view, 2 s of 16 kHz audio),
 then runs the step as Lightning does (``training_step``, backward, per-tensor clipping, fused
@@ -57,7 +57,7 @@ def load_recipe(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def build_model(model_args: dict[str, Any]) -> tuple[Any, torch.optim.Optimizer, tuple]:
     """The pipeline's model, its AdamW (as ``configure_optimizers``) and its EMA tensor lists."""
-    from xmkd.pipelines.pretrain_xkd import XKDWithRandomInitProbe
+    from xmkd.modules.xkd_control import XKDWithRandomInitProbe
 
     torch.manual_seed(0)
     model = XKDWithRandomInitProbe(**model_args)
@@ -115,8 +115,7 @@ def instrument(model: Any) -> None:
 
     wrap(model, "audio_spectrogram", "fwd: log-mel")
     wrap(model, "audio_local_views", "fwd: audio local views")
-    wrap(model, "_student_global", "fwd: masked student + decoder + rec loss")
-    wrap(model, "_student_local", "fwd: student local views")
+    wrap(model, "_student_views", "fwd: student (masked global + local views) + decoder + rec loss")
     wrap(model, "_teacher_outputs", "fwd: teachers (+ refinement, heads)")
     for m in ("video", "audio"):
         wrap(model.heads[m], "forward", "fwd: student heads")

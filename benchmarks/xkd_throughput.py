@@ -15,6 +15,11 @@ run. Machines are noisy and shared: the ratios to the reference figures are what
     python benchmarks/xkd_throughput.py [--workloads tiny-b4 base-b2 base-b1] [--modes eager compile]
         [--steps 3] [--threads 2] [--json out.json]
     python benchmarks/xkd_throughput.py --flops-only     # GFLOP/step of each workload, in seconds
+    XKD_RELEASE=path/to/XKD python benchmarks/xkd_throughput.py --workloads base-b2 --modes eager
+
+With ``XKD_RELEASE`` (a checkout of the authors' code; ``benchmarks/xkd_release.py``) each CPU fp32
+eager workload also times the release's own step in the same run, A and B interleaved step by step,
+and reports release s/step, xmkd s/step and their ratio (the figure PERFORMANCE.md asks for).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from xkd_release import build_release_step, release_root
 
 from xmkd.distill.ema import collect_ema_tensors, ema_update_tensors_
 from xmkd.modules.xkd import XKDPretrainer
@@ -43,6 +50,14 @@ REFERENCE = {
 }
 TARGET_CLIPS_PER_S = {"base-b2": 0.60, "base-b1": 0.55, "tiny-b4": 7.0}
 # base-b32: the recipe's per-device batch (global 256 = 32 x 8 GPUs), for a GPU; no reference figure.
+# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s, no sparsity), for MFU.
+BF16_SPEC_PEAK = {
+    "H100 80GB HBM3": 989.4e12,
+    "H100 PCIe": 756.5e12,
+    "H200": 989.4e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+}
 WORKLOADS = {"base-b2": ("base", 2), "base-b1": ("base", 1), "tiny-b4": ("tiny", 4), "base-b32": ("base", 32)}
 
 
@@ -57,6 +72,7 @@ class Result:
     utilisation: float
     first_step_s: float  # includes compilation under torch.compile
     peak_mem_gib: float | None = None  # GPU only: peak allocated memory of the timed steps
+    mfu: float | None = None  # GPU only: model FLOPs / step time / the card's data-sheet peak (dtype's)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -197,6 +213,7 @@ def bench(
     step_s = statistics.median(times)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     dtype = torch.bfloat16 if bf16 else torch.float32
+    spec = spec_peak_flops(device) if bf16 else None
     return Result(
         workload=workload,
         mode=mode,
@@ -207,7 +224,52 @@ def bench(
         utilisation=flops / step_s / peak[dtype],
         first_step_s=first,
         peak_mem_gib=peak_mem,
+        mfu=flops / step_s / spec if spec else None,
     )
+
+
+def spec_peak_flops(device: torch.device) -> float | None:
+    """The card's data-sheet dense bf16 peak, matched on its name; None on a CPU or an unknown card."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    matches = [peak for key, peak in BF16_SPEC_PEAK.items() if key in name]
+    return max(matches, key=float) if matches else None
+
+
+def bench_against_release(
+    workload: str, release: Path, steps: int, peak: float, flops_cache: dict[tuple[str, int], float]
+) -> dict[str, Any]:
+    """xmkd's eager fp32 CPU step and the release's, interleaved step by step (median of ``steps``)."""
+    size, batch_size = WORKLOADS[workload]
+    torch.manual_seed(0)
+    model, optimizer, ema = build(size, torch.device("cpu"))
+    batch = make_batch(batch_size, torch.device("cpu"))
+    ours = make_step(model, optimizer, ema, compile_=False, bf16=False)[0]
+    reference, _ = build_release_step(release, size, batch_size)
+    flops = flops_cache.setdefault((size, batch_size), count_flops(size, batch_size))
+    ours(batch)  # warm-up both (allocator, first-touch of the optimiser states)
+    reference()
+    times: dict[str, list[float]] = {"xmkd": [], "release": []}
+    for _ in range(steps):
+        for name, run in (("xmkd", lambda: ours(batch)), ("release", reference)):
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "workload": workload,
+        "mode": "eager",
+        "batch": batch_size,
+        "release_step_s": med["release"],
+        "xmkd_step_s": med["xmkd"],
+        "release_min_s": min(times["release"]),
+        "xmkd_min_s": min(times["xmkd"]),
+        "speedup_vs_release": med["release"] / med["xmkd"],
+        "gflop_per_step": flops / 1e9,
+        "xmkd_utilisation": flops / med["xmkd"] / peak,
+        "release_utilisation": flops / med["release"] / peak,
+    }
 
 
 def compare(result: Result) -> dict[str, float | None]:
@@ -240,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (PERFORMANCE.md: 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--release",
+        default=None,
+        help="checkout of the authors' XKD code to time in the same run (default: $XKD_RELEASE)",
+    )
     parser.add_argument(
         "--flops-only",
         action="store_true",
@@ -300,6 +367,24 @@ def main(argv: list[str] | None = None) -> int:
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
+    release = release_root(args.release)
+    if release is not None and device.type == "cpu" and "eager" in modes:
+        print(f"the release's step from {release}, interleaved with xmkd's ({args.steps} steps each)")
+        for workload in args.workloads:
+            c = bench_against_release(workload, release, args.steps, peak[torch.float32], flops_cache)
+            results.append(c)
+            print(
+                f"{workload:<9} release {c['release_step_s']:.2f} s/step (min {c['release_min_s']:.2f}, "
+                f"util {c['release_utilisation']:.2f}) | xmkd {c['xmkd_step_s']:.2f} s/step "
+                f"(min {c['xmkd_min_s']:.2f}, util {c['xmkd_utilisation']:.2f}) | "
+                f"xmkd {c['speedup_vs_release']:.2f}x the release",
+                flush=True,
+            )
+            save()
+        modes = [m for m in modes if m != "eager"]
+    elif release is None:
+        print("XKD_RELEASE not set: utilisation against the matmul peak only (no same-run reference)")
+
     for workload in args.workloads:
         for mode in modes:
             r = bench(workload, mode, device, args.steps, peak, flops_cache)
@@ -310,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.gflop_per_step:>7.1f} {r.utilisation:>6.2f} {r.first_step_s:>7.1f} "
                 f"{fmt(c['clips_per_s_vs_reference']):>6} {fmt(c['clips_per_s_vs_target']):>8} "
                 f"{fmt(c['utilisation_vs_reference']):>10}"
-                + (f"  peak mem {r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else ""),
+                + (f"  peak mem {r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else "")
+                + (f"  MFU {r.mfu:.2f} of the data-sheet bf16 peak" if r.mfu is not None else ""),
                 flush=True,
             )
             save()

@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from xmkd.cli import run_lightning_cli
 from xmkd.data.trimmed import TrimmedVideoDataModule
 from xmkd.data.untrimmed import UntrimmedVideoDataModule
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
 from xmkd.modules.classifier import VideoClassifier, load_encoder_for_eval
 from xmkd.modules.xkd import XKDPretrainer
+from xmkd.runner import run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from xmkd.cli import run_lightning_cli
+from xmkd.runner import run_lightning_cli
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "detection"
 D_RGB, D_AUX = 6, 5

@@ -96,7 +96,7 @@ def test_paper_recipes_carry_the_paper_numbers() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("config", FIT_CONFIGS, ids=lambda p: p.stem)
 def test_fit_config_runs_one_step(config: Path, tiny: dict[str, Path]) -> None:
-    from xmkd.cli import run_lightning_cli
+    from xmkd.runner import run_lightning_cli
 
     cfg = yaml.safe_load(config.read_text())
     upscale = cfg["model"]["init_args"].get("input_size") is not None

@@ -1,6 +1,6 @@
 """Every XKD experiment YAML: the paper recipe as written, and one real training step through the CLI.
 
-The step runs each YAML through :func:`xmkd.cli.run_lightning_cli` (the parser users run), shrunk by
+The step runs each YAML through :func:`xmkd.runner.run_lightning_cli` (the parser users run), shrunk by
 overrides to a tiny encoder and a tiny synthetic dataset generated in ``tmp_path``: the K400 YAMLs keep
 their ``kinetics`` reader, pointed at the generated set's Kinetics-style CSV.
 """
@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from xmkd.cli import run_lightning_cli
 from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.runner import run_lightning_cli
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "xkd"
 YAMLS = sorted(EXPERIMENTS.glob("*.yaml"))

@@ -179,7 +179,7 @@ def test_xkd_writes_student_embeddings(tmp_path: Path) -> None:
 
 def test_cli_predict_detection_on_an_unlabelled_charades_csv(tmp_path: Path, monkeypatch) -> None:
     """`xmkd predict` with the synthetic RGB config on a Charades test CSV without actions."""
-    from xmkd.cli import run_lightning_cli
+    from xmkd.runner import run_lightning_cli
 
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "experiments" / "detection" / "rgb_pdan_synthetic.yaml"

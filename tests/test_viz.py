@@ -111,6 +111,7 @@ def test_loss_curves_callback_draws_the_run_metrics_at_fit_end(tmp_path: Path, m
     import torch
     from lightning.pytorch.demos.boring_classes import BoringModel
 
+    import xmkd.callbacks as callbacks
     import xmkd.viz as viz
     from xmkd.callbacks import LossCurvesPlot, RunCSVLogger
 
@@ -125,7 +126,9 @@ def test_loss_curves_callback_draws_the_run_metrics_at_fit_end(tmp_path: Path, m
 
     figures = []
     real = viz.loss_curves_figure
-    monkeypatch.setattr(viz, "loss_curves_figure", lambda s, t="": figures.append(fig := real(s, t)) or fig)
+    monkeypatch.setattr(
+        callbacks, "loss_curves_figure", lambda s, t="": figures.append(fig := real(s, t)) or fig
+    )
     torch.manual_seed(0)
     trainer = pl.Trainer(
         max_epochs=2, limit_train_batches=5, limit_val_batches=2, log_every_n_steps=1, accelerator="cpu",

@@ -13,13 +13,16 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_warn
 
 from xmkd.runs import atomic_write_text, update_results
+from xmkd.viz import log_images, loss_curves_figure, read_metrics_csv, save_figure
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -94,8 +97,6 @@ class SaveResolvedConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        import yaml
-
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -295,9 +296,6 @@ class LossCurvesPlot(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from lightning.pytorch.utilities import rank_zero_warn
-
-        from xmkd.viz import log_images, loss_curves_figure, read_metrics_csv, save_figure
 
         for logger in trainer.loggers:  # the last rows are still in the CSV writer's buffer
             if isinstance(logger, CSVLogger):

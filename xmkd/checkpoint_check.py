@@ -10,12 +10,23 @@ with the config's, and name both sides when they differ.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xmkd.errors import ConfigError
+
+#: The LightningModule classes by class path, as checkpoints record them.
+XKD = "xmkd.modules.xkd.XKDPretrainer"
+STUDENT = "xmkd.modules.detection.AugmentedRGBStudent"
+SINGLE = "xmkd.modules.detection.SingleStreamDetector"
+TEACHER = "xmkd.modules.detection.TwoStreamTeacher"
+CLASSIFIER = "xmkd.modules.classifier.VideoClassifier"
+
 
 #: Hyperparameters that define what a module consumes and produces: a checkpoint that differs in
 #: one of them is another model, whatever its class. Others (lr, plotting, dropout) may differ.
@@ -44,8 +55,6 @@ def read_checkpoint_hparams(path: str | os.PathLike) -> dict[str, Any]:
 def read_checkpoint_header(path: str | os.PathLike) -> dict[str, Any]:
     """``hyper_parameters``, ``epoch`` and ``global_step`` of a Lightning checkpoint, read without
     loading its tensors."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError("ckpt_path", f"{path} does not exist or is not a file")
@@ -108,3 +117,43 @@ def check_checkpoint_matches(
         else "pass a checkpoint of this config's model"
     )
     raise ConfigError(what, f"{path} {why}; {hint}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict on the CPU, with an error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("ckpt", f"{path}: checkpoint not found")
+    # weights_only=False: Lightning checkpoints carry hyper-parameters and loop state (trusted: our runs)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ConfigError("ckpt", f"{path}: not a Lightning checkpoint (no state_dict)")
+    return dict(checkpoint)
+
+
+def checkpoint_module_class(checkpoint: Mapping[str, Any]) -> str | None:
+    """The LightningModule class a checkpoint was saved from (``package.module.Class``).
+
+    LightningCLI records it as ``_class_path``; for modules built in Python (tests, scripts) it is
+    recognised by the hyper-parameters only that class has. ``None``: unknown.
+    """
+    hp = checkpoint.get("hyper_parameters") or {}
+    if hp.get("_class_path"):
+        return str(hp["_class_path"])
+    if "encoder_path" in hp:
+        return CLASSIFIER
+    if "variant" in hp and "video_mask_ratio" in hp:
+        return XKD
+    if "teacher_dims" in hp or "teacher_checkpoint" in hp:
+        return STUDENT
+    if "aux_modality" in hp:
+        return TEACHER
+    if "modality" in hp and "input_dim" in hp:
+        return SINGLE
+    return None
+
+
+def load_checkpoint_module(cls: type, path: str | Path, **overrides: Any) -> Any:
+    """``cls.load_from_checkpoint`` on the CPU, in a fresh context: inside LightningCLI's (a
+    VideoClassifier being built) Lightning would hand the loaded module the caller's hyper-parameters."""
+    return contextvars.Context().run(cls.load_from_checkpoint, str(path), map_location="cpu", **overrides)

@@ -26,17 +26,27 @@ a different tool: :mod:`xmkd.models.convert`.
 from __future__ import annotations
 
 import argparse
-import contextvars
 import inspect
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning
 import torch
 from torch import Tensor, nn
 
+from xmkd.checkpoint_check import (
+    SINGLE,
+    STUDENT,
+    XKD,
+    checkpoint_module_class,
+    load_checkpoint_module,
+    read_checkpoint,
+)
 from xmkd.errors import ConfigError
+from xmkd.modules.detection import DetectionModule, SingleStreamDetector
+from xmkd.modules.xkd import XKDPretrainer
 
 __all__ = [
     "DetectionScores",
@@ -58,57 +68,9 @@ PARITY_STEPS = (5, 24, 97)
 EXPORT_EXAMPLE_STEPS = 24
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
-XKD = "xmkd.modules.xkd.XKDPretrainer"
-STUDENT = "xmkd.modules.detection.AugmentedRGBStudent"
-SINGLE = "xmkd.modules.detection.SingleStreamDetector"
-TEACHER = "xmkd.modules.detection.TwoStreamTeacher"
-CLASSIFIER = "xmkd.modules.classifier.VideoClassifier"
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint as a dict on the CPU, with an error that names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("ckpt", f"{path}: checkpoint not found")
-    # weights_only=False: Lightning checkpoints carry hyper-parameters and loop state (trusted: our runs)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ConfigError("ckpt", f"{path}: not a Lightning checkpoint (no state_dict)")
-    return dict(checkpoint)
-
-
-def checkpoint_module_class(checkpoint: Mapping[str, Any]) -> str | None:
-    """The LightningModule class a checkpoint was saved from (``package.module.Class``).
-
-    LightningCLI records it as ``_class_path``; for modules built in Python (tests, scripts) it is
-    recognised by the hyper-parameters only that class has. ``None``: unknown.
-    """
-    hp = checkpoint.get("hyper_parameters") or {}
-    if hp.get("_class_path"):
-        return str(hp["_class_path"])
-    if "encoder_path" in hp:
-        return CLASSIFIER
-    if "variant" in hp and "video_mask_ratio" in hp:
-        return XKD
-    if "teacher_dims" in hp or "teacher_checkpoint" in hp:
-        return STUDENT
-    if "aux_modality" in hp:
-        return TEACHER
-    if "modality" in hp and "input_dim" in hp:
-        return SINGLE
-    return None
-
-
-def load_checkpoint_module(cls: type, path: str | Path, **overrides: Any) -> Any:
-    """``cls.load_from_checkpoint`` on the CPU, in a fresh context: inside LightningCLI's (a
-    VideoClassifier being built) Lightning would hand the loaded module the caller's hyper-parameters."""
-    return contextvars.Context().run(cls.load_from_checkpoint, str(path), map_location="cpu", **overrides)
-
 
 def _detector_checkpoint(model: Any) -> dict[str, Any]:
     """A checkpoint dict that ``SingleStreamDetector.load_from_checkpoint`` and the xmkd CLI load."""
-    import lightning
-
     hparams = {"_class_path": SINGLE, **dict(model.hparams)}
     hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     return {
@@ -125,8 +87,6 @@ def rgb_detector_from_student(checkpoint: Mapping[str, Any]) -> Any:
     The student's RGB head and the detector's head are built by the same ``make_head`` from the same
     head hyper-parameters; the distillation projections and the teacher are left behind.
     """
-    from xmkd.modules.detection import DetectionModule, SingleStreamDetector
-
     hp = checkpoint["hyper_parameters"]
     names = [p for p in inspect.signature(DetectionModule.__init__).parameters if p != "self"]
     head_hp = {k: hp[k] for k in names if k in hp}
@@ -268,8 +228,6 @@ def _rgb_detector(ckpt: Path, checkpoint: Mapping[str, Any], kind: str | None) -
     if kind == STUDENT:
         return "rgb_student", rgb_detector_from_student(checkpoint)
     if kind == SINGLE and checkpoint["hyper_parameters"].get("modality", "rgb") == "rgb":
-        from xmkd.modules.detection import SingleStreamDetector
-
         return "rgb_detector", load_checkpoint_module(SingleStreamDetector, ckpt)
     return None
 
@@ -306,8 +264,6 @@ def export_checkpoint(
             report[name] = diff
         return {name: path}
     if kind == XKD:
-        from xmkd.modules.xkd import XKDPretrainer
-
         return load_checkpoint_module(XKDPretrainer, ckpt).export_encoders(out)
     raise ConfigError(
         "ckpt",

@@ -22,12 +22,11 @@ from tests.data.media import write_garbage, write_video
 from xmkd.data import transforms as T
 from xmkd.data.readers.trimmed import ClipRecord
 from xmkd.data.shards import (
-    ShardedClipDataset,
+    ShardReader,
     ShardStream,
     read_manifest,
     read_shard_records,
     shard_loader,
-    sharded_split,
     write_shards,
     write_split,
 )
@@ -80,18 +79,9 @@ def per_file(records: list[ClipRecord]) -> TrimmedVideoDataset:
 
 
 def stream(shards: Path, **stream_options: Any) -> ShardStream:
-    records = read_shard_records(read_manifest(shards), "train")
-    return sharded_split(
-        shards,
-        "train",
-        records,
-        RandomClipSampler(1),
-        views(),
-        train=True,
-        seed=7,
-        stream_options=stream_options,
-        **CLIP,
-    )
+    """The training stream as the DataModule builds it (seed 7): clips without records, decoded from the chunks."""
+    clips = TrimmedVideoDataset([], RandomClipSampler(1), views(), **CLIP)
+    return ShardStream(str(shards / "train"), clips, seed=7, **stream_options)
 
 
 def assert_same_sample(
@@ -206,10 +196,10 @@ def test_eval_split_equals_per_file_eval(shards: Path, videos) -> None:
     transform = T.VideoEvalTransform(size=32, num_crops=3)
     kwargs = dict(num_crops=3, skip_mode="drop", **CLIP)
     reference = TrimmedVideoDataset(videos["test"], UniformClipSampler(2), transform, **kwargs)
-    sharded = sharded_split(
-        shards, "test", videos["test"], UniformClipSampler(2), transform, train=False, **kwargs
-    )
-    assert isinstance(sharded, ShardedClipDataset) and len(sharded) == len(reference) == 12
+    records = read_shard_records(read_manifest(shards), "test")
+    media = ShardReader(shards / "test", records)
+    sharded = TrimmedVideoDataset(records, UniformClipSampler(2), transform, media=media, **kwargs)
+    assert len(sharded) == len(reference) == 12
     for i in range(len(reference)):
         a, b = reference[i], sharded[i]
         assert (a["clip_index"], a["crop_index"]) == (b["clip_index"], b["crop_index"])
@@ -373,7 +363,7 @@ def test_datamodule_reads_classes_and_refuses_clips_per_video(shards: Path) -> N
     dm = datamodule(shards)
     dm.setup("fit")
     assert dm.class_names == ["a", "b", "c"] and isinstance(dm.train_set, ShardStream)
-    assert isinstance(dm.eval_set, ShardedClipDataset) and len(dm.eval_set) == 2 * 3 * 3
+    assert isinstance(dm.eval_set.media, ShardReader) and len(dm.eval_set) == 2 * 3 * 3
     dm = TrimmedVideoDataModule(dataset="csv", shards=str(shards), train_clips_per_video=2)
     with pytest.raises(ConfigError, match="train_clips_per_video"):
         dm.setup("fit")

@@ -15,13 +15,11 @@ from xmkd.data.transforms import (
     VideoEvalTransform,
     VideoTrainTransform,
     XKDVideoViews,
-    crop_resize_time,
     linear_eval_transform,
-    spectrogram_local_views,
     to_tchw,
-    volume_jitter,
     yiq_hue_shift,
 )
+from xmkd.models.audio import crop_resize_time, spectrogram_local_views, volume_jitter
 
 
 def static_clip(t: int = 16, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
@@ -196,7 +194,7 @@ def test_spectrogram_local_views_are_stretched_segments():
 def test_bicubic_crop_matrix_is_interpolate_of_the_crop() -> None:
     import torch.nn.functional as F
 
-    from xmkd.data.transforms import bicubic_crop_matrix
+    from xmkd.models.audio import bicubic_crop_matrix
 
     torch.manual_seed(0)
     x = torch.randn(3, 40, dtype=torch.float64)
@@ -212,7 +210,7 @@ def test_spectrogram_resized_crop_is_the_release_view_by_view() -> None:
     input centred, box cut, F.interpolate(bicubic, align_corners=True) back to the input size."""
     import torch.nn.functional as F
 
-    from xmkd.data.transforms import sample_spectrogram_crops, spectrogram_resized_crop
+    from xmkd.models.audio import sample_spectrogram_crops, spectrogram_resized_crop
 
     torch.manual_seed(1)
     spec = torch.randn(6, 80, 112)
@@ -229,7 +227,7 @@ def test_spectrogram_resized_crop_is_the_release_view_by_view() -> None:
 
 
 def test_spectrogram_crop_boxes_cover_the_release_ranges() -> None:
-    from xmkd.data.transforms import sample_spectrogram_crops
+    from xmkd.models.audio import sample_spectrogram_crops
 
     torch.manual_seed(2)
     top, left, h, w = sample_spectrogram_crops(4000, (80, 112))
@@ -240,7 +238,7 @@ def test_spectrogram_crop_boxes_cover_the_release_ranges() -> None:
 
 
 def test_random_waveform_crops_start_on_100_sample_steps() -> None:
-    from xmkd.data.transforms import random_waveform_crops
+    from xmkd.models.audio import random_waveform_crops
 
     torch.manual_seed(3)
     wave = torch.arange(64000, dtype=torch.float32).repeat(4, 1) + torch.arange(4)[:, None] * 1e5

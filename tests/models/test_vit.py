@@ -6,6 +6,7 @@ from xmkd.models.vit import (
     Attention,
     EncoderConfig,
     MAEDecoder,
+    PackedInput,
     ViTEncoder,
     audio_encoder_config,
     build_encoder,
@@ -68,6 +69,40 @@ def test_keep_indices_are_permutation_equivariant() -> None:
     tokens, attn = enc.forward_with_attention(x, perm[:, :3])
     assert tokens.shape == (2, 4, 24) and attn.shape == (2, 3, 3)
     torch.testing.assert_close(attn.sum(-1) <= 1.0, torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_forward_many_matches_one_forward_per_input_values_and_gradients() -> None:
+    # masked global view + local views of another size and batch: one pass over all rows
+    torch.manual_seed(0)
+    enc = ViTEncoder(tiny_video_cfg()).train()
+    x, local = torch.randn(2, 3, 4, 32, 32), torch.randn(3, 3, 2, 16, 16)
+    keep = torch.stack([torch.randperm(8)[:3] for _ in range(2)])
+    many = enc.forward_many([PackedInput(x, keep), PackedInput(local)])
+    one = [enc(x, keep), enc(local)]
+    assert [t.shape for t in many] == [(2, 4, 24), (3, 2, 24)]
+    for a, b in zip(many, one):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    weights = [p for p in enc.parameters()]
+    g_many = torch.autograd.grad(sum((t * t.detach().sin()).sum() for t in many), weights)
+    g_one = torch.autograd.grad(sum((t * t.detach().sin()).sum() for t in one), weights)
+    for a, b in zip(g_many, g_one):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # attention stays within each input: changing the local views leaves the global tokens alone
+    again = enc.forward_many([PackedInput(x, keep), PackedInput(local + 1.0)])
+    torch.testing.assert_close(again[0], many[0], atol=1e-6, rtol=0)
+    assert not torch.allclose(again[1], many[1])
+
+
+def test_forward_many_falls_back_per_input_with_stochastic_depth() -> None:
+    torch.manual_seed(0)
+    enc = ViTEncoder(tiny_video_cfg(drop_path=0.5)).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    torch.manual_seed(1)
+    many = enc.forward_many([PackedInput(x), PackedInput(x[:1])])
+    torch.manual_seed(1)
+    one = [enc(x), enc(x[:1])]
+    for a, b in zip(many, one):
+        torch.testing.assert_close(a, b)
 
 
 def test_local_views_use_interpolated_position_embeddings() -> None:

@@ -216,13 +216,15 @@ class _NamedClips(pl.LightningDataModule):
 
 def test_validation_and_test_write_a_named_confusion_matrix(tmp_path: Path, monkeypatch) -> None:
     """confusion_<stage>.png in the run's figures folder; its rows are the video-level predictions."""
-    import xmkd.viz as viz
+    import xmkd.modules.classifier as classifier
 
     matrices = []
-    real = viz.confusion_figure
+    real = classifier.confusion_figure
     names = []
     monkeypatch.setattr(
-        viz, "confusion_figure", lambda m, n, **k: matrices.append(m) or names.append(n) or real(m, n, **k)
+        classifier,
+        "confusion_figure",
+        lambda m, n, **k: matrices.append(m) or names.append(n) or real(m, n, **k),
     )
     model = VideoClassifier(str(export_tiny_encoder(tmp_path)), num_classes=3, mode="linear", lr=0.01)
     trainer = pl.Trainer(

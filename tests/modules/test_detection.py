@@ -117,6 +117,19 @@ def test_student_trains_and_teacher_stays_frozen(teacher_ckpt: Path, tmp_path: P
     assert any("timeline" in p for p in pngs), pngs
 
 
+def test_a_student_initialises_alike_from_a_teacher_checkpoint_or_instance(teacher_ckpt: Path) -> None:
+    # loading the teacher draws nothing from the global RNG (the raw chain passes a checkpoint)
+    instance = TwoStreamTeacher.load_from_checkpoint(teacher_ckpt, map_location="cpu")
+    torch.manual_seed(3)
+    from_instance = AugmentedRGBStudent(teacher=instance, rgb_dim=D_RGB, **HEAD)
+    after_instance = torch.rand(1)
+    torch.manual_seed(3)
+    from_checkpoint = AugmentedRGBStudent(teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, **HEAD)
+    assert torch.equal(torch.rand(1), after_instance)
+    a, b = from_instance.state_dict(), from_checkpoint.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_teacher_cache_hits_only_for_identical_inputs(teacher_ckpt: Path) -> None:
     student = AugmentedRGBStudent(
         teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, cache_teacher=True, **HEAD

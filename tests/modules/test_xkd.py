@@ -8,30 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tests.modules.xkd_tiny import SAMPLES, TINY_XKD
 from xmkd.distill.ema import EMATeacherCallback
 from xmkd.modules.xkd import XKDPretrainer, load_exported_encoder, reconstruction_grid
 
-SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT (hop 143, centred)
-
-TINY = dict(
-    encoder_size="tiny",
-    encoder_depth=2,
-    num_frames=4,
-    img_size=32,
-    tubelet=2,
-    patch_size=16,
-    audio_frames=32,
-    audio_local_frames=16,
-    decoder_dim=32,
-    decoder_depth=1,
-    decoder_heads=2,
-    head_hidden_dim=32,
-    head_bottleneck_dim=16,
-    head_out_dim=64,
-    warmup_epochs=0.0,
-    lr=1e-3,
-    recon_log_every_n_epochs=0,
-)
+TINY = {**TINY_XKD, "encoder_depth": 2}
 
 
 class TinyClips(Dataset):
@@ -296,7 +277,7 @@ def test_release_architecture_defaults_and_old_checkpoints_name_the_knob() -> No
     sig = inspect.signature(XKDPretrainer.__init__).parameters
     assert sig["decoder_heads"].default == 12 and sig["lr_warmup_from_zero"].default is True
     assert sig["mel_scale"].default == "slaney" and sig["audio_views"].default == "release"
-    from xmkd.data.audio import XKD_LOG_EPS
+    from xmkd.models.audio import XKD_LOG_EPS
 
     assert sig["mel_log_eps"].default == XKD_LOG_EPS == float(torch.finfo(torch.float32).eps)
     assert XKDPretrainer(mel_log_eps=1e-6, **TINY).melspec(torch.device("cpu")).eps == 1e-6

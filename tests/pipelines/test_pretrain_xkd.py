@@ -12,36 +12,21 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tests.modules.xkd_tiny import SAMPLES, TINY_XKD
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
+from xmkd.modules.xkd_control import XKDWithRandomInitProbe
 from xmkd.pipelines import pretrain_xkd
-from xmkd.pipelines.pretrain_xkd import XKDWithRandomInitProbe, fit_argv, step_time_summary
+from xmkd.pipelines.pretrain_xkd import fit_argv, step_time_summary
 
-SAMPLES = 143 * 31  # 32 spectrogram frames with the XKD STFT
-
-TINY = dict(
-    encoder_size="tiny",
-    encoder_depth=1,
-    num_frames=4,
-    img_size=32,
-    tubelet=2,
-    patch_size=16,
-    audio_frames=32,
-    audio_patch=(16, 16),
-    audio_local_frames=16,
-    decoder_dim=32,
-    decoder_depth=1,
-    decoder_heads=2,
-    head_hidden_dim=32,
-    head_bottleneck_dim=16,
-    head_out_dim=64,
-    warmup_epochs=0.0,
-    lr=1e-3,
-    probe_num_classes=3,
-    probe_lr=0.05,
-    probe_view="global",
-    recon_log_every_n_epochs=0,
-)
+TINY = {
+    **TINY_XKD,
+    "encoder_depth": 1,
+    "audio_patch": (16, 16),
+    "probe_num_classes": 3,
+    "probe_lr": 0.05,
+    "probe_view": "global",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -179,7 +164,7 @@ def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():
         "x.yaml", "exp", "runs", max_epochs=3, max_steps=7, overrides=["data.init_args.batch_size=2"]
     )
     assert argv[:3] == ["fit", "--config", "x.yaml"]
-    assert "--model.class_path=xmkd.pipelines.pretrain_xkd.XKDWithRandomInitProbe" in argv
+    assert "--model.class_path=xmkd.modules.xkd_control.XKDWithRandomInitProbe" in argv
     assert {"--trainer.max_epochs=3", "--trainer.max_steps=7", "--data.init_args.batch_size=2"} <= set(argv)
 
 

@@ -53,6 +53,7 @@ from xmkd.data.readers.trimmed import (
     read_ucf101,
     synthetic_layout,
 )
+from xmkd.data.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
 from xmkd.errors import BadInputError, Failure, MediaError, XmkdError
 
 SYNTHETIC_ROOT = "data/synth-av"
@@ -102,8 +103,6 @@ def decode_check(record: ClipRecord, num_frames: int = DEFAULT_DECODE_FRAMES) ->
     the first frames passed a 30%-truncated mp4 as good. Raises :class:`~xmkd.errors.MediaError`
     when the file does not decode, is truncated, or its frames come back out of presentation order.
     """
-    from xmkd.data.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
-
     info = probe(record.path)
     start = record.start_s or 0.0
     end = min(record.end_s, info.duration_s) if record.end_s is not None else info.duration_s

@@ -39,8 +39,9 @@ exactly as :class:`~xmkd.fault.ResumableDataLoader` runs it. The epoch's order i
 chunks shuffled by ``(seed, epoch)``, items shuffled within windows of a chunk, so reads stay
 sequential (an order of its own, not the per-file loader's global permutation).
 
-Evaluation splits are read map-style (:class:`ShardedClipDataset`): every clip and crop of
-every video in order, through the usual evaluation loader, one chunk after the other.
+Evaluation splits are read map-style (:class:`ShardReader` as the dataset's ``media``): every
+clip and crop of every video in order, through the usual evaluation loader, one chunk after the
+other. ``xmkd data shard`` (:mod:`xmkd.data.shard_tool`) writes shards from any trimmed dataset.
 
 Bad input: at write time a listed file absent on disk follows ``missing`` and a file that does
 not open as a video (probed in memory) follows ``on_bad_input``; both are named in the error
@@ -51,15 +52,13 @@ the sequential read), its failure travelling under ``failures``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,21 +66,20 @@ import numpy as np
 # training node, which often has no route out. Set before the import, which reads it.
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
-try:
-    import litdata
-    from litdata import StreamingDataLoader, StreamingDataset
-    from litdata.streaming import Cache
-except ImportError as e:  # an optional dependency: name the extra that brings it
-    raise ImportError(f"sharded data needs litdata: pip install 'xmkd[shards]' ({e})") from e
+import litdata
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming import Cache
 from torch.utils.data import DataLoader, Dataset
 
 from xmkd.data.bad_input import dropped_item
 from xmkd.data.readers.trimmed import ClipRecord, find_existing
-from xmkd.data.trimmed import ClipSampler, TrimmedVideoDataset
 from xmkd.data.video_io import EncodedMedia, probe
 from xmkd.errors import BadInputError, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import call_seeded, default_seed, item_seed
 from xmkd.runs import atomic_write_text
+
+if TYPE_CHECKING:  # the DataModule imports this module: no import of trimmed at run time
+    from xmkd.data.trimmed import TrimmedVideoDataset
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +92,12 @@ DEFAULT_CHUNK_BYTES = "64MB"  # litdata's advice: large enough for sequential re
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "ShardManifest",
+    "ShardReader",
     "ShardStream",
-    "ShardedClipDataset",
     "load_policy",
     "read_manifest",
     "read_shard_records",
     "shard_loader",
-    "sharded_split",
     "write_shards",
     "write_split",
 ]
@@ -346,8 +343,14 @@ class ShardStream(StreamingDataset):
     """
 
     def __init__(
-        self, split_dir: str, clips: TrimmedVideoDataset, seed: int = 0, shuffle: bool = True, **kwargs: Any
+        self,
+        split_dir: str,
+        clips: TrimmedVideoDataset,
+        seed: int | None = None,
+        shuffle: bool = True,
+        **kwargs: Any,
     ) -> None:
+        seed = default_seed() if seed is None else int(seed)
         super().__init__(split_dir, shuffle=shuffle, seed=seed, **kwargs)
         self.clips = clips
         self.data_seed = seed
@@ -362,33 +365,30 @@ class ShardStream(StreamingDataset):
         return call_seeded(seed, load_policy, self.clips, lambda: self.clips.load(record, 0, 0, media))
 
 
-class ShardedClipDataset(TrimmedVideoDataset):
-    """A :class:`TrimmedVideoDataset` whose videos come from a shard split instead of files (evaluation).
+class ShardReader:
+    """A split's encoded videos by record, read at random from its chunks (evaluation).
 
-    Map-style: every clip and crop of every video, in the written order, so the items of one
-    video (and the videos of one chunk) are read one after the other. The last video's bytes are
-    kept, as the evaluation visits each video clips x crops times in a row.
+    ``reader(record)`` is the :class:`EncodedMedia` of that record: what
+    :class:`~xmkd.data.trimmed.TrimmedVideoDataset` decodes when given ``media=reader``. The
+    evaluation visits every clip and crop of one video in a row, then the next video of the same
+    chunk, so the reads are sequential and the last video's bytes are kept.
     """
 
-    def __init__(
-        self, split_dir: str | os.PathLike, records: Sequence[ClipRecord], *args: Any, **kwargs: Any
-    ):
-        kwargs = {**kwargs, "missing": "error"}  # the files are in the shards, not on this disk
-        super().__init__([], *args, **kwargs)
-        self.records = list(records)
-        self.listed = len(self.records)
+    def __init__(self, split_dir: str | os.PathLike, records: Sequence[ClipRecord]) -> None:
         self.split_dir = str(split_dir)
-        self._position = {r.path: i for i, r in enumerate(self.records)}
-        self._reader: Any = None
+        self._position = {r.path: i for i, r in enumerate(records)}
+        self._reader: StreamingDataset | None = None
         self._last: tuple[int, EncodedMedia] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_reader"], state["_last"] = None, None  # each worker opens its own reader
+        state["_reader"], state["_last"] = None, None  # each DataLoader worker opens its own
         return state
 
-    def media(self, record: ClipRecord) -> EncodedMedia:
-        index = self._position[record.path]
+    def __call__(self, record: ClipRecord) -> EncodedMedia:
+        index = self._position.get(record.path)
+        if index is None:
+            raise MediaError(record.path, f"not in the shards at {self.split_dir}")
         if self._last is not None and self._last[0] == index:
             return self._last[1]
         if self._reader is None:
@@ -401,42 +401,6 @@ class ShardedClipDataset(TrimmedVideoDataset):
         media = EncodedMedia(record.path, _as_bytes(item["video"]))
         self._last = (index, media)
         return media
-
-    def load(
-        self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0, media: Any = None
-    ) -> dict[str, Any]:
-        return super().load(
-            record, clip_index, crop_index, media if media is not None else self.media(record)
-        )
-
-
-def sharded_split(
-    shards: str | os.PathLike,
-    split: str,
-    records: Sequence[ClipRecord],
-    sampler: ClipSampler,
-    transform: Callable[..., Any] | None,
-    train: bool,
-    seed: int | None = None,
-    stream_options: Mapping[str, Any] | None = None,
-    **clip_options: Any,
-) -> Any:
-    """The dataset of one split of a shard folder: a :class:`ShardStream` for training, else a map-style set.
-
-    ``clip_options`` are :class:`TrimmedVideoDataset`'s (frames, fps, audio, policies...);
-    ``stream_options`` litdata ``StreamingDataset``'s (``drop_last``, ``cache_dir``, ``max_cache_size``...).
-    """
-    split_dir = read_manifest(shards).split_dir(split)
-    if not train:
-        return ShardedClipDataset(split_dir, records, sampler, transform, **clip_options)
-    if sampler.num_clips != 1 or clip_options.get("num_crops", 1) != 1:
-        raise ConfigError(
-            "train_clips_per_video",
-            "a shard stream gives one clip per video and epoch; set train_clips_per_video: 1",
-        )
-    clips = TrimmedVideoDataset([], sampler, transform, **{**clip_options, "missing": "error"})
-    seed = default_seed() if seed is None else int(seed)
-    return ShardStream(str(split_dir), clips, seed, shuffle=True, **dict(stream_options or {}))
 
 
 def shard_loader(
@@ -457,78 +421,3 @@ def shard_loader(
     )
     loader.current_epoch = int(epoch)  # __iter__ adds 1: litdata counts epochs from 1
     return loader
-
-
-# ----------------------------------------------------------------------------------------------
-# `xmkd data shard`
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="synthetic", help="ucf101 | hmdb51 | kinetics | csv | synthetic")
-    parser.add_argument("--root", default=None, help="the folder of the videos (synthetic: data/synth-av)")
-    parser.add_argument("--splits", default=None, help="folder of the split files (UCF101/HMDB51)")
-    parser.add_argument("--annotation", default=None, help="training CSV (kinetics, csv)")
-    parser.add_argument("--test-annotation", default=None, help="test CSV (kinetics, csv)")
-    parser.add_argument("--fold", type=int, default=1)
-    parser.add_argument("--classes", default=None, help="Kinetics class subset: a file of names")
-    parser.add_argument("--out", required=True, help="the shard folder to write (must not exist or be empty)")
-    parser.add_argument("--split", nargs="+", default=["train", "test"], choices=["train", "test"])
-    parser.add_argument("--chunk-bytes", default=DEFAULT_CHUNK_BYTES, help="chunk size, e.g. 64MB")
-    parser.add_argument("--missing", default="error", choices=["error", "skip"])
-    parser.add_argument("--on-bad-input", default="error", choices=["error", "skip"])
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reading processes")
-
-
-def run(args: argparse.Namespace) -> int:
-    from xmkd.data.trimmed import TrimmedVideoDataModule
-
-    dm = TrimmedVideoDataModule(
-        dataset=args.dataset,
-        root=args.root,
-        splits=args.splits,
-        annotation=args.annotation,
-        test_annotation=args.test_annotation,
-        fold=args.fold,
-        classes=args.classes,
-    )
-    if args.dataset == "synthetic" and not (Path(dm.root) / "dataset.json").is_file():
-        dm.prepare_data()  # no synthetic set there yet: generate the default one
-    records = {split: dm.records(split) for split in args.split}
-    source = {
-        k: getattr(args, k) for k in ("root", "splits", "annotation", "test_annotation", "fold", "classes")
-    }
-    source["root"] = dm.root
-    manifest = write_shards(
-        records,
-        dm.class_names,
-        args.out,
-        dataset=args.dataset,
-        source=source,
-        chunk_bytes=args.chunk_bytes,
-        missing=args.missing,
-        on_bad_input=args.on_bad_input,
-        num_workers=max(0, args.workers),
-    )
-    for split, entry in manifest.splits.items():
-        print(
-            f"{split}: {entry['items']} of {entry['listed']} videos, {entry['bytes'] / 2**20:.1f} MiB in "
-            f"{entry['chunks']} chunks -> {manifest.root / split}"
-            + (
-                f" ({len(entry['missing'])} missing, {len(entry['failures'])} unreadable: see manifest)"
-                if entry["missing"] or entry["failures"]
-                else ""
-            )
-        )
-    print(f"manifest: {manifest.root / MANIFEST}; train with data.shards={manifest.root}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xmkd.data.shards ...`` (the same as ``xmkd data shard ...``)."""
-    parser = argparse.ArgumentParser(prog="xmkd data shard", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

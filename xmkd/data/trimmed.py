@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from xmkd.data import transforms as T
 from xmkd.data.bad_input import DropEmptyBatchesLoader, SkipMode, collate_with_failures, dropped_item
 from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews, pad_clips
 from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
@@ -41,6 +42,8 @@ from xmkd.data.readers.trimmed import (
     read_ucf101,
     synthetic_layout,
 )
+from xmkd.data.shards import ShardReader, ShardStream, read_manifest, read_shard_records, shard_loader
+from xmkd.data.synthetic_av import ensure_synthetic_av
 from xmkd.data.video_io import MediaSource, VideoInfo, probe, read_audio, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
@@ -182,6 +185,9 @@ class TrimmedVideoDataset(Dataset):
         decode_cache_mb: keep up to this many MB of whole decoded videos (frames on the ``fps``
             grid, and audio) per process, so a small dataset is decoded once instead of every epoch;
             clip starts then snap to that grid (see :mod:`xmkd.data.decode_cache`). 0: off.
+        media: where a record's encoded video comes from when not from the file at ``record.path``
+            (e.g. :class:`~xmkd.data.shards.ShardReader`); the files then need not be on this disk
+            (``missing`` is not checked) and are decoded from memory exactly as from the file.
     """
 
     def __init__(
@@ -203,6 +209,7 @@ class TrimmedVideoDataset(Dataset):
         audio_sample_rate: int = AUDIO_SAMPLE_RATE,
         decode_cache_mb: float = 0.0,
         skip_mode: SkipMode = "replace",
+        media: Callable[[ClipRecord], MediaSource] | None = None,
     ) -> None:
         _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
         _check_choice("missing", missing, ("error", "skip"))
@@ -236,8 +243,9 @@ class TrimmedVideoDataset(Dataset):
         self._info: dict[str, VideoInfo] = {}
         self.decode_cache = DecodeCache(decode_cache_mb) if decode_cache_mb > 0 else None
 
+        self.media = media
         records = list(records)
-        exists = find_existing([r.path for r in records])
+        exists = [True] * len(records) if media is not None else find_existing([r.path for r in records])
         self.missing_paths: list[str] = [r.path for r, ok in zip(records, exists) if not ok]
         if self.missing_paths and missing == "error":
             raise MediaError(
@@ -340,6 +348,8 @@ class TrimmedVideoDataset(Dataset):
         ``media``: the video's encoded bytes when they come from elsewhere than ``record.path`` (a
         shard, :mod:`xmkd.data.shards`); decoded exactly as the file would be.
         """
+        if media is None and self.media is not None:
+            media = self.media(record)
         source = media if media is not None else record.path
         info = self.info(record.path, media)
         if info.duration_s < self.min_duration_s:
@@ -653,14 +663,10 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.dataset == "synthetic" and self.shards is None:
-            from xmkd.data.synthetic_av import ensure_synthetic_av
-
             ensure_synthetic_av(self.root, **self.synthetic_options)
 
     def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
         if self._records is None and self.shards is not None:
-            from xmkd.data.shards import read_manifest, read_shard_records
-
             manifest = read_manifest(self.shards)
             records = tuple(
                 read_shard_records(manifest, s) if s in manifest.splits else [] for s in ("train", "test")
@@ -712,13 +718,32 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             # a replacement would count the next video twice in the metrics
             common.update(num_crops=crops, skip_mode="drop")
         if self.shards is not None:
-            from xmkd.data.shards import sharded_split
-
-            split = "train" if train else "test"
-            return sharded_split(self.shards, split, records, sampler, transform, train=train, **common)
+            return self._sharded_dataset(train, records, sampler, transform, common)
         dataset = TrimmedVideoDataset(records, sampler, transform, **common)
         self._check_not_empty(dataset, "train" if train else "test")
         return dataset
+
+    def _sharded_dataset(
+        self,
+        train: bool,
+        records: list[ClipRecord],
+        sampler: ClipSampler,
+        transform: Callable[..., Any] | None,
+        common: dict[str, Any],
+    ) -> Any:
+        """``shards``: the training split as a stream, the test split map-style from the chunks."""
+        split_dir = str(read_manifest(str(self.shards)).split_dir("train" if train else "test"))
+        if not train:
+            return TrimmedVideoDataset(
+                records, sampler, transform, media=ShardReader(split_dir, records), **common
+            )
+        if self.train_clips_per_video != 1:
+            raise ConfigError(
+                "train_clips_per_video",
+                f"a shard stream gives one clip per video and epoch, got {self.train_clips_per_video}; set 1",
+            )
+        # the clips' decoding and transform, without records: the stream supplies them
+        return ShardStream(split_dir, TrimmedVideoDataset([], sampler, transform, **common))
 
     def _check_not_empty(self, dataset: TrimmedVideoDataset, split: str) -> None:
         """Name the split that ``missing: skip`` emptied (else a sampler fails with num_samples=0)."""
@@ -732,8 +757,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         )
 
     def _train_transform(self) -> Callable[..., Any] | None:
-        from xmkd.data import transforms as T
-
         if self.train_transform == "xkd":
             views_class = XKDBatchViews if self.augment_on == "batch" else T.XKDVideoViews
             return views_class(
@@ -758,8 +781,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         return None
 
     def _eval_transform(self) -> tuple[Callable[..., Any] | None, int]:
-        from xmkd.data import transforms as T
-
         if self.eval_transform == "eval":
             transform = T.VideoEvalTransform(
                 size=self.crop_size, short_side=self.eval_short_side, num_crops=self.test_crops
@@ -818,8 +839,6 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         collate = collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures
         if train and self.shards is not None:
-            from xmkd.data.shards import shard_loader
-
             # a run resumed at an epoch boundary starts the stream at the trainer's epoch
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             return shard_loader(dataset, self.batch_size, self.num_workers, collate, self.pin_memory, epoch)

@@ -41,6 +41,7 @@ from xmkd.data.readers.untrimmed import (
     read_pkummd,
     read_tsu_json,
 )
+from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
 from xmkd.errors import BadInputPolicy, ConfigError, Failure, FeatureError
 from xmkd.fault import ResumableDataLoader
 
@@ -547,8 +548,6 @@ class UntrimmedVideoDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.format == "synthetic":
-            from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
-
             hp = self.hparams
             ensure_synthetic_untrimmed(
                 self.feature_root,

@@ -17,9 +17,12 @@ Everything after feature extraction is a pure function over numpy arrays.
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -28,8 +31,9 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from xmkd.data.bad_input import collate_with_failures
 from xmkd.errors import ConfigError
-from xmkd.metrics.classification import encode_video_ids
+from xmkd.metrics.classification import encode_video_id, encode_video_ids
 
 __all__ = [
     "DEFAULT_C_GRID",
@@ -37,6 +41,7 @@ __all__ = [
     "FeatureSet",
     "IndexedDataset",
     "SVMResult",
+    "cv_group_map",
     "cv_select_c",
     "extract_features",
     "fit_linear_svm",
@@ -161,8 +166,6 @@ def extract_features(
     shard and the shards are all-gathered and merged by index (:func:`merge_shards`), so every rank
     returns the same complete, index-ordered set.
     """
-    from xmkd.data.bad_input import collate_with_failures
-
     device = torch.device(device)
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     indexed = IndexedDataset(dataset)
@@ -387,3 +390,27 @@ def svm_protocol(
         num_test_clips=len(test),
         num_test_videos=len(v_labels),
     )
+
+
+_UCF_GROUP_RE = re.compile(r"_g(\d+)_c\d+$")
+
+
+def cv_group_map(dataset: str, data_root: str, records: list) -> dict[int, int]:
+    """Video code -> CV group, so C-selection folds hold out whole groups as the official splits do.
+
+    UCF101: the actor/scene group ``gXX`` of ``v_Class_gXX_cYY``; synthetic: the generator's scene
+    group (``dataset.json``); other datasets: none (each video its own group).
+    """
+    out: dict[int, int] = {}
+    if dataset == "ucf101":
+        for r in records:
+            m = _UCF_GROUP_RE.search(r.video_id)
+            if m:
+                out[encode_video_id(r.video_id)] = int(m.group(1))
+    elif dataset == "synthetic":
+        info = Path(data_root).parent / "dataset.json"
+        if info.is_file():
+            for clip in json.loads(info.read_text()).get("clips", []):
+                video_id = Path(clip["path"]).stem
+                out[encode_video_id(video_id)] = int(clip["group"])
+    return out

@@ -63,7 +63,9 @@ from xmkd.data.flow import (
     progress_bar,
     read_flow_file,
     remove_stale_temporaries,
+    resampled_frame_count,
 )
+from xmkd.data.video_io import probe
 from xmkd.errors import BadInputError, ConfigError, Failure
 from xmkd.models.masking import random_masking
 from xmkd.models.vit import (
@@ -461,9 +463,6 @@ def _entry_from_disk(
         f = read_flow_file(source)
         rate, duration, n = f.fps, f.duration_s, f.flow.shape[0]
     else:
-        from xmkd.data.flow import resampled_frame_count
-        from xmkd.data.video_io import probe
-
         info = probe(source)
         rate, duration = fps or info.fps, info.duration_s
         n = resampled_frame_count(duration, rate)

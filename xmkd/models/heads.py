@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from xmkd.models.linear import Linear
+
 
 def mean_patch_tokens(tokens: Tensor) -> Tensor:
     """Mean of the patch tokens of (B, 1 + N, D) encoder output, CLS excluded -> (B, D)."""
@@ -37,15 +39,15 @@ class DINOHead(nn.Module):
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(num_layers - 1):
-            layers += [nn.Linear(dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU()]
+            layers += [Linear(dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU()]
             dim = hidden_dim
-        layers.append(nn.Linear(dim, bottleneck_dim))
+        layers.append(Linear(dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer = weight_norm(Linear(bottleneck_dim, out_dim, bias=False))
         # DINO's fixed gain: g = 1 and frozen, so only the direction of each output row is learnt.
         gain = self.last_layer.parametrizations.weight.original0
         gain.data.fill_(1.0)

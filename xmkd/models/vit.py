@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from xmkd.models.linear import Linear
 from xmkd.models.masking import gather_tokens
 
 Modality = Literal["video", "audio"]
@@ -200,8 +201,8 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
         b, n, c = x.shape
@@ -216,6 +217,22 @@ class Attention(nn.Module):
             logits = (q[:, :, :1].float() @ k.float().transpose(-2, -1)) * scale
             cls_attn = logits.softmax(dim=-1)[:, :, 0, 1:]
         return out, cls_attn
+
+    def forward_packed(self, rows: Tensor, segments: Sequence[tuple[int, int]]) -> Tensor:
+        """Self-attention within each segment of ``rows``: (R, C) rows of several token batches.
+
+        ``segments``: the (batch, tokens) of each batch, in order, with ``sum(b * n) == R``. The two
+        projections run once over all rows (one larger matmul, and one weight gradient instead of a
+        gradient per batch summed afterwards); attention stays within each segment's sequences.
+        """
+        c = rows.shape[-1]
+        d = c // self.num_heads
+        qkv = self.qkv(rows)
+        outs = []
+        for chunk, (b, n) in zip(qkv.split([b * n for b, n in segments]), segments):
+            q, k, v = chunk.reshape(b, n, 3, self.num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+            outs.append(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b * n, c))
+        return self.proj(torch.cat(outs) if len(outs) > 1 else outs[0])
 
 
 class Block(nn.Module):
@@ -235,7 +252,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, return_cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -243,6 +260,15 @@ class Block(nn.Module):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
+
+    def forward_packed(self, rows: Tensor, segments: Sequence[tuple[int, int]]) -> Tensor:
+        """:meth:`forward` on the rows of several token batches at once (see
+        :meth:`Attention.forward_packed`); stochastic depth is per sample, so it needs ``p = 0`` or
+        eval mode (callers fall back to :meth:`forward` per batch otherwise)."""
+        if self.drop_path.p and self.training:
+            raise ValueError("forward_packed needs drop_path 0 in training (per-sample masks)")
+        rows = rows + self.attn.forward_packed(self.norm1(rows), segments)
+        return rows + self.mlp(self.norm2(rows))
 
 
 def make_blocks(
@@ -346,6 +372,15 @@ def audio_encoder_config(
     return EncoderConfig("audio", (mel_bins, frames), tuple(patch), 1, dim, num_heads=heads, **kw)
 
 
+@dataclass(frozen=True)
+class PackedInput:
+    """One input of :meth:`ViTEncoder.forward_many`: the arguments of :meth:`ViTEncoder.forward`."""
+
+    x: Tensor
+    keep_indices: Tensor | None = None
+    patches: Tensor | None = None
+
+
 class ViTEncoder(nn.Module):
     """ViT over video tubelets or spectrogram patches.
 
@@ -356,7 +391,7 @@ class ViTEncoder(nn.Module):
     def __init__(self, config: EncoderConfig, blocks: nn.ModuleList | None = None) -> None:
         super().__init__()
         self.config = config
-        self.patch_embed = nn.Linear(config.patch_dim, config.dim)
+        self.patch_embed = Linear(config.patch_dim, config.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, config.dim))
         self.apply(_init_weights)
@@ -442,6 +477,25 @@ class ViTEncoder(nn.Module):
         """Final-normed tokens (B, 1 + K, D), CLS first (``patches``: see :meth:`tokens`)."""
         return self.forward_with_attention(x, keep_indices, return_attention=False, patches=patches)[0]
 
+    def forward_many(self, inputs: Sequence[PackedInput]) -> list[Tensor]:
+        """:meth:`forward` of several inputs (e.g. the masked global view and the local views) in one
+        pass: the same values up to float reordering, each (B_i, 1 + K_i, D).
+
+        Every row-wise layer (norms, projections, MLP) runs once over the rows of all inputs, so
+        each weight sees one larger matmul and one gradient; attention stays within each input's
+        sequences. With stochastic depth in training each input runs through :meth:`forward`.
+        """
+        if self.training and any(blk.drop_path.p for blk in self.blocks):
+            return [self(i.x, i.keep_indices, i.patches) for i in inputs]
+        tokens = [self.tokens(i.x, i.keep_indices, i.patches) for i in inputs]
+        segments = [(t.shape[0], t.shape[1]) for t in tokens]
+        rows = torch.cat([t.reshape(-1, t.shape[-1]) for t in tokens]) if len(tokens) > 1 else tokens[0]
+        rows = rows.reshape(-1, tokens[0].shape[-1])
+        for blk in self.blocks:
+            rows = blk.forward_packed(rows, segments)
+        rows = self.norm(rows)
+        return [r.reshape(b, n, -1) for r, (b, n) in zip(rows.split([b * n for b, n in segments]), segments)]
+
     def patch_mean(self, x: Tensor) -> Tensor:
         """Clip feature for evaluation: the mean of the patch tokens after the final norm (B, D)."""
         return self(x)[:, 1:].mean(dim=1)
@@ -510,14 +564,14 @@ class MAEDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_patches = num_patches
-        self.embed = nn.Linear(encoder_dim, dim)
+        self.embed = Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, dim))
         self.blocks = make_blocks(dim, depth, num_heads, mlp_ratio, norm_eps=norm_eps)
         # Identity keeps the state_dict free of norm.* keys (a checkpoint of either layout fails
         # loudly on the other instead of silently keeping a fresh norm).
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
-        self.pred = nn.Linear(dim, patch_dim)
+        self.pred = Linear(dim, patch_dim)
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

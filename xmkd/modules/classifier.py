@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmkd.checkpoint_check import XKD, checkpoint_module_class, load_checkpoint_module, read_checkpoint
 from xmkd.errors import ConfigError
 from xmkd.eval.finetune_utils import (
     layer_decay_param_groups,
@@ -36,9 +37,12 @@ from xmkd.eval.finetune_utils import (
     soft_target_cross_entropy,
 )
 from xmkd.metrics.classification import VideoLevelAccuracy
+from xmkd.models.audio import LogMelSpectrogram
 from xmkd.models.vit import EncoderConfig, ViTEncoder, build_encoder, interpolate_pos_embed
 from xmkd.modules.data_checks import check_against_data, data_attribute
+from xmkd.modules.xkd import XKDPretrainer
 from xmkd.optim import build_adamw, param_groups_weight_decay, warmup_cosine_lambda
+from xmkd.viz import confusion_figure, confusion_matrix, log_images, run_log_dir, save_figure
 
 __all__ = ["VideoClassifier", "load_encoder_for_eval", "resize_encoder_input"]
 
@@ -49,8 +53,6 @@ _VIEW_STRIDE = 1000
 def encoder_from_xkd_checkpoint(path: str | Path, encoder_key: str = "student_video") -> ViTEncoder:
     """One encoder (``student_video``, ``student_audio``, ``teacher_video``, ``teacher_audio``) of an
     XKD Lightning checkpoint, as ``xmkd export`` would write it; other checkpoints are refused by name."""
-    from xmkd.export import XKD, checkpoint_module_class, load_checkpoint_module, read_checkpoint
-
     kind = checkpoint_module_class(read_checkpoint(path))
     if kind != XKD:
         raise ConfigError(
@@ -62,7 +64,6 @@ def encoder_from_xkd_checkpoint(path: str | Path, encoder_key: str = "student_vi
             "encoder_key",
             f"expected student_video | student_audio | teacher_video | teacher_audio, got {encoder_key!r}",
         )
-    from xmkd.modules.xkd import XKDPretrainer
 
     model = load_checkpoint_module(XKDPretrainer, path)
     return getattr(model, role)[modality]
@@ -225,8 +226,6 @@ class VideoClassifier(pl.LightningModule):
         """(B, N) 16 kHz waveform -> (B, mel_bins, frames) XKD log-mel, in float32 on the device."""
         mel = self._aux.get("melspec")
         if mel is None:
-            from xmkd.data.audio import LogMelSpectrogram
-
             mel = self._aux["melspec"] = LogMelSpectrogram(n_mels=self.encoder.config.input_size[0])
         mel = mel.to(waveform.device)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
@@ -307,7 +306,6 @@ class VideoClassifier(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        from xmkd.viz import confusion_figure, confusion_matrix, log_images, run_log_dir, save_figure
 
         k = self.hparams.num_classes
         names = data_attribute(trainer.datamodule, "class_names")

@@ -523,8 +523,11 @@ class AugmentedRGBStudent(DetectionModule):
             raise ConfigError(key, f"checkpoint not found: {path}")
         # LightningCLI builds the student inside its "given hyperparameters" context; loading the
         # teacher in that context would hand it the student's hyperparameters. A fresh context
-        # loads the teacher with its own.
-        return contextvars.Context().run(cls.load_from_checkpoint, path, map_location="cpu")
+        # loads the teacher with its own. Building the teacher initialises weights that the
+        # checkpoint then replaces: forked RNG, so the student initialises and trains the same at a
+        # seed whether its teacher comes from a checkpoint or as an instance.
+        with torch.random.fork_rng(devices=[]):
+            return contextvars.Context().run(cls.load_from_checkpoint, path, map_location="cpu")
 
     def set_teacher(self, teacher: TwoStreamTeacher) -> None:
         """Attach a frozen teacher without registering it as a submodule (not in parameters(),

@@ -32,16 +32,26 @@ from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
 from xmkd.distill.refinement import refine_pair
 from xmkd.errors import ConfigError
+from xmkd.models.audio import (
+    LogMelSpectrogram,
+    random_waveform_crops,
+    release_audio_local_views,
+    spectrogram_local_views,
+    volume_jitter,
+)
 from xmkd.models.heads import DINOHead, mean_patch_tokens
 from xmkd.models.masking import TokenMask, random_masking
 from xmkd.models.vit import (
     VIT_SIZES,
     MAEDecoder,
+    PackedInput,
     ViTEncoder,
     audio_encoder_config,
     load_exported_encoder,
     masked_mse,
     normalized_patch_target,
+    patchify_spectrogram,
+    patchify_video,
     save_exported_encoder,
     unpatchify_spectrogram,
     unpatchify_video,
@@ -49,6 +59,7 @@ from xmkd.models.vit import (
 )
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_lambda
+from xmkd.viz import run_log_dir
 
 __all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
 
@@ -68,7 +79,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
         mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
         audio_local_frames: width of the audio local views (112 frames = 1 s).
-        mel_scale, mel_norm: the log-mel filterbank (``xmkd.data.audio.mel_filterbank``): the
+        mel_scale, mel_norm: the log-mel filterbank (``xmkd.models.audio.mel_filterbank``): the
             release's librosa default ``slaney`` / ``slaney`` (its normalisation constants are for
             it), or torchaudio's ``htk`` / ``none``.
         mel_log_eps: the eps of ``log(mel + eps)`` (the release's float32 eps; xmkd used 1e-6).
@@ -360,8 +371,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     def melspec(self, device: torch.device) -> Any:
         mel = self._aux.get("melspec")
         if mel is None:
-            from xmkd.data.audio import LogMelSpectrogram  # the data layer's paper-recipe log-mel
-
             mel = self._aux["melspec"] = LogMelSpectrogram(
                 mel_scale=self.hparams.mel_scale, mel_norm=self.hparams.mel_norm, eps=self.hparams.mel_log_eps
             )
@@ -392,8 +401,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def release_audio_views(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         """The released XKD's audio views (``audio_views: release``; see the class docstring)."""
-        from xmkd.data.transforms import random_waveform_crops, release_audio_local_views, volume_jitter
-
         hp = self.hparams
         wave = waveform.float()
         if hp.audio_global_volume_jitter > 0:
@@ -426,8 +433,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def audio_local_views(self, spec: Tensor) -> Tensor:
         """(B, F, T) -> (B, L, F, audio_local_frames) time-only random crops (``audio_views: spectrogram``)."""
-        from xmkd.data.transforms import spectrogram_local_views
-
         views = spectrogram_local_views(spec, self.num_audio_local_views, self.hparams.audio_local_frames)
         views = views.squeeze(2) if views.ndim == 5 else views
         jitter = self.hparams.audio_local_volume_jitter
@@ -440,20 +445,27 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
 
-    def _student_global(self, m: str, x: Tensor, mask: TokenMask) -> tuple[Tensor, Tensor]:
-        """Masked global view -> (pooled features (B, D), reconstruction loss)."""
+    def _student_views(
+        self, m: str, x: Tensor, mask: TokenMask, local: Tensor | None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Masked global view and (B, L, ...) local views through the ``m`` student in one pass.
+
+        Returns (pooled global features (B, D), reconstruction loss, L pooled local features (B, D)).
+        ``forward_many`` runs the encoder's row-wise layers once over the global view's visible tokens
+        and all local views' tokens (view-major), so each weight sees one matmul and one gradient.
+        """
         enc = self.student[m]
         patches = enc.patchify(x)  # once, for the visible tokens and the target
-        tokens = enc(x, mask.keep_indices, patches=patches)
-        pred = self.decoders[m](tokens, mask.restore_indices)
+        inputs = [PackedInput(x, mask.keep_indices, patches)]
+        n_local = 0 if local is None else local.shape[1]
+        if n_local:
+            b = local.shape[0]
+            inputs.append(PackedInput(local.transpose(0, 1).reshape(b * n_local, *local.shape[2:])))
+        tokens = enc.forward_many(inputs)
+        pred = self.decoders[m](tokens[0], mask.restore_indices)
         target = normalized_patch_target(patches.float())
-        return mean_patch_tokens(tokens), masked_mse(pred, target, mask.mask)
-
-    def _student_local(self, m: str, views: Tensor) -> list[Tensor]:
-        """(B, L, ...) unmasked local views -> L pooled features (B, D), view-major batching."""
-        b, n = views.shape[:2]
-        flat = views.transpose(0, 1).reshape(b * n, *views.shape[2:])
-        return list(mean_patch_tokens(self.student[m](flat)).chunk(n))
+        pooled_local = list(mean_patch_tokens(tokens[1]).chunk(n_local)) if n_local else []
+        return mean_patch_tokens(tokens[0]), masked_mse(pred, target, mask.mask), pooled_local
 
     @torch.no_grad()
     def _teacher_outputs(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -503,8 +515,9 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         for m in MODALITIES:
             n = self.student[m].config.num_patches
             masks[m] = random_masking(b, n, ratios[m], device=video.device)
-            pooled_global[m], rec[m] = self._student_global(m, inputs[m], masks[m])
-            pooled_local[m] = self._student_local(m, local[m]) if counts[m] > 0 else []
+            pooled_global[m], rec[m], pooled_local[m] = self._student_views(
+                m, inputs[m], masks[m], local[m] if counts[m] > 0 else None
+            )
             # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
             # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
             views = [pooled_global[m], *pooled_local[m]]
@@ -730,7 +743,6 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             images[m] = reconstruction_grid(
                 x[0], mask.mask[0], pred[0], enc.config.modality, enc.config.patch_size
             )
-        from xmkd.viz import run_log_dir
 
         log_dir = run_log_dir(self.trainer)  # rank zero alone: trainer.log_dir would wait for the others
         if log_dir:
@@ -785,8 +797,6 @@ def reconstruction_grid(
     mean and std as in MAE's visualisation; visible patches show the input. Video shows the first
     frame of every tubelet side by side; each row shares one min-max scaling.
     """
-    from xmkd.models.vit import patchify_spectrogram, patchify_video
-
     x = x.detach().float().cpu()
     pred = pred.detach().float().cpu()
     mask = mask.detach().bool().cpu()

@@ -34,11 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
+import torch
 
+from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+from xmkd.data.untrimmed import UntrimmedVideoDataModule
 from xmkd.errors import ConfigError
+from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
+from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
+from xmkd.pipelines.report import markdown_lines
 from xmkd.pipelines.seeds import detection_table_row, mean_std, parse_seeds, pm
+from xmkd.runner import run_lightning_cli
+from xmkd.runs import atomic_write_text, list_versions, update_results, write_json
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "detection"
 PIPELINE_DIR = "distill-detection"
@@ -214,10 +221,7 @@ def markdown_table(entries: Sequence[Mapping[str, Any]], cost: Mapping[str, Any]
     then the inference-cost table."""
     rgb = next((e for e in entries if e["name"] == "rgb"), None)
     teacher = next((e for e in entries if e["name"] == "teacher"), None)
-    lines = [
-        "| row | per-frame mAP (%) | Charades 25-pt mAP (%) | vs RGB only | gap closed | seeds |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    cells = []
     for e in entries:
         gain = f"{(e['map_mean'] - rgb['map_mean']) * 100:+.1f}" if rgb is not None and e is not rgb else ""
         closed = ""
@@ -225,16 +229,29 @@ def markdown_table(entries: Sequence[Mapping[str, Any]], cost: Mapping[str, Any]
             frac = gap_closed(e["map_mean"], rgb["map_mean"], teacher["map_mean"])
             closed = f"{100 * frac:.0f} %" if frac is not None else ""
         seeds = ", ".join(f"{v * 100:.1f}" for v in e["seeds"])
-        lines.append(
-            f"| {e['label']} | {pm(e['map_mean'], e['map_std'])} | "
-            f"{pm(e['map_25_mean'], e['map_25_std'])} | {gain} | {closed} | {seeds} |"
+        cells.append(
+            [
+                e["label"],
+                pm(e["map_mean"], e["map_std"]),
+                pm(e["map_25_mean"], e["map_25_std"]),
+                gain,
+                closed,
+                seeds,
+            ]
         )
+    header = ["row", "per-frame mAP (%)", "Charades 25-pt mAP (%)", "vs RGB only", "gap closed", "seeds"]
+    lines = markdown_lines(header, cells)
     checks = preconditions(entries)
     if checks:
-        lines += ["", "| precondition of the world | measured | holds |", "| --- | --- | --- |"]
-        for c in checks:
-            value = f"{100 * c['value']:.1f} points" if c["name"] == "c" else f"{c['value']:.2f}"
-            lines.append(f"| ({c['name']}) {c['what']} | {value} | {'yes' if c['holds'] else 'NO'} |")
+        measured = [
+            [
+                f"({c['name']}) {c['what']}",
+                f"{100 * c['value']:.1f} points" if c["name"] == "c" else f"{c['value']:.2f}",
+                "yes" if c["holds"] else "NO",
+            ]
+            for c in checks
+        ]
+        lines += ["", *markdown_lines(["precondition of the world", "measured", "holds"], measured)]
     verdict = student_verdict(entries)
     if verdict is not None:
         closed = verdict["gap_closed"]
@@ -246,14 +263,24 @@ def markdown_table(entries: Sequence[Mapping[str, Any]], cost: Mapping[str, Any]
             f"(target {100 * TARGET_GAP_CLOSED:.0f} %): {'met' if verdict['holds'] else 'NOT met'}.",
         ]
     if cost:
+        header = ["inference (RGB student vs two-stream teacher)", "student", "teacher", "ratio"]
+        figures = [
+            [
+                "parameters",
+                f"{cost['student_params']:,}",
+                f"{cost['teacher_params']:,}",
+                f"{cost['student_params'] / cost['teacher_params']:.2f}",
+            ],
+            [
+                f"median time per video (ms, batch 1, {cost['videos']} videos)",
+                f"{cost['student_ms']:.2f}",
+                f"{cost['teacher_ms']:.2f}",
+                f"{cost['student_ms'] / cost['teacher_ms']:.2f}",
+            ],
+        ]
         lines += [
             "",
-            "| inference (RGB student vs two-stream teacher) | student | teacher | ratio |",
-            "| --- | --- | --- | --- |",
-            f"| parameters | {cost['student_params']:,} | {cost['teacher_params']:,} | "
-            f"{cost['student_params'] / cost['teacher_params']:.2f} |",
-            f"| median time per video (ms, batch 1, {cost['videos']} videos) | "
-            f"{cost['student_ms']:.2f} | {cost['teacher_ms']:.2f} | {cost['student_ms'] / cost['teacher_ms']:.2f} |",
+            *markdown_lines(header, figures),
             "",
             "Head time only: the teacher also needs optical flow at test time, which the student does not.",
         ]
@@ -270,10 +297,6 @@ def collect_batches(datamodule: Any) -> list[dict[str, Any]]:
 def evaluate(model: Any, batches: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Per-frame mAP and Charades 25-point mAP of ``model`` over ``batches`` (the metrics the
     validation loop logs, computed here directly so the test split never enters a Trainer)."""
-    import torch
-
-    from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
-
     frame, loc = PerFrameMAP(), CharadesLocalizationMAP()
     model.eval()
     with torch.inference_mode():
@@ -317,8 +340,6 @@ def inference_cost(
 ) -> dict[str, Any]:
     """Median per-video forward time (ms, batch 1; best of ``repeats`` per video, student and
     teacher interleaved so machine noise hits both alike) and inference parameter counts."""
-    import torch
-
     videos = single_video_batches(batches)
     times: dict[str, list[float]] = {"student": [], "teacher": []}
     models = {"student": student.eval(), "teacher": teacher.eval()}
@@ -344,37 +365,6 @@ def inference_cost(
 
 
 # ---------------------------------------------------------------------------------------- training
-class AttachFrozenTeacher(L.Callback):
-    """Loads a ``TwoStreamTeacher`` checkpoint at setup and attaches it, frozen, to the student.
-
-    Why not the student's own ``teacher_checkpoint``: that loads the teacher inside the student's
-    ``__init__``, which LightningCLI runs within its given-hyperparameters context, so the teacher's
-    ``save_hyperparameters`` picks up the STUDENT's config (no ``aux_modality``; heads built with
-    the student's sizes). Callbacks set up before the module, so the student's fit-time check
-    that a teacher is loaded still holds. Drop this once the module loads the teacher in a fresh
-    ``contextvars.Context()``.
-    """
-
-    def __init__(self, checkpoint: str) -> None:
-        self.checkpoint = checkpoint
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        from xmkd.modules.detection import TwoStreamTeacher
-
-        if getattr(pl_module, "teacher", None) is None:
-            if not Path(self.checkpoint).is_file():
-                raise ConfigError("checkpoint", f"teacher checkpoint not found: {self.checkpoint}")
-            pl_module.set_teacher(TwoStreamTeacher.load_from_checkpoint(self.checkpoint, map_location="cpu"))
-
-
-def teacher_dims(checkpoint: Path) -> tuple[int, int]:
-    """(embedding, aux embedding) widths of a teacher checkpoint, read from its hyperparameters."""
-    import torch
-
-    hp = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
-    return int(hp["channels"]), int(hp["channels"])
-
-
 def _best_checkpoint(run_dir: Path) -> Path:
     results = json.loads((run_dir / "results.json").read_text())
     best = results.get("best_checkpoint") or results.get("last_checkpoint")
@@ -402,10 +392,6 @@ def train_run(
 ) -> tuple[Any, Path, Path]:
     """Fit one row for one seed in this process; returns (model with the best weights, run folder,
     best checkpoint)."""
-    import torch
-
-    from xmkd.cli import run_lightning_cli
-
     annotations = world.annotations
     argv = [
         "fit",
@@ -425,14 +411,8 @@ def train_run(
         "--data.init_args.eval_subset", "validation",
     ]  # fmt: skip
     if row.is_student:
-        callback = {
-            "class_path": f"{__name__}.AttachFrozenTeacher",
-            "init_args": {"checkpoint": str(teacher_ckpt)},
-        }
         argv += [
-            "--model.init_args.teacher_checkpoint", "null",
-            "--model.init_args.teacher_dims", json.dumps(list(teacher_dims(teacher_ckpt))),
-            "--trainer.callbacks", json.dumps([callback]),
+            "--model.init_args.teacher_checkpoint", str(teacher_ckpt),
             "--model.init_args.distill", json.dumps(dict(row.distill)),
             "--model.init_args.distill_options", json.dumps(dict(row.options)),
         ]  # fmt: skip
@@ -447,8 +427,6 @@ def train_run(
 def prepare_world(args: argparse.Namespace, scale: int = 1) -> WorldData:
     """Generate the synthetic world if missing (``scale`` > 1: the same world with ``scale`` times its
     training videos, in its own folder); write its annotations with a carved validation split."""
-    from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
-
     root = Path(args.feature_root)
     base = ensure_synthetic_untrimmed(
         root, args.world, videos=args.synthetic_videos, classes=12, seed=0, pose=False
@@ -472,8 +450,6 @@ def prepare_world(args: argparse.Namespace, scale: int = 1) -> WorldData:
 
 
 def load_test_batches(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from xmkd.data.untrimmed import UntrimmedVideoDataModule
-
     dm = UntrimmedVideoDataModule(
         format="synthetic",
         synthetic_world=args.world,
@@ -553,8 +529,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     rows = parse_rows(args.rows)
     seeds = parse_seeds(str(args.seeds))
     if args.feature_root is None:
@@ -579,8 +553,6 @@ def run(args: argparse.Namespace) -> int:
 def finished_run(runs_root: Path, row: str, seed: int, epochs: int) -> dict[str, Any] | None:
     """The newest finished run of ``row``/``seed`` (its results.json has a ``test`` entry and it
     trained ``epochs`` epochs), for ``--resume``; None when there is none."""
-    from xmkd.runs import list_versions
-
     for run_dir in reversed(list_versions(runs_root / PIPELINE_DIR / f"{row}-seed{seed}")):
         path = run_dir / "results.json"
         if not path.is_file():
@@ -599,8 +571,6 @@ def finished_run(runs_root: Path, row: str, seed: int, epochs: int) -> dict[str,
 
 def load_for_inference(row: Row, checkpoint: str | Path) -> Any:
     """A trained model from its checkpoint (a student without its teacher: inference needs none)."""
-    from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
-
     cls = (
         AugmentedRGBStudent
         if row.is_student
@@ -619,8 +589,6 @@ def _write_outputs(
     meta: Mapping[str, Any],
     complete: bool,
 ) -> str:
-    from xmkd.runs import atomic_write_text, write_json
-
     entries = []
     for name in rows:
         if per_row[name]:
@@ -654,8 +622,6 @@ def _write_outputs(
 
 
 def _run_table(args: argparse.Namespace, rows: list[str], seeds: list[int]) -> int:
-    from xmkd.runs import update_results
-
     start = time.perf_counter()
     out_dir = Path(args.runs_dir) / PIPELINE_DIR
     worlds = {scale: prepare_world(args, scale) for scale in sorted({ROWS[r].data_scale for r in rows} | {1})}

@@ -21,14 +21,15 @@ Smaller than the feature-level table (``distill-detection``) so that the chain f
 on 2 cores: 40 videos of 8-14 s at 64x64, heads of 64 channels and 3 blocks, 2 seeds, 4 rows (no
 distillation baselines). Writes ``runs/distill-detection-raw/results.json`` and ``table.md``.
 
-Stage 5 builds the detectors with :mod:`xmkd.modules.detection` and a plain Lightning Trainer;
-when the feature-level pipeline (``xmkd.pipelines.distill_detection``) offers a function that
-runs its table over a given feature folder, stage 5 should call it instead.
+Stage 5 trains each detector (:mod:`xmkd.modules.detection`) through :func:`xmkd.runner.run_lightning_cli`,
+each in its run folder ``<out>/runs/<row>-seed<seed>/version_N`` with its resolved config; the student
+reads the teacher run's ``last.ckpt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -38,7 +39,9 @@ import numpy as np
 import torch
 
 from xmkd.data.flow import compute_flow_folder, read_flow_file
+from xmkd.data.readers.untrimmed import read_charades_csv
 from xmkd.data.synthetic_raw_untrimmed import ensure_synthetic_raw_untrimmed
+from xmkd.data.untrimmed import UntrimmedVideoDataModule, frame_labels
 from xmkd.errors import ConfigError
 from xmkd.features.extract import (
     IMAGENET_MEAN,
@@ -50,7 +53,10 @@ from xmkd.features.extract import (
     train_mae_encoder,
 )
 from xmkd.models.vit import EncoderConfig, build_encoder, save_exported_encoder
+from xmkd.pipelines.report import markdown_lines
 from xmkd.pipelines.seeds import detection_table_row
+from xmkd.runner import run_lightning_cli
+from xmkd.runs import last_checkpoint
 
 ROWS = ("rgb", "flow", "teacher", "student")
 ROW_NAMES = {
@@ -67,8 +73,6 @@ def encoder_config(in_chans: int, size: int, frames: int, dim: int, depth: int) 
 
 
 def _training_ids(root: Path) -> list[str]:
-    import csv
-
     with (root / "Charades_v1_train.csv").open(newline="") as f:
         return [row["id"] for row in csv.DictReader(f)]
 
@@ -120,49 +124,73 @@ def train_encoders(
     return info
 
 
-def detection_row(
-    row: str, feature_root: Path, data: Path, seed: int, epochs: int, channels: int, blocks: int, lr: float,
-    teacher: Any = None,
-) -> tuple[float, Any]:  # fmt: skip
-    """Train one detector of the table and return (test per-frame mAP, the trained module)."""
-    import lightning as L
+#: The LightningModule of each row of the table.
+ROW_MODELS = {
+    "rgb": "xmkd.modules.detection.SingleStreamDetector",
+    "flow": "xmkd.modules.detection.SingleStreamDetector",
+    "teacher": "xmkd.modules.detection.TwoStreamTeacher",
+    "student": "xmkd.modules.detection.AugmentedRGBStudent",
+}
 
-    from xmkd.data.untrimmed import UntrimmedVideoDataModule
-    from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher
 
-    L.seed_everything(seed, workers=True, verbose=False)
-    dm = UntrimmedVideoDataModule(
-        format="charades_csv",
-        annotations=[str(data / "Charades_v1_train.csv"), str(data / "Charades_v1_test.csv")],
-        classes_file=str(data / "Charades_v1_classes.txt"),
-        feature_root=str(feature_root),
-        modalities=["rgb", "flow"],
-        max_len=None,
-        batch_size=8,
-    )
+def detection_argv(
+    row: str, feature_root: Path, data: Path, runs_dir: Path, seed: int, epochs: int, channels: int,
+    blocks: int, lr: float, teacher_checkpoint: Path | None = None,
+) -> list[str]:  # fmt: skip
+    """The ``fit`` arguments of one detector of the table: its run ``<runs_dir>/<row>-seed<seed>``
+    trains ``epochs`` epochs and is scored once, after the last (no model selection)."""
+    if row not in ROW_MODELS:
+        raise ConfigError("rows", f"unknown row {row!r}; expected one of {ROWS}")
+    data_args = {
+        "format": "charades_csv",
+        "annotations": [str(data / "Charades_v1_train.csv"), str(data / "Charades_v1_test.csv")],
+        "classes_file": str(data / "Charades_v1_classes.txt"),
+        "feature_root": str(feature_root),
+        "modalities": ["rgb", "flow"],
+        "max_len": None,
+        "batch_size": 8,
+    }
+    # the heads' input sizes are the features' (read from the folder, as the data module reads them)
+    dm = UntrimmedVideoDataModule(**data_args)
     dims = dm.feature_dims
-    common = {
+    data_args["num_classes"] = dm.num_classes  # Lightning merges the data's and the model's hparams
+    model_args: dict[str, Any] = {
         "num_classes": dm.num_classes, "head": "pdan", "channels": channels, "num_blocks": blocks,
         "dropout": 0.3, "lr": lr, "plot_videos": 0,
     }  # fmt: skip
     if row in ("rgb", "flow"):
-        model: L.LightningModule = SingleStreamDetector(modality=row, input_dim=dims[row], **common)
+        model_args.update(modality=row, input_dim=dims[row])
     elif row == "teacher":
-        model = TwoStreamTeacher(aux_modality="flow", rgb_dim=dims["rgb"], aux_dim=dims["flow"], **common)
-    elif row == "student":
-        if teacher is None:
-            raise ConfigError("rows", "the student row needs the teacher row")
-        model = AugmentedRGBStudent(teacher=teacher, rgb_dim=dims["rgb"], cache_teacher=True, **common)
+        model_args.update(aux_modality="flow", rgb_dim=dims["rgb"], aux_dim=dims["flow"])
     else:
-        raise ConfigError("rows", f"unknown row {row!r}; expected one of {ROWS}")
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        check_val_every_n_epoch=epochs, deterministic=False,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    result = trainer.validate(model, datamodule=dm, verbose=False)[0]
-    return float(result["val/map"]), model
+        if teacher_checkpoint is None:
+            raise ConfigError("rows", "the student row needs the teacher row")
+        model_args.update(teacher_checkpoint=str(teacher_checkpoint), rgb_dim=dims["rgb"], cache_teacher=True)
+    trainer_args = {
+        "max_epochs": epochs, "accelerator": "auto", "devices": 1, "enable_progress_bar": False,
+        "enable_model_summary": False, "num_sanity_val_steps": 0, "check_val_every_n_epoch": epochs,
+        "deterministic": False,
+    }  # fmt: skip
+    return [
+        "fit",
+        "--seed_everything", str(seed),
+        "--experiment", f"{row}-seed{seed}",
+        "--runs_dir", str(runs_dir),
+        "--model", json.dumps({"class_path": ROW_MODELS[row], "init_args": model_args}),
+        "--data", json.dumps({"class_path": f"{UntrimmedVideoDataModule.__module__}.UntrimmedVideoDataModule", "init_args": data_args}),
+        *(f"--trainer.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in trainer_args.items()),
+    ]  # fmt: skip
+
+
+def detection_row(argv: list[str]) -> tuple[float, Path]:
+    """Train one detector of the table through the runner (its own run folder and resolved config);
+    return (test per-frame mAP after the last epoch, the run's ``last.ckpt``)."""
+    cli = run_lightning_cli(argv)
+    result = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    last = last_checkpoint(cli.run_dir)
+    if last is None:
+        raise FileNotFoundError(f"{cli.run_dir}: no last.ckpt written")
+    return float(result["val/map"]), last
 
 
 def table_rows(per_row: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -176,14 +204,17 @@ def table_rows(per_row: dict[str, list[float]]) -> list[dict[str, Any]]:
 
 def format_table(results: dict[str, Any]) -> str:
     """Markdown table: one line per row, mean +- std over seeds of the test per-frame mAP."""
-    lines = [
-        "| model | test per-frame mAP (mean ± std over seeds) | seeds |",
-        "| --- | --- | --- |",
-    ]
-    for row, r in results["rows"].items():
-        lines.append(
-            f"| {ROW_NAMES.get(row, row)} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {len(r['per_seed'])} |"
-        )
+    lines = markdown_lines(
+        ["model", "test per-frame mAP (mean ± std over seeds)", "seeds"],
+        [
+            [
+                ROW_NAMES.get(row, row),
+                f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}",
+                str(len(r["per_seed"])),
+            ]
+            for row, r in results["rows"].items()
+        ],
+    )
     lines.append("")
     lines.append(f"chance (mean positive rate over classes): {100 * results['chance_map']:.1f}")
     return "\n".join(lines) + "\n"
@@ -192,9 +223,6 @@ def format_table(results: dict[str, Any]) -> str:
 def chance_map(data: Path) -> float:
     """Per-frame mAP of constant scores = mean over classes of the positive fraction of test steps
     (1 step per 1/3 s), a reference for the table."""
-    from xmkd.data.readers.untrimmed import read_charades_csv
-    from xmkd.data.untrimmed import frame_labels
-
     ann = read_charades_csv([data / "Charades_v1_test.csv"], data / "Charades_v1_classes.txt")
     labels = np.concatenate(
         [
@@ -272,10 +300,13 @@ def run_pipeline(
     for seed in range(seeds):
         teacher = None
         for row in rows:
-            score, model = detection_row(row, feature_root, data, seed, epochs, channels, blocks, lr, teacher)
+            argv = detection_argv(
+                row, feature_root, data, out / "runs", seed, epochs, channels, blocks, lr, teacher
+            )
+            score, checkpoint = detection_row(argv)
             per_row[row].append(score)
             if row == "teacher":
-                teacher = model
+                teacher = checkpoint
             print(f"distill-detection-raw: seed {seed} {row}: test mAP {100 * score:.1f}", flush=True)
     timings["detection"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all

@@ -24,9 +24,13 @@ from typing import Any
 
 import torch
 
+from xmkd.models.vit import build_encoder, save_exported_encoder
 from xmkd.pipelines import finetune as ft
 from xmkd.pipelines import linear_eval as le
+from xmkd.pipelines.pretrain_xkd import fit_argv, pretrain_with_control
+from xmkd.pipelines.report import markdown_lines
 from xmkd.pipelines.seeds import RECIPE_THREADS
+from xmkd.runs import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_random_encoder(like: Path, out: Path, seed: int = 0) -> Path:
     """A freshly initialised encoder with ``like``'s architecture, exported next to the others."""
-    from xmkd.models.vit import build_encoder, save_exported_encoder
-
     torch.manual_seed(seed)
     config = json.loads(like.with_suffix(".json").read_text())
     return save_exported_encoder(build_encoder(config), out)
@@ -68,8 +70,6 @@ def export_random_encoder(like: Path, out: Path, seed: int = 0) -> Path:
 
 def pretrain_reconstruction_only(args: argparse.Namespace, out: Path) -> Path:
     """Pretrain with the reconstruction term only and export its encoders under ``out``."""
-    from xmkd.pipelines.pretrain_xkd import fit_argv, pretrain_with_control
-
     overrides = ["model.init_args.loss_weights={da: 0.0, kd: 0.0, rec: 1.0}"]
     argv = fit_argv(
         args.pretrain_config,
@@ -89,21 +89,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return "-"
         return f"{100 * block['mean'][key]:.1f} ± {100 * block['std'][key]:.1f}"
 
-    lines = [
-        "| encoder | SVM video top-1 | SVM clip top-1 | fine-tune video top-1 | fine-tune clip top-1 |",
-        "| --- | --- | --- | --- | --- |",
+    header = ["encoder", "SVM video top-1", "SVM clip top-1", "fine-tune video top-1", "fine-tune clip top-1"]
+    cells = [
+        [
+            r["name"],
+            cell(r["svm"]),
+            cell(r["svm"], "clip_top1"),
+            cell(r.get("finetune")),
+            cell(r.get("finetune"), "clip_top1"),
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {cell(r['svm'])} | {cell(r['svm'], 'clip_top1')} | {cell(r.get('finetune'))} | "
-            f"{cell(r.get('finetune'), 'clip_top1')} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(markdown_lines(header, cells))
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmkd.runs import write_json
-
     start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)

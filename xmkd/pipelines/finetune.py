@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from xmkd.callbacks import scalar_metrics
 from xmkd.errors import ConfigError
 from xmkd.pipelines.linear_eval import FOLDS, default_encoder, summarize
 from xmkd.pipelines.seeds import RECIPE_THREADS
+from xmkd.runner import run_lightning_cli
+from xmkd.runs import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("video_top1", "clip_top1", "video_top5", "clip_top5")
@@ -65,8 +69,6 @@ def fold_argv(
     config: Path, fold: int, ckpt: Path, out: Path, args: argparse.Namespace, extra: list[str]
 ) -> list[str]:
     """The ``xmkd fit`` arguments of one fold; clip length / crop follow the encoder (or input_size)."""
-    import yaml
-
     cfg = yaml.safe_load(config.read_text())
     input_size = (
         cfg.get("model", {}).get("init_args", {}).get("input_size") or encoder_shape(ckpt)["input_size"]
@@ -94,9 +96,6 @@ def finetune_all_folds(
     ckpt: Path, args: argparse.Namespace, out: Path, extra: list[str] | None = None
 ) -> dict[str, Any]:
     """Run every fold; per-fold and mean/std metrics (last epoch), the encoder and the run folders."""
-    from xmkd.callbacks import scalar_metrics
-    from xmkd.cli import run_lightning_cli
-
     config = Path(args.config) if args.config else default_config(args.recipe, args.dataset)
     if not config.is_file():
         raise ConfigError("config", f"{config} not found")
@@ -132,8 +131,6 @@ def finetune_all_folds(
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmkd.runs import write_json
-
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = [a for a in (args.extra or []) if a != "--"]

@@ -16,9 +16,7 @@ settings and timings, and ``<out>/embedding_tsne.png``, a t-SNE map of the test 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,25 @@ import numpy as np
 import torch
 import yaml
 
+from xmkd.data import transforms as T
+from xmkd.data.readers.esc50 import AudioClipDataset, read_esc50
+from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.data.trimmed import (
+    RandomClipSampler,
+    TrimmedVideoDataset,
+    UniformClipSampler,
+    read_trimmed_annotations,
+    synthetic_layout,
+)
 from xmkd.errors import ConfigError
+from xmkd.eval.knn import knn_top1
+from xmkd.eval.svm import DEFAULT_C_GRID, cv_group_map, extract_features, svm_protocol, video_level_scores
+from xmkd.metrics.classification import encode_video_ids
+from xmkd.models.audio import LogMelSpectrogram
+from xmkd.modules.classifier import load_encoder_for_eval
+from xmkd.pipelines import pretrain_xkd
+from xmkd.runs import write_json
+from xmkd.viz import save_embedding_map
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "esc50")
 FOLDS = {"synthetic": (1, 2, 3), "ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc50": (1, 2, 3, 4, 5)}
@@ -93,9 +109,9 @@ def default_encoder(modality: str = "video", pretrain_if_missing: bool = True) -
     path = PRETRAIN_DIR / f"student_{modality}.pt"
     if not path.is_file() and pretrain_if_missing:
         print(f"xmkd: {path} not found; running `xmkd pipeline pretrain-xkd` first", flush=True)
-        from xmkd.cli import main
-
-        code = main(["pipeline", "pretrain-xkd"])
+        parser = argparse.ArgumentParser()
+        pretrain_xkd.add_arguments(parser)
+        code = pretrain_xkd.run(parser.parse_args([]))
         if code:
             raise ConfigError("ckpt", f"pretrain-xkd failed (exit {code}); pass an encoder with --ckpt")
     if not path.is_file():
@@ -114,14 +130,11 @@ def audio_seconds_for(frames: int) -> float:
 def fold_splits(dataset: str, root: str, splits: str | None, folds: list[int]) -> tuple[list[str], dict]:
     """Class names and, per fold, (train records, test records)."""
     if dataset == "esc50":
-        from xmkd.data.readers.esc50 import read_esc50
-
         out = {}
         for k in folds:
             ann = read_esc50(root, k)
             out[k] = (ann.split("train"), ann.split("test"))
         return ann.class_names, out
-    from xmkd.data.trimmed import read_trimmed_annotations
 
     out = {}
     names: list[str] = []
@@ -129,32 +142,6 @@ def fold_splits(dataset: str, root: str, splits: str | None, folds: list[int]) -
         names, train, test = read_trimmed_annotations(dataset, root, splits, fold=k)
         out[k] = (train, test)
     return names, out
-
-
-_UCF_GROUP_RE = re.compile(r"_g(\d+)_c\d+$")
-
-
-def cv_group_map(dataset: str, data_root: str, records: list) -> dict[int, int]:
-    """Video code -> CV group, so C-selection folds hold out whole groups as the official splits do.
-
-    UCF101: the actor/scene group ``gXX`` of ``v_Class_gXX_cYY``; synthetic: the generator's scene
-    group (``dataset.json``); other datasets: none (each video its own group).
-    """
-    from xmkd.metrics.classification import encode_video_id
-
-    out: dict[int, int] = {}
-    if dataset == "ucf101":
-        for r in records:
-            m = _UCF_GROUP_RE.search(r.video_id)
-            if m:
-                out[encode_video_id(r.video_id)] = int(m.group(1))
-    elif dataset == "synthetic":
-        info = Path(data_root).parent / "dataset.json"
-        if info.is_file():
-            for clip in json.loads(info.read_text()).get("clips", []):
-                video_id = Path(clip["path"]).stem
-                out[encode_video_id(video_id)] = int(clip["group"])
-    return out
 
 
 def union_records(per_fold: dict) -> list:
@@ -170,9 +157,6 @@ def build_datasets(
 ) -> tuple[Any, Any, int]:
     """(augmented training clips, multi-view test views, crops per test clip) over ``records``."""
     if modality == "audio":
-        from xmkd.data.readers.esc50 import AudioClipDataset
-        from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataset, UniformClipSampler
-
         seconds = audio_seconds_for(encoder_config.input_size[1])
         if args.dataset == "esc50":
             train = AudioClipDataset(records, seconds, args.train_clips, random=True)
@@ -184,8 +168,6 @@ def build_datasets(
         train = TrimmedVideoDataset(records, RandomClipSampler(args.train_clips), **common)
         test = TrimmedVideoDataset(records, UniformClipSampler(args.test_clips), **common)
         return train, test, 1
-    from xmkd.data import transforms as T
-    from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataset, UniformClipSampler
 
     frames, size = encoder_config.input_size[0], encoder_config.input_size[1]
     if args.train_augment == "crop-flip":
@@ -207,7 +189,6 @@ def feature_function(encoder: torch.nn.Module, modality: str) -> Any:
     """batch -> (B, D) clip features of the frozen encoder (patch mean after the final norm)."""
     if modality == "video":
         return lambda batch: encoder.patch_mean(batch["video"])
-    from xmkd.data.audio import LogMelSpectrogram
 
     frames = encoder.config.input_size[1]
     mel = LogMelSpectrogram(n_mels=encoder.config.input_size[0])
@@ -243,11 +224,6 @@ def evaluate_encoder(
     """Extract features once, run the SVM protocol on every fold, and the weighted kNN (k = 20,
     cosine, T = 0.07; video level) on the same features; the results dict. ``figure_dir``: also a
     t-SNE map of the test videos (mean of their views), coloured by class (``embedding_tsne.png``)."""
-    from xmkd.eval.knn import knn_top1
-    from xmkd.eval.svm import DEFAULT_C_GRID, extract_features, svm_protocol, video_level_scores
-    from xmkd.metrics.classification import encode_video_ids
-    from xmkd.modules.classifier import load_encoder_for_eval
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = load_encoder_for_eval(encoder_path).to(device).eval()
     modality = args.modality or encoder.config.modality
@@ -291,8 +267,6 @@ def evaluate_encoder(
     t3 = time.perf_counter()
     figures = {}
     if figure_dir is not None:
-        from xmkd.viz import save_embedding_map
-
         videos, labels, _ = video_level_scores(test_feats.features, test_feats.labels, test_feats.groups)
         if len(videos) >= 3:
             path = figure_dir / "embedding_tsne.png"
@@ -333,15 +307,11 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.data is None:
         if not synthetic:
             raise ConfigError("data", f"--data is required for {args.dataset}")
-        from xmkd.data.synthetic_av import ensure_synthetic_av
-        from xmkd.data.trimmed import synthetic_layout
 
         root = ensure_synthetic_av(SYNTHETIC_DATA, **SYNTHETIC_OPTIONS)
         videos, splits = synthetic_layout(root)
         args.data, args.splits = str(videos), args.splits or str(splits)
     elif synthetic and args.splits is None:
-        from xmkd.data.trimmed import synthetic_layout
-
         videos, splits = synthetic_layout(args.data)
         args.data, args.splits = str(videos), str(splits)
     if args.dataset in ("ucf101", "hmdb51") and args.splits is None:
@@ -354,8 +324,6 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmkd.runs import write_json
-
     defaults = vars(_defaults())
     args = resolve_defaults(apply_config(args, defaults))
     modality = args.modality or ("audio" if args.dataset == "esc50" else "video")

@@ -1,11 +1,11 @@
 """``xmkd pipeline pretrain-xkd`` (``make pretrain-xkd``): XKD pretraining that proves it learns.
 
 1. Pretrains XKD with ``experiments/xkd/xkd_tiny_synthetic.yaml`` (or ``--config``) through
-   :func:`xmkd.cli.run_lightning_cli` (run folder ``runs/pretrain-xkd/version_N``); the synthetic
+   :func:`xmkd.runner.run_lightning_cli` (run folder ``runs/pretrain-xkd/version_N``); the synthetic
    audio-visual set is generated on first use by the datamodule.
 2. Alongside, in the same run, the same online linear probe (same initial weights, same lr and
    schedule, same batches, same number of steps) is trained on a FROZEN copy of the encoders as they
-   were initialised: :class:`XKDWithRandomInitProbe`. Sharing the batches makes the control exact and
+   were initialised: :class:`xmkd.modules.xkd_control.XKDWithRandomInitProbe`. Sharing the batches makes the control exact and
    costs one no-grad encoder pass per step (over the visible tokens only, with ``probe_view:
    masked``) instead of a second run with its own data loading.
 3. Scores both probes on the validation split (the online probe: a monitor, see below).
@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import resource
 import statistics
 import time
@@ -34,166 +33,34 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torch import Tensor
 
-from xmkd.distill.ema import freeze_
-from xmkd.models.heads import mean_patch_tokens
-from xmkd.models.masking import TokenMask
-from xmkd.modules.xkd import MODALITIES, XKDPretrainer
+from xmkd.eval.knn import knn_top1
+from xmkd.eval.svm import FeatureSet, cv_group_map, svm_protocol
+from xmkd.metrics.classification import encode_video_ids
+from xmkd.modules.data_checks import data_attribute
+from xmkd.modules.xkd_control import XKDWithRandomInitProbe
+from xmkd.pipelines.report import key_value_table, percent
 from xmkd.pipelines.seeds import RECIPE_THREADS, mean_std, parse_seeds, pm
+from xmkd.runner import run_lightning_cli
 from xmkd.runs import write_json
+from xmkd.viz import save_embedding_map
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "experiments" / "xkd" / "xkd_tiny_synthetic.yaml"
-MODEL_CLASS = f"{__name__}.XKDWithRandomInitProbe"
+MODEL_CLASS = f"{XKDWithRandomInitProbe.__module__}.XKDWithRandomInitProbe"
 #: Validation never runs inside fit; the pipeline scores the probes once, after training.
 NEVER = 1_000_000
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "XKDWithRandomInitProbe",
     "add_arguments",
     "fit_argv",
-    "format_table",
     "pretrain_with_control",
     "run",
     "step_time_summary",
     "summarize_seeds",
 ]
-
-
-class XKDWithRandomInitProbe(XKDPretrainer):
-    """:class:`XKDPretrainer` plus a control probe on a frozen copy of the initial encoders.
-
-    The copies are taken in ``__init__``, so "random init" is exactly the weights pretraining started
-    from. The control probes (``probes["random_init_video"]`` / ``["random_init_audio"]``) start as
-    copies of the real probes, sit in the same optimiser group (``probe_lr``, no weight decay, same
-    warm-up/cosine schedule) and read the same views of the same batches, detached; only the features
-    differ. Logged as ``val/random_init_probe_top1`` and ``val/random_init_probe_audio_top1``.
-
-    Also records, per training batch, the time spent waiting for data (previous batch end -> this
-    batch start) and in the step (forward, backward, clipping, AdamW, EMA): ``step_times``.
-
-    Args:
-        random_init_probe: keep a frozen copy of the initial encoders (the control of the frozen-feature
-            SVM probe) and, with ``probe_num_classes > 0``, train the control online probes on it.
-        probe_batchnorm: interpretation: an MAE-style linear probe, ``BatchNorm1d(affine=False)``
-            before the linear layer (still a linear map of the features), for both the real and the
-            control probes, so the probe's lr does not depend on the scale of the features. Without
-            it, in the tiny recipe both probes' training losses stayed at chance (ln 10) for the
-            first 35 steps, the audio one included although pitch separates the classes.
-        **kwargs: everything :class:`XKDPretrainer` takes.
-    """
-
-    def __init__(self, random_init_probe: bool = True, probe_batchnorm: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if probe_batchnorm:
-            for m in list(self.probes):
-                linear = self.probes[m]
-                self.probes[m] = nn.Sequential(nn.BatchNorm1d(linear.in_features, affine=False), linear)
-        self.random_init_encoders: nn.ModuleDict | None = None
-        self.random_init_acc = nn.ModuleDict()
-        if random_init_probe:
-            # One deepcopy of the dict keeps MAS/MATS block sharing as it was at init.
-            self.random_init_encoders = copy.deepcopy(self.student)
-            for m in MODALITIES:
-                freeze_(self.random_init_encoders[m])
-                if self.hparams.probe_num_classes > 0:
-                    self.probes[f"random_init_{m}"] = copy.deepcopy(self.probes[m])
-                    self.random_init_acc[m] = MulticlassAccuracy(
-                        self.hparams.probe_num_classes, top_k=1, average="micro"
-                    )
-        self.step_times: list[tuple[float, float]] = []  # (data wait s, step s) per training batch
-        self._batch_end: float | None = None
-        self._batch_start = 0.0
-        self._views: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-        self._masks: dict[str, TokenMask] | None = None
-
-    def train(self, mode: bool = True) -> XKDWithRandomInitProbe:
-        super().train(mode)
-        if self.random_init_encoders is not None:
-            self.random_init_encoders.eval()
-        return self
-
-    def _batch_views(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # Kept so the control probe sees the very same (randomly cropped) audio local view.
-        self._views = super()._batch_views(batch)
-        return self._views
-
-    def compute_losses(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        out = super().compute_losses(*args, **kwargs)
-        self._masks = out["masks"]  # kept so the control probe sees the very same visible tokens
-        return out
-
-    @torch.no_grad()
-    def _random_init_features(
-        self, views: tuple[Tensor, Tensor, Tensor, Tensor], batch: dict[str, Any]
-    ) -> dict[str, Tensor]:
-        """The control encoders' features of the views the real probe reads (``probe_view``)."""
-        enc = self.random_init_encoders
-        assert enc is not None
-        video, video_local, spec, spec_local = views
-        inputs = {"video": self.probe_video(batch, video), "audio": spec}
-        if self.hparams.probe_view == "local":
-            inputs = {"video": video_local[:, 0], "audio": spec_local[:, 0]}
-        if self.hparams.probe_view == "masked":
-            assert self._masks is not None
-            return {
-                f"random_init_{m}": mean_patch_tokens(enc[m](inputs[m], self._masks[m].keep_indices))
-                for m in MODALITIES
-            }
-        return {f"random_init_{m}": enc[m].patch_mean(inputs[m]) for m in MODALITIES}
-
-    @property
-    def online_control(self) -> bool:
-        """Whether the control online probes train (a frozen copy and ``probe_num_classes > 0``)."""
-        return self.random_init_encoders is not None and len(self.random_init_acc) > 0
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = super().training_step(batch, batch_idx)
-        if not self.online_control or "label" not in batch or self._views is None:
-            return loss
-        feats = self._random_init_features(self._views, batch)
-        for name, probe_loss in self._probe_losses(feats, batch["label"]).items():
-            self.log(f"probe/loss_{name}", probe_loss, on_step=True, on_epoch=False)
-            loss = loss + probe_loss
-        self._views, self._masks = None, None
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        if not self.online_control or "label" not in batch:
-            return
-        label = batch["label"]
-        valid = label >= 0
-        if not bool(valid.any()):
-            return
-        spec = self.audio_spectrogram(batch["audio"]) if "audio" in batch else None
-        enc = self.random_init_encoders
-        feats = {"video": enc["video"].patch_mean(batch["video"])}
-        if spec is not None:
-            feats["audio"] = enc["audio"].patch_mean(spec)
-        for m, feat in feats.items():
-            preds = self.probes[f"random_init_{m}"](feat.float()[valid])
-            metric = self.random_init_acc[m]
-            metric.update(preds, label[valid])
-            name = "val/random_init_probe_top1" if m == "video" else "val/random_init_probe_audio_top1"
-            self.log(name, metric, on_step=False, on_epoch=True)
-
-    # -- where the time goes (host clock; this pipeline runs on the CPU)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        now = time.perf_counter()
-        wait = self._batch_start - self._batch_end if self._batch_end is not None else float("nan")
-        self.step_times.append((wait, now - self._batch_start))
-        self._batch_end = now
-
-    def on_train_epoch_start(self) -> None:
-        self._batch_end = None  # the first batch of an epoch also waits for worker start-up
 
 
 def step_time_summary(step_times: list[tuple[float, float]]) -> dict[str, float | None]:
@@ -283,12 +150,6 @@ def frozen_svm_probe(
     ``figure_dir``: also draw the validation clips' video features of both encoders as a t-SNE map
     coloured by class (``embedding_tsne.png``, logged to the W&B loggers among ``loggers``).
     """
-    from xmkd.eval.knn import knn_top1
-    from xmkd.eval.svm import FeatureSet, svm_protocol
-    from xmkd.metrics.classification import encode_video_ids
-    from xmkd.modules.data_checks import data_attribute
-    from xmkd.pipelines.linear_eval import cv_group_map
-
     was_training = model.training
     model.eval()
     try:
@@ -326,8 +187,6 @@ def frozen_svm_probe(
         out[f"{name}{suffix}_c"] = result.c
         out[name.replace("svm", "knn") + suffix] = knn_top1(train, test, num_classes)
     if figure_dir is not None and "video_random_init" in test_feats and len(test_ids) >= 3:
-        from xmkd.viz import save_embedding_map
-
         path = Path(figure_dir) / "embedding_tsne.png"
         panels = {
             "pretrained": test_feats["video"].numpy(),
@@ -345,8 +204,6 @@ def pretrain_with_control(
 ) -> dict[str, Any]:
     """Run one pretraining job (``fit_argv``), score both probes (online, and the frozen SVM probe
     unless ``svm_train_views`` is 0), optionally export the encoders."""
-    from xmkd.cli import run_lightning_cli
-
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
     cli = run_lightning_cli(argv)
@@ -398,17 +255,6 @@ def pretrain_with_control(
 def _cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def format_table(rows: list[tuple[str, str]], title: str) -> str:
-    """Two-column plain-text table (readable in a log file as well as a terminal)."""
-    width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 3 + max(len(v) for _, v in rows))
-    return "\n".join([title, line, *(f"{k.ljust(width)} | {v}" for k, v in rows), line])
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -527,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         result.update(seed=seed, runs={"pretrain": result.pop("run_dir")})
         per_seed.append(result)
         if len(seeds) > 1:
-            print(format_table(_rows(result, out_dir), f"XKD pretraining, seed {seed}"), flush=True)
+            print(key_value_table(_rows(result, out_dir), f"XKD pretraining, seed {seed}"), flush=True)
     summary = summarize_seeds(per_seed) if len(seeds) > 1 else {}
     # the first seed's record at the top level (one schema whatever the seed count), the rest beside it
     results = dict(per_seed[0])
@@ -542,9 +388,9 @@ def run(args: argparse.Namespace) -> int:
     write_json(out_dir / "results.json", results)
     title = "XKD pretraining on synthetic AV: the final encoders vs their random init (frozen-feature probes)"
     if len(seeds) > 1:
-        print(format_table(_summary_rows(summary, per_seed[0]), f"{title}, {len(seeds)} seeds"))
+        print(key_value_table(_summary_rows(summary, per_seed[0]), f"{title}, {len(seeds)} seeds"))
     else:
-        print(format_table(_rows(results, out_dir), title))
+        print(key_value_table(_rows(results, out_dir), title))
     return 0
 
 
@@ -573,16 +419,16 @@ MARGIN_ROWS = (
 
 
 def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
-    rows = [(label, _pct(result[key])) for label, key in PROBE_ROWS if result.get(key) is not None]
+    rows = [(label, percent(result[key])) for label, key in PROBE_ROWS if result.get(key) is not None]
     rows += [
-        ("chance", f"{_pct(result['chance'])} ({result['num_classes']} classes)"),
+        ("chance", f"{percent(result['chance'])} ({result['num_classes']} classes)"),
         ("steps (both probes) / epochs", f"{result['steps']} / {result['epochs']}"),
         ("train / val clips", f"{result['train_clips']} / {result['val_clips']}"),
         (
             "step s (median) / data wait s (median)",
             f"{result['step_s_median'] or float('nan'):.3f} / {result['data_wait_s_median'] or float('nan'):.3f}",
         ),
-        ("share of train time waiting for data", _pct(result["data_wait_fraction"])),
+        ("share of train time waiting for data", percent(result["data_wait_fraction"])),
         ("fit s / validate s", f"{result['fit_s']:.0f} / {result['validate_s']:.0f}"),
         ("encoders", str(result.get("encoders", {}).get("student_video", out_dir / "encoders"))),
         ("run folder", result["runs"]["pretrain"]),
@@ -612,7 +458,7 @@ def _summary_rows(summary: dict[str, Any], first: dict[str, Any]) -> list[tuple[
             )
         )
     rows += [
-        ("chance", f"{_pct(first['chance'])} ({first['num_classes']} classes)"),
+        ("chance", f"{percent(first['chance'])} ({first['num_classes']} classes)"),
         ("steps / train / val clips", f"{first['steps']} / {first['train_clips']} / {first['val_clips']}"),
     ]
     return rows

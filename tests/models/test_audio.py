@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xmkd.data.audio import LogMelSpectrogram, mel_filterbank, xkd_num_frames
+from xmkd.models.audio import LogMelSpectrogram, mel_filterbank, xkd_num_frames
 
 
 def slaney_mel(f):
