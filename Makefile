@@ -17,7 +17,7 @@ XMKD := $(BIN)/xmkd
 
 .PHONY: install install-dev test test-fast lint format clean synth-av synth-untrimmed \
 	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
-	bench bench-decode bench-data bench-metrics bench-xkd bench-pdan bench-extract bench-inference
+	bench bench-decode bench-data bench-metrics bench-xkd bench-pdan bench-extract bench-inference bench-shards
 
 # The run targets need xmkd and its dependencies; lint and the tests also the dev tools (pytest,
 # ruff, librosa as the filterbank reference, the ONNX export stack), installed on top.
@@ -85,7 +85,7 @@ eval-ablation: install
 	$(XMKD) pipeline eval-ablation $(ARGS)
 
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
-bench: bench-decode bench-data bench-metrics bench-pdan bench-xkd bench-extract bench-inference
+bench: bench-decode bench-data bench-metrics bench-pdan bench-xkd bench-extract bench-inference bench-shards
 
 bench-decode: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -109,6 +109,10 @@ bench-xkd: install
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
+
+# litdata shards vs one file per item, the training split's loader, paired
+bench-shards: install
+	$(BIN)/python benchmarks/shards.py --json runs/bench/shards.json
 
 # seconds per minute of video, Augmented-RGB student vs two-stream teacher (flow included)
 bench-inference: install-dev

@@ -43,8 +43,9 @@ from xmkd.data.readers.trimmed import (
     read_ucf101,
     synthetic_layout,
 )
+from xmkd.data.shards import ShardReader, ShardStream, read_manifest, read_shard_records, shard_loader
 from xmkd.data.synthetic_av import ensure_synthetic_av
-from xmkd.data.video_io import VideoInfo, probe, read_audio, read_av_clip, read_clip
+from xmkd.data.video_io import MediaSource, VideoInfo, probe, read_audio, read_av_clip, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
 
@@ -186,6 +187,9 @@ class TrimmedVideoDataset(Dataset):
         decode_cache_mb: keep up to this many MB of whole decoded videos (frames on the ``fps``
             grid, and audio) per process, so a small dataset is decoded once instead of every epoch;
             clip starts then snap to that grid (see :mod:`xmkd.data.decode_cache`). 0: off.
+        media: where a record's encoded video comes from when not from the file at ``record.path``
+            (e.g. :class:`~xmkd.data.shards.ShardReader`); the files then need not be on this disk
+            (``missing`` is not checked) and are decoded from memory exactly as from the file.
     """
 
     def __init__(
@@ -207,6 +211,7 @@ class TrimmedVideoDataset(Dataset):
         audio_sample_rate: int = AUDIO_SAMPLE_RATE,
         decode_cache_mb: float = 0.0,
         skip_mode: SkipMode = "replace",
+        media: Callable[[ClipRecord], MediaSource] | None = None,
     ) -> None:
         _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
         _check_choice("missing", missing, ("error", "skip"))
@@ -240,8 +245,9 @@ class TrimmedVideoDataset(Dataset):
         self._info: dict[str, VideoInfo] = {}
         self.decode_cache = DecodeCache(decode_cache_mb) if decode_cache_mb > 0 else None
 
+        self.media = media
         records = list(records)
-        exists = find_existing([r.path for r in records])
+        exists = [True] * len(records) if media is not None else find_existing([r.path for r in records])
         self.missing_paths: list[str] = [r.path for r, ok in zip(records, exists) if not ok]
         if self.missing_paths and missing == "error":
             raise MediaError(
@@ -309,11 +315,11 @@ class TrimmedVideoDataset(Dataset):
 
     # -- loading ------------------------------------------------------------------------------
 
-    def info(self, path: str) -> VideoInfo:
-        """``probe(path)``, cached (evaluation visits each video clips x crops times)."""
+    def info(self, path: str, media: MediaSource | None = None) -> VideoInfo:
+        """``probe(path)`` (or of ``media``, its bytes), cached (evaluation visits each video clips x crops times)."""
         found = self._info.get(path)
         if found is None:
-            found = self._info[path] = probe(path)
+            found = self._info[path] = probe(media if media is not None else path)
         return found
 
     @staticmethod
@@ -336,9 +342,18 @@ class TrimmedVideoDataset(Dataset):
         # Keep the start safely inside the decoded stream (durations in headers are approximate).
         return min(start, max(begin, end - 1.0 / info.fps)), clip_duration
 
-    def load(self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0) -> dict[str, Any]:
-        """The sample for one view of one video; raises BadInputError subclasses for bad files."""
-        info = self.info(record.path)
+    def load(
+        self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0, media: MediaSource | None = None
+    ) -> dict[str, Any]:
+        """The sample for one view of one video; raises BadInputError subclasses for bad files.
+
+        ``media``: the video's encoded bytes when they come from elsewhere than ``record.path`` (a
+        shard, :mod:`xmkd.data.shards`); decoded exactly as the file would be.
+        """
+        if media is None and self.media is not None:
+            media = self.media(record)
+        source = media if media is not None else record.path
+        info = self.info(record.path, media)
         if info.duration_s < self.min_duration_s:
             raise MediaError(
                 record.path,
@@ -346,7 +361,9 @@ class TrimmedVideoDataset(Dataset):
             )
         start, clip_duration = self.clip_start(record, info, clip_index)
         decoded = (
-            self.decode_cache.get(record.path, lambda: self._decode_whole(record, info, clip_duration))
+            self.decode_cache.get(
+                record.path, lambda: self._decode_whole(record, info, clip_duration, source)
+            )
             if self.decode_cache is not None
             else None
         )
@@ -356,7 +373,7 @@ class TrimmedVideoDataset(Dataset):
         elif self.with_audio and info.has_audio:  # one open of the file for both modalities
             seconds = self._audio_seconds(clip_duration)
             frames, audio = read_av_clip(
-                record.path,
+                source,
                 start,
                 self.num_frames,
                 seconds,
@@ -366,7 +383,7 @@ class TrimmedVideoDataset(Dataset):
             )
             frames = loop_pad(frames, self.num_frames)
         else:
-            frames = read_clip(record.path, start, self.num_frames, self.fps, threads=self._threads())
+            frames = read_clip(source, start, self.num_frames, self.fps, threads=self._threads())
             frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
         sample: dict[str, Any] = {}
         if self.transform is None:
@@ -390,7 +407,7 @@ class TrimmedVideoDataset(Dataset):
             elif audio is not None:
                 sample["audio"] = audio
             else:
-                sample["audio"] = self._audio(record, info, start, seconds)
+                sample["audio"] = self._audio(record, info, start, seconds, source)
         sample.update(
             label=int(record.label),
             video_id=record.video_id,
@@ -417,11 +434,14 @@ class TrimmedVideoDataset(Dataset):
             if cache.full:
                 break
             try:
-                info = self.info(record.path)
+                media = self.media(record) if self.media is not None else None
+                info = self.info(record.path, media)
                 if info.duration_s < self.min_duration_s:
                     continue  # load() refuses it before the cache
                 clip_duration = self.num_frames / (self.fps or info.fps)
-                cache.get(record.path, functools.partial(self._decode_whole, record, info, clip_duration))
+                source = media if media is not None else record.path
+                decode = functools.partial(self._decode_whole, record, info, clip_duration, source)
+                cache.get(record.path, decode)
             except BadInputError:
                 continue
         return len(cache)
@@ -432,24 +452,28 @@ class TrimmedVideoDataset(Dataset):
     def _threads(self) -> bool:
         return self.decode_threads if self.decode_threads is not None else get_worker_info() is None
 
-    def _decode_whole(self, record: ClipRecord, info: VideoInfo, clip_duration: float) -> DecodedVideo:
+    def _decode_whole(
+        self, record: ClipRecord, info: VideoInfo, clip_duration: float, source: MediaSource
+    ) -> DecodedVideo:
         """The record's whole range on the ``fps`` grid, with audio for a window from its last frame."""
         fps = self.fps or info.fps
         begin, end = self.clip_bounds(record, info)
         count = grid_frame_count(begin, end, fps)
-        frames = read_clip(record.path, begin, count, fps, threads=self._threads())
+        frames = read_clip(source, begin, count, fps, threads=self._threads())
         audio = None
         if self.with_audio:
-            audio = self._audio(record, info, begin, count / fps + self._audio_seconds(clip_duration))
+            audio = self._audio(record, info, begin, count / fps + self._audio_seconds(clip_duration), source)
         return DecodedVideo(begin, fps, frames, audio, self.audio_sample_rate)
 
-    def _audio(self, record: ClipRecord, info: VideoInfo, start: float, seconds: float) -> torch.Tensor:
+    def _audio(
+        self, record: ClipRecord, info: VideoInfo, start: float, seconds: float, source: MediaSource
+    ) -> torch.Tensor:
         num_samples = round(seconds * self.audio_sample_rate)
         if not info.has_audio:
             if self.missing_audio == "silence":
                 return torch.zeros(num_samples)
             raise MissingAudioError(record.path, f"no audio stream (missing_audio={self.missing_audio})")
-        audio = read_audio(record.path, start, seconds, self.audio_sample_rate)
+        audio = read_audio(source, start, seconds, self.audio_sample_rate)
         if audio.shape[0] != num_samples:  # read_audio pads already; guard the collate shape
             audio = torch.nn.functional.pad(audio[:num_samples], (0, max(0, num_samples - audio.shape[0])))
         return audio
@@ -597,6 +621,11 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             ``num_workers > 0`` each split's cache is filled in the training process before the first
             workers fork (:meth:`TrimmedVideoDataset.warm_cache`), so the workers share it).
         synthetic_options: keyword arguments for ``ensure_synthetic_av`` (sizes of the generated set).
+        shards: a folder written by ``xmkd data shard``: the videos, labels and class names come from
+            its chunks instead of ``root`` (the annotation options are not read). Training streams
+            them (litdata; exact mid-epoch resume, per-item DDP split), evaluation reads them in
+            order; the clips, transforms and per-item seeds are those of per-file reading (see
+            :mod:`xmkd.data.shards`). Needs ``train_clips_per_video: 1``.
     """
 
     def __init__(
@@ -638,13 +667,14 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         min_duration_s: float = 0.0,
         decode_cache_mb: float = 0.0,
         synthetic_options: dict[str, Any] | None = None,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         _check_choice("dataset", dataset, ("ucf101", "hmdb51", "kinetics", "csv", "synthetic"))
         _check_choice("train_transform", train_transform, ("xkd", "finetune", "eval", "none"))
         _check_choice("eval_transform", eval_transform, ("eval", "none"))
-        if root is None and dataset != "synthetic":
+        if root is None and dataset != "synthetic" and shards is None:
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
         _check_choice("augment_on", augment_on, ("sample", "batch"))
         if randaug_num_ops < 0 or not 0 <= randaug_magnitude <= 30:
@@ -693,6 +723,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.min_duration_s = min_duration_s
         self.decode_cache_mb = decode_cache_mb
         self.synthetic_options = dict(synthetic_options or {})
+        self.shards = shards
         self._class_names: list[str] | None = None
         self._records: tuple[list[ClipRecord], list[ClipRecord]] | None = None
         self.train_set: TrimmedVideoDataset | None = None
@@ -702,10 +733,16 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     # -- data --------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        if self.dataset == "synthetic":
+        if self.dataset == "synthetic" and self.shards is None:
             ensure_synthetic_av(self.root, **self.synthetic_options)
 
     def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
+        if self._records is None and self.shards is not None:
+            manifest = read_manifest(self.shards)
+            records = tuple(
+                read_shard_records(manifest, s) if s in manifest.splits else [] for s in ("train", "test")
+            )
+            self._class_names, self._records = manifest.class_names, records
         if self._records is None:
             root, splits = self.root, self.splits
             if self.dataset == "synthetic":
@@ -733,7 +770,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         if not records:
             key = "annotation" if train else "test_annotation"
             raise ConfigError(key, f"no {'training' if train else 'test'} videos listed for {self.dataset}")
-        common = dict(
+        common: dict[str, Any] = dict(
             num_frames=self.num_frames,
             fps=self.fps,
             audio_seconds=self.audio_seconds,
@@ -745,21 +782,39 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             decode_cache_mb=self.decode_cache_mb,
         )
         if train:
-            dataset = TrimmedVideoDataset(
-                records, RandomClipSampler(self.train_clips_per_video), self._train_transform(), **common
-            )
+            sampler: ClipSampler = RandomClipSampler(self.train_clips_per_video)
+            transform, crops = self._train_transform(), 1
         else:
-            transform, crops = self._eval_transform()
-            dataset = TrimmedVideoDataset(
-                records,
-                UniformClipSampler(self.test_clips),
-                transform,
-                num_crops=crops,
-                skip_mode="drop",  # a replacement would count the next video twice in the metrics
-                **common,
-            )
+            sampler, (transform, crops) = UniformClipSampler(self.test_clips), self._eval_transform()
+            # a replacement would count the next video twice in the metrics
+            common.update(num_crops=crops, skip_mode="drop")
+        if self.shards is not None:
+            return self._sharded_dataset(train, records, sampler, transform, common)
+        dataset = TrimmedVideoDataset(records, sampler, transform, **common)
         self._check_not_empty(dataset, "train" if train else "test")
         return dataset
+
+    def _sharded_dataset(
+        self,
+        train: bool,
+        records: list[ClipRecord],
+        sampler: ClipSampler,
+        transform: Callable[..., Any] | None,
+        common: dict[str, Any],
+    ) -> Any:
+        """``shards``: the training split as a stream, the test split map-style from the chunks."""
+        split_dir = str(read_manifest(str(self.shards)).split_dir("train" if train else "test"))
+        if not train:
+            return TrimmedVideoDataset(
+                records, sampler, transform, media=ShardReader(split_dir, records), **common
+            )
+        if self.train_clips_per_video != 1:
+            raise ConfigError(
+                "train_clips_per_video",
+                f"a shard stream gives one clip per video and epoch, got {self.train_clips_per_video}; set 1",
+            )
+        # the clips' decoding and transform, without records: the stream supplies them
+        return ShardStream(split_dir, TrimmedVideoDataset([], sampler, transform, **common))
 
     def _check_not_empty(self, dataset: TrimmedVideoDataset, split: str) -> None:
         """Name the split that ``missing: skip`` emptied (else a sampler fails with num_samples=0)."""
@@ -846,9 +901,18 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
 
+    def records(self, split: Literal["train", "test"]) -> list[ClipRecord]:
+        """The listed videos of ``split`` (annotations read, files not opened)."""
+        return list(self._read()[0 if split == "train" else 1])
+
     def _loader(self, dataset: TrimmedVideoDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        collate = collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures
+        if train and self.shards is not None:
+            # a run resumed at an epoch boundary starts the stream at the trainer's epoch
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            return shard_loader(dataset, self.batch_size, self.num_workers, collate, self.pin_memory, epoch)
         # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault.
         # Evaluation drops bad items, so a batch may come out short or (held back) empty.
         loader_class = ResumableDataLoader if train else DropEmptyBatchesLoader
@@ -880,7 +944,8 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment_on: batch``: the views of the batch's uint8 clips, made on the training device."""
         if isinstance(batch, dict) and RAW_VIDEO_KEY in batch:
-            transform = self.train_set.transform if self.train_set is not None else None
+            # a shard stream keeps its decoding (and transform) in ``clips``
+            transform = getattr(getattr(self.train_set, "clips", self.train_set), "transform", None)
             if not isinstance(transform, XKDBatchViews):
                 raise RuntimeError("a batch of raw clips, but the training set has no XKDBatchViews")
             batch.update(transform.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))

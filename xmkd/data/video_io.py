@@ -25,6 +25,7 @@ names the file; raw PyAV exceptions never escape.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import math
@@ -95,6 +96,29 @@ class VideoInfo:
     data_end_s: float | None = None
 
 
+@dataclass(frozen=True)
+class EncodedMedia:
+    """An encoded media file held in memory (e.g. read from a shard), decoded like the file itself.
+
+    ``name`` is what errors and logs name (the original file, so a bad clip in a shard is still
+    reported by the path it came from); ``data`` is the file's bytes, unchanged.
+    """
+
+    name: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"EncodedMedia({self.name!r}, {len(self.data)} bytes)"
+
+
+MediaSource = str | os.PathLike | EncodedMedia
+
+
+def _source_path(source: MediaSource) -> Path:
+    """The path that names ``source`` in errors."""
+    return Path(source.name) if isinstance(source, EncodedMedia) else Path(source)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise MediaError(path, "file not found")
@@ -105,12 +129,17 @@ def _check_file(path: Path) -> None:
 
 
 @contextmanager
-def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+def _open(path: MediaSource) -> Iterator[av.container.InputContainer]:
     """Open ``path`` for reading; any PyAV/OS failure becomes a MediaError naming the file."""
-    p = Path(path)
-    _check_file(p)
+    p = _source_path(path)
     try:
-        container = av.open(str(p), mode="r")
+        if isinstance(path, EncodedMedia):
+            if not path.data:
+                raise MediaError(p, "empty file (0 bytes)")
+            container = av.open(io.BytesIO(path.data), mode="r")
+        else:
+            _check_file(p)
+            container = av.open(str(p), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise MediaError(p, f"cannot open as a media container ({_short(e)})") from None
     try:
@@ -284,7 +313,7 @@ def _count_packets(
     return count, (last - timing.origin) * float(stream.time_base) + 1.0 / timing.fps
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: MediaSource) -> VideoInfo:
     """Read the metadata of a video file without decoding frames.
 
     The rate is checked against the first packets' timestamps (see :func:`_sample_timing`). Where
@@ -293,8 +322,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     file but does not decode it. A truncated file keeps its declared ``duration_s`` and gets
     ``data_end_s``, so that reads in the missing part say "truncated".
     """
-    p = Path(path)
-    with _open(p) as container:
+    p = _source_path(path)
+    with _open(path) as container:
         if not container.streams.video:
             raise MediaError(p, "no video stream")
         stream = container.streams.video[0]
@@ -426,7 +455,7 @@ def _note_decoding_from_start(path: Path, why: str) -> None:
 
 
 def read_clip(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     num_frames: int,
     fps: float | None = None,
@@ -454,10 +483,10 @@ def read_clip(
     which tests use to check the order. ``size=(height, width)`` resizes while converting to RGB
     (swscale, bilinear, one pass; see :func:`frames_to_rgb`); None keeps the decoded size.
     """
-    p = Path(path)
+    p = _source_path(path)
     _check_clip_request(p, start_s, num_frames)
-    with _open(p) as container:
-        return _clip_in(container, p, start_s, num_frames, fps, threads, return_pts, size)
+    with _open(path) as container:
+        return _clip_in(container, path, start_s, num_frames, fps, threads, return_pts, size)
 
 
 def _check_clip_request(p: Path, start_s: float, num_frames: int) -> None:
@@ -469,7 +498,7 @@ def _check_clip_request(p: Path, start_s: float, num_frames: int) -> None:
 
 def _clip_in(
     container: av.container.InputContainer,
-    p: Path,
+    source: MediaSource,
     start_s: float,
     num_frames: int,
     fps: float | None,
@@ -478,6 +507,7 @@ def _clip_in(
     size: tuple[int, int] | None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """:func:`read_clip` on an open container (which it leaves open, wherever it was read to)."""
+    p = _source_path(source)
     if not container.streams.video:
         raise MediaError(p, "no video stream")
     stream = container.streams.video[0]
@@ -500,7 +530,7 @@ def _clip_in(
     if decoded is None or isinstance(decoded, str):
         why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
         _note_decoding_from_start(p, why)
-        with _open(p) as fresh:
+        with _open(source) as fresh:
             fresh_stream = fresh.streams.video[0]
             _set_threads(fresh_stream, threads)
             decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
@@ -709,7 +739,7 @@ def _decode_skipping(
 
 
 def read_audio(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     duration_s: float,
     sample_rate: int = 16000,
@@ -722,16 +752,16 @@ def read_audio(
     Samples past the end of the audio are zeros, so the length is always exact; a ``start_s``
     at or past the end raises :class:`MediaError`, no audio stream :class:`MissingAudioError`.
     """
-    p = Path(path)
+    p = _source_path(path)
     _check_audio_request(p, start_s, duration_s)
-    with _open(p) as container:
+    with _open(path) as container:
         audio = _audio_in(container, p, start_s, duration_s, sample_rate, at_start=True)
     assert audio is not None
     return audio
 
 
 def read_av_clip(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     num_frames: int,
     audio_s: float,
@@ -747,17 +777,17 @@ def read_av_clip(
     audio's start (read as :func:`read_audio` does, from a second open). Raises
     :class:`MissingAudioError` where the file has no audio.
     """
-    p = Path(path)
+    p = _source_path(path)
     _check_clip_request(p, start_s, num_frames)
     _check_audio_request(p, start_s, audio_s)
-    with _open(p) as container:
+    with _open(path) as container:
         if not container.streams.audio:
             raise MissingAudioError(p, "no audio stream")
-        frames = _clip_in(container, p, start_s, num_frames, fps, threads, False, size)
+        frames = _clip_in(container, path, start_s, num_frames, fps, threads, False, size)
         assert isinstance(frames, torch.Tensor)
         audio = _audio_in(container, p, start_s, audio_s, sample_rate, at_start=False)
     if audio is None:  # a clip within the audio pre-roll of the start: a fresh container reads it
-        audio = read_audio(p, start_s, audio_s, sample_rate)
+        audio = read_audio(path, start_s, audio_s, sample_rate)
     return frames, audio
 
 
@@ -900,6 +930,8 @@ def _align_to_grid(
 __all__ = [
     "AUDIO_PREROLL_S",
     "REORDER_MARGIN",
+    "EncodedMedia",
+    "MediaSource",
     "VideoInfo",
     "frames_to_rgb",
     "probe",
