@@ -17,7 +17,7 @@ XMKD := $(BIN)/xmkd
 
 .PHONY: install install-dev test test-fast lint format clean synth-av synth-untrimmed \
 	pretrain-xkd xkd-ablation distill-detection distill-detection-raw xkd-to-detection linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
-	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract bench-inference
+	bench bench-decode bench-data bench-metrics bench-xkd bench-pdan bench-extract bench-inference
 
 # The run targets need xmkd and its dependencies; lint and the tests also the dev tools (pytest,
 # ruff, librosa as the filterbank reference, the ONNX export stack), installed on top.
@@ -91,10 +91,15 @@ eval-ablation: install
 	$(XMKD) pipeline eval-ablation $(ARGS)
 
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
-bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract bench-inference
+bench: bench-decode bench-data bench-metrics bench-pdan bench-xkd bench-extract bench-inference
 
 bench-decode: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
+
+# clips/s per CPU core of one XKD training item at the paper's sizes, and CPU cores per GPU
+bench-data: install
+	$(BIN)/python benchmarks/data.py --json runs/bench/data.json
 
 bench-metrics: install
 	$(BIN)/python benchmarks/metrics.py --json runs/bench/metrics.json

@@ -116,7 +116,8 @@ def instrument(model: Any) -> None:
     wrap(model, "audio_spectrogram", "fwd: log-mel")
     wrap(model, "audio_local_views", "fwd: audio local views")
     wrap(model, "_student_views", "fwd: student (masked global + local views) + decoder + rec loss")
-    wrap(model, "_teacher_outputs", "fwd: teachers (+ refinement, heads)")
+    wrap(model, "_teacher_pooled", "fwd: teachers (+ refinement)")
+    wrap(model, "_teacher_outputs", "fwd: teacher heads")
     for m in ("video", "audio"):
         wrap(model.heads[m], "forward", "fwd: student heads")
         wrap(model.student[m], "patch_mean", "fwd: probe pass, student (no grad)")

@@ -114,19 +114,27 @@ WRITERS = {
 
 
 def configs(dataset: str) -> dict[str, Path]:
-    """The dataset's YAMLs by role: teacher / student / single-stream baselines."""
+    """The dataset's YAMLs by role: teacher / student / single-stream baselines. The main student is
+    ``augrgb-<aux>``; another student recipe (``augrgb-<aux>-<terms>``) is ``student:<method>``."""
     found: dict[str, Path] = {}
     for path in sorted(EXPERIMENTS.glob(f"*_{dataset}.yaml")):
         method = path.stem.split("_")[0]
-        role = (
-            "teacher"
-            if method.startswith("teacher")
-            else "student"
-            if method.startswith("augrgb")
-            else method
-        )
+        if method.startswith("teacher"):
+            role = "teacher"
+        elif method.startswith("augrgb"):
+            role = "student" if method.count("-") == 1 else f"student:{method}"
+        else:
+            role = method
         found[role] = path
     return found
+
+
+def is_student(role: str) -> bool:
+    return role == "student" or role.startswith("student:")
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
 
 
 def size_overrides(path: Path, dataset: str) -> list[str]:
@@ -190,7 +198,7 @@ def test_teacher_and_baselines_train_one_step(dataset: str, tmp_path: Path, monk
     WRITERS[dataset](tmp_path)
     monkeypatch.chdir(tmp_path)
     roles = configs(dataset)
-    for role in sorted(r for r in roles if r != "student"):
+    for role in sorted(r for r in roles if not is_student(r)):
         cli = fit_one_step(roles[role], dataset)
         assert cli.run_dir == Path("runs") / roles[role].stem / "version_0"
 
@@ -204,6 +212,9 @@ def test_student_yaml_trains_one_step_from_the_teacher_yaml_checkpoint(
     monkeypatch.chdir(tmp_path)
     roles = configs(dataset)
     fit_one_step(roles["teacher"], dataset)  # writes the student's placeholder teacher_checkpoint
-    cli = fit_one_step(roles["student"], dataset)
-    assert cli.model.teacher is not None and not cli.model.teacher.training
-    assert {"train/loss_atomic", "train/loss_gcr", "train/loss_abs"} <= set(cli.trainer.callback_metrics)
+    for role in sorted(r for r in roles if is_student(r)):  # every student recipe of the dataset
+        cli = fit_one_step(roles[role], dataset)
+        assert cli.model.teacher is not None and not cli.model.teacher.training
+        terms = load_yaml(roles[role])["model"]["init_args"]["distill"]
+        assert {"atomic", "gcr", "abs"} <= set(terms), role
+        assert {f"train/loss_{t}" for t in terms} <= set(cli.trainer.callback_metrics), role

@@ -312,3 +312,20 @@ def test_timelines_name_the_data_classes_and_count_seconds(tmp_path: Path, monke
     data.hparams["feature_fps"] = 4.0
     model.trainer.datamodule = data  # the rule of a data module with a fixed feature rate
     assert model._seconds_per_step(2.0, 6) == pytest.approx(0.25)
+
+
+def test_student_trains_with_xkds_terms(teacher_ckpt: Path, tmp_path: Path) -> None:
+    """``mmd`` and ``dino`` are one config line each: logged, the DINO head learnt, its centre moved."""
+    torch.manual_seed(0)
+    student = AugmentedRGBStudent(
+        teacher_checkpoint=str(teacher_ckpt), rgb_dim=D_RGB, distill={"mmd": 1.0, "dino": 1.0}, **HEAD
+    )
+    dino = student.distill_losses["dino"]
+    head_before = dino.head.mlp[0].weight.clone()
+    tr = trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    tr.fit(student, loader(True), loader())
+    assert torch.isfinite(tr.callback_metrics["train/loss_mmd"])
+    assert torch.isfinite(tr.callback_metrics["train/loss_dino"])
+    assert not torch.equal(head_before, dino.head.mlp[0].weight)
+    assert dino.center.abs().sum() > 0
+    assert "distill_losses.dino.center" in student.state_dict()  # resumes with its centre

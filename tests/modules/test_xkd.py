@@ -281,3 +281,46 @@ def test_release_architecture_defaults_and_old_checkpoints_name_the_knob() -> No
 
     assert sig["mel_log_eps"].default == XKD_LOG_EPS == float(torch.finfo(torch.float32).eps)
     assert XKDPretrainer(mel_log_eps=1e-6, **TINY).melspec(torch.device("cpu")).eps == 1e-6
+
+
+def test_a_kd_baseline_is_one_more_weighted_term_and_off_by_default() -> None:
+    """``fitnets`` in loss_weights: logged, in the weighted total, its regressors optimised; without
+    it (or at weight 0) the model and its first loss are those of plain XKD."""
+    batch = next(iter(DataLoader(TinyClips(), batch_size=4)))
+
+    def first_loss(**kw) -> tuple[XKDPretrainer, dict]:
+        torch.manual_seed(0)
+        model = XKDPretrainer(num_local_views=2, **TINY, **kw)
+        torch.manual_seed(1)
+        video, video_local, spec, spec_local = model._batch_views(batch)
+        return model, model.compute_losses(video, video_local, spec, spec_local, update_centers=False)
+
+    plain, out = first_loss()
+    off, out_off = first_loss(loss_weights={"da": 1.0, "kd": 1.0, "rec": 5.0, "fitnets": 0.0})
+    assert not len(plain.kd_baselines) and not len(off.kd_baselines)
+    assert plain.state_dict().keys() == off.state_dict().keys()
+    assert torch.equal(out["loss"], out_off["loss"])
+
+    model, out_fit = first_loss(loss_weights={"da": 1.0, "kd": 1.0, "rec": 5.0, "fitnets": 1.0})
+    logs = out_fit["logs"]
+    assert torch.equal(logs["loss/rec"], out["logs"]["loss/rec"])  # the same draws: the same XKD terms
+    want = (logs["loss/da"] + logs["loss/kd"] + 5 * logs["loss/rec"] + logs["loss/fitnets"]) / 8
+    torch.testing.assert_close(out_fit["loss"].detach(), want)
+    t = trainer()
+    t.fit(model, DataLoader(TinyClips(), batch_size=4))
+    optimised = {id(p) for g in t.optimizers[0].param_groups for p in g["params"]}
+    assert {id(p) for p in model.kd_baselines.parameters()} <= optimised
+    assert torch.isfinite(t.callback_metrics["loss/fitnets"])
+
+
+def test_kd_baselines_alone_run_the_teachers_and_bad_names_are_refused() -> None:
+    torch.manual_seed(0)
+    model = XKDPretrainer(loss_weights={"da": 0.0, "kd": 0.0, "rec": 5.0, "rkd": 1.0, "sp": 1.0}, **TINY)
+    batch = next(iter(DataLoader(TinyClips(), batch_size=4)))
+    out = model.compute_losses(*model._batch_views(batch))
+    assert {"loss/rkd", "loss/sp"} <= set(out["logs"]) and "loss/kd" not in out["logs"]
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match=r"loss_weights.*KD baselines"):
+        XKDPretrainer(loss_weights={"da": 1.0, "at": 1.0}, **TINY)
+    with pytest.raises(ValueError, match="loss_options"):
+        XKDPretrainer(loss_options={"fitnets": {"regressor": False}}, **TINY)

@@ -19,9 +19,21 @@ def test_rows_keep_table_order_and_students_pull_in_the_teacher():
     assert dd.parse_rows("gcr,rgb") == ["rgb", "teacher", "gcr"]
     assert dd.parse_rows("aux") == ["aux"]
     assert dd.parse_rows("all") == list(dd.ROWS)
-    assert len(dd.ROWS) == 15  # rgb, rgb 10x, aux, teacher, full student, 3 single terms, 7 baselines
+    # rgb, rgb 10x, aux, teacher, full student, 3 single terms, 7 baselines, mmd, dino, student + both
+    assert len(dd.ROWS) == 18
     with pytest.raises(ConfigError, match="unknown row"):
         dd.parse_rows("rgb,fitnet")
+
+
+def test_every_student_row_names_registered_terms_and_a_shipped_yaml():
+    from xmkd.distill.detection import DISTILL_LOSSES
+
+    for row in dd.ROWS.values():
+        assert (dd.EXPERIMENTS / row.config).is_file(), row.config
+        if row.is_student:
+            assert set(row.distill) <= set(DISTILL_LOSSES), row.name
+    assert dd.parse_rows("student+xkd") == ["teacher", "student+xkd"]
+    assert {"mmd", "dino"} <= set(dd.ROWS["student+xkd"].distill)
 
 
 def test_seeds_count_or_list():

@@ -157,6 +157,11 @@ def test_step_time_summary_skips_epoch_starts():
     assert s["data_wait_s_median"] == pytest.approx(0.2)  # median of 0.5, 0.1, 0.3, 0.1
     assert s["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
     assert step_time_summary([])["step_s_median"] is None
+    assert "data_wait_fraction_with_epoch_starts" not in s
+    # the two epochs' first batches waited 2 s and 1 s: (1 + 3) s of waiting in (4 + 21) s of waits and steps
+    with_starts = step_time_summary(times, [2.0, 1.0])
+    assert with_starts["data_wait_fraction_with_epoch_starts"] == pytest.approx(4.0 / 25.0)
+    assert with_starts["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
 
 
 def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():
@@ -244,7 +249,7 @@ def test_ablation_runs_each_loss_combination(tmp_path: Path, capsys: pytest.Capt
     )
     assert ablation.run(args) == 0
     results = json.loads((tmp_path / "runs" / "xkd-ablation" / "results.json").read_text())
-    assert results["complete"] and [r["name"] for r in results["rows"]] == ["rec", "rec+da", "xkd"]
+    assert results["complete"] and [r["name"] for r in results["rows"]] == [a[0] for a in ablation.ABLATIONS]
     weights = [r["loss_weights"] for r in results["rows"]]
     assert weights == [w for _, _, w in ablation.ABLATIONS]
     for row in results["rows"]:
@@ -252,6 +257,18 @@ def test_ablation_runs_each_loss_combination(tmp_path: Path, capsys: pytest.Capt
         assert "loss_weights" in config and row["steps"] == 1
     table = capsys.readouterr().out
     assert "(a) reconstruction only" in table and "(c) + cross-modal KD (full XKD)" in table
+
+
+def test_ablation_baseline_rows_swap_dino_kd_for_one_baseline_each():
+    from xmkd.distill.xkd_baselines import XKD_BASELINES
+    from xmkd.pipelines.pretrain_xkd_ablation import ABLATIONS
+
+    names = [a[0] for a in ABLATIONS]
+    assert names[:3] == ["rec", "rec+da", "xkd"]  # the paper's ablation, in its order
+    weights = dict((a[0], a[2]) for a in ABLATIONS)
+    for baseline in XKD_BASELINES:
+        row = weights[f"rec+da+{baseline}"]
+        assert row == {**weights["rec+da"], baseline: 1.0}
 
 
 def test_ablation_table_lists_every_row():

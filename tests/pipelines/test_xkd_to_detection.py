@@ -81,6 +81,13 @@ def test_format_table_has_one_line_per_encoder_and_every_comparison():
     assert "| student: xkd - random | -11.0 ± 1.4 | beyond the noise (2 x larger seed std 2.8) |" in table
 
 
+def test_pretraining_rows_are_mae_only_and_full_xkd():
+    assert chain.PRETRAIN_WEIGHTS == {
+        "mae": {"da": 0.0, "kd": 0.0, "rec": 5.0},
+        "xkd": {"da": 1.0, "kd": 1.0, "rec": 5.0},
+    }
+
+
 def test_loss_weights_do_not_change_the_initial_weights():
     """Why one random-init row serves both pretraining runs: same seed, same modules, same init."""
     from tests.pipelines.test_pretrain_xkd import TINY

@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 import torch
 
-from xmkd.data.video_io import probe, select_frames
+from xmkd.data.video_io import frames_to_rgb, probe, select_frames
 from xmkd.errors import ConfigError, Failure, FeatureError, MediaError
 from xmkd.parallel import process_pool
 
@@ -133,7 +133,8 @@ def decode_video(
                 if pts is None:
                     pts = pts_list[-1] + frame_ticks if pts_list else 0
                 pts_list.append(int(pts))
-                arrays.append(frame.to_ndarray(format=fmt, width=w, height=h, interpolation="AREA"))
+                # one kept swscale context (frame.to_ndarray builds one per frame: several ms each)
+                arrays.append(frames_to_rgb([frame], (h, w), "AREA", fmt)[0])
     except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
         raise MediaError(p, f"decode error ({type(e).__name__}: {e})") from None
     if not arrays:

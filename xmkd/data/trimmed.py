@@ -18,6 +18,7 @@ dropped for evaluation (``skip_mode``), the skipped file travelling under ``fail
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +44,7 @@ from xmkd.data.readers.trimmed import (
     synthetic_layout,
 )
 from xmkd.data.synthetic_av import ensure_synthetic_av
-from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
+from xmkd.data.video_io import VideoInfo, probe, read_audio, read_av_clip, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
 
@@ -54,6 +55,7 @@ AUDIO_SAMPLE_RATE = 16000
 
 __all__ = [
     "ClipSampler",
+    "CollateWithBatchViews",
     "MissingAudioPolicy",
     "RandomClipSampler",
     "TrimmedVideoDataModule",
@@ -348,8 +350,21 @@ class TrimmedVideoDataset(Dataset):
             if self.decode_cache is not None
             else None
         )
+        audio: torch.Tensor | None = None
         if decoded is not None:
             frames, start = decoded.clip(start, self.num_frames)
+        elif self.with_audio and info.has_audio:  # one open of the file for both modalities
+            seconds = self._audio_seconds(clip_duration)
+            frames, audio = read_av_clip(
+                record.path,
+                start,
+                self.num_frames,
+                seconds,
+                self.fps,
+                sample_rate=self.audio_sample_rate,
+                threads=self._threads(),
+            )
+            frames = loop_pad(frames, self.num_frames)
         else:
             frames = read_clip(record.path, start, self.num_frames, self.fps, threads=self._threads())
             frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
@@ -372,6 +387,8 @@ class TrimmedVideoDataset(Dataset):
             seconds = self._audio_seconds(clip_duration)
             if decoded is not None and decoded.audio is not None:
                 sample["audio"] = decoded.audio_window(start, round(seconds * self.audio_sample_rate))
+            elif audio is not None:
+                sample["audio"] = audio
             else:
                 sample["audio"] = self._audio(record, info, start, seconds)
         sample.update(
@@ -381,6 +398,33 @@ class TrimmedVideoDataset(Dataset):
             crop_index=int(crop_index),
         )
         return sample
+
+    def warm_cache(self) -> int:
+        """Decode every video into the decode cache now, in this process; returns the videos cached.
+
+        DataLoader workers are forked per epoch (:class:`~xmkd.fault.ResumableDataLoader`), so a
+        cache they fill dies with them and every epoch would decode the set again; a cache filled
+        here before they fork is theirs from the start (copy-on-write: the frames are never
+        written). An entry is a function of its video alone, so when the budget holds every video
+        the clips are those of a cache filled lazily; past the budget the first videos in listed
+        order are kept (lazily: the first ones the epoch's order reads). Files that fail to decode
+        are left out here and reported by name, under the bad-input policy, when an item reads them.
+        """
+        cache = self.decode_cache
+        if cache is None:
+            return 0
+        for record in self.records:
+            if cache.full:
+                break
+            try:
+                info = self.info(record.path)
+                if info.duration_s < self.min_duration_s:
+                    continue  # load() refuses it before the cache
+                clip_duration = self.num_frames / (self.fps or info.fps)
+                cache.get(record.path, functools.partial(self._decode_whole, record, info, clip_duration))
+            except BadInputError:
+                continue
+        return len(cache)
 
     def _audio_seconds(self, clip_duration: float) -> float:
         return self.audio_seconds or clip_duration
@@ -424,6 +468,25 @@ def collate_raw_clips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if clips:
         batch[RAW_VIDEO_KEY] = pad_clips(clips)
     return batch
+
+
+class CollateWithBatchViews:
+    """:func:`collate_raw_clips`, then the batch's views made right there, in the DataLoader worker.
+
+    For training on the CPU with ``num_workers > 0``: the views overlap the step instead of running
+    between steps in the training process. The pixels are those of
+    :meth:`TrimmedVideoDataModule.on_after_batch_transfer` on the CPU (the same parameters, the same
+    ops; :meth:`XKDBatchViews.apply` gives the same bits on one thread as on several).
+    """
+
+    def __init__(self, views: XKDBatchViews) -> None:
+        self.views = views
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = collate_raw_clips(samples)
+        if RAW_VIDEO_KEY in batch:
+            batch.update(self.views.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))
+        return batch
 
 
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -524,11 +587,15 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             (seed, epoch, item), so resume stays exact) and returns the decoded uint8 clip; the
             pixels are transformed once per batch in :meth:`on_after_batch_transfer`, on the
             training device (:class:`~xmkd.data.batch_transforms.XKDBatchViews`: the same
-            distribution, up to the per-clip path's uint8 rounding of the resized crop). Clips of
+            distribution, up to the per-clip path's uint8 rounding of the resized crop); when that
+            device is the CPU and ``num_workers > 0``, in the workers right after collation
+            (:class:`CollateWithBatchViews`: the same pixels, made while the step runs). Clips of
             several sizes are zero-padded to the batch's largest (never read).
         batch_size: per device; ``eval_batch_size`` defaults to it.
         missing, missing_audio, on_bad_input, min_duration_s, decode_cache_mb: see
-            :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per DataLoader worker and per split).
+            :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per process and per split; with
+            ``num_workers > 0`` each split's cache is filled in the training process before the first
+            workers fork (:meth:`TrimmedVideoDataset.warm_cache`), so the workers share it).
         synthetic_options: keyword arguments for ``ensure_synthetic_av`` (sizes of the generated set).
     """
 
@@ -630,6 +697,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self._records: tuple[list[ClipRecord], list[ClipRecord]] | None = None
         self.train_set: TrimmedVideoDataset | None = None
         self.eval_set: TrimmedVideoDataset | None = None
+        self._warmed: set[int] = set()  # datasets whose decode cache was filled before the workers forked
 
     # -- data --------------------------------------------------------------------------------
 
@@ -784,6 +852,15 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault.
         # Evaluation drops bad items, so a batch may come out short or (held back) empty.
         loader_class = ResumableDataLoader if train else DropEmptyBatchesLoader
+        if self.num_workers > 0 and id(dataset) not in self._warmed:
+            dataset.warm_cache()  # before the workers fork: they share it instead of decoding per epoch
+            self._warmed.add(id(dataset))
+        collate: Callable[..., Any] = collate_with_failures
+        if train and self.augment_on == "batch":
+            collate = collate_raw_clips
+            if self.num_workers > 0 and self._training_device().type == "cpu":
+                assert isinstance(dataset.transform, XKDBatchViews)
+                collate = CollateWithBatchViews(dataset.transform)
         return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -792,8 +869,13 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures,
+            collate_fn=collate,
         )
+
+    def _training_device(self) -> torch.device:
+        """Where the training step runs (the CPU before a Trainer is attached)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment_on: batch``: the views of the batch's uint8 clips, made on the training device."""

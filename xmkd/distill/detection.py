@@ -8,7 +8,8 @@ leak gradients into the teacher by mistake).
 Paper terms (METHODS.md B; the exact formulation is our interpretation, each choice a knob):
 ``atomic`` (segment-level InfoNCE), ``gcr`` (Global Contextual Relations), ``abs`` (Action Boundary
 Saliency). Baselines of the paper's comparison table: ``logit_kd``, ``fitnets``, ``mars``, ``at``
-(attention transfer), ``sp`` (similarity-preserving), ``crd``, ``rkd``.
+(attention transfer), ``sp`` (similarity-preserving), ``crd``, ``rkd``. XKD's ingredients per time
+step (``xmkd.distill.detection_xkd_terms``): ``mmd`` (domain alignment), ``dino`` (soft targets).
 
 The math lives in pure functions (``*_loss``) tested against loop implementations; the
 ``nn.Module`` wrappers own the learnable parts (projectors, regressors), which therefore belong to
@@ -30,6 +31,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from xmkd.distill.detection_xkd_terms import StepDINOLoss, StepMMDLoss
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -271,8 +274,15 @@ def attention_transfer_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> T
 def similarity_preserving_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """Similarity-preserving KD (Tung & Mori): B x B Gram matrices of valid-step mean-pooled
     embeddings, rows L2-normalised; ||G_s - G_t||_F^2 / B^2."""
-    s = masked_mean_pool(student, mask)
-    t = masked_mean_pool(teacher.detach(), mask)
+    return similarity_preserving_gram_loss(
+        masked_mean_pool(student, mask), masked_mean_pool(teacher.detach(), mask)
+    )
+
+
+def similarity_preserving_gram_loss(s: Tensor, t: Tensor) -> Tensor:
+    """SP between row-paired samples (N, E_s) and (N, E_t): ||G_s - G_t||_F^2 / N^2 of the row-normalised
+    N x N Gram matrices (any two widths compare)."""
+    t = t.detach()
     gs = F.normalize(s @ s.t(), dim=1)
     gt = F.normalize(t @ t.t(), dim=1)
     return ((gs - gt) ** 2).sum() / len(s) ** 2
@@ -577,7 +587,7 @@ class RelationalKDLoss(DistillationLoss):
 
 
 #: name -> factory(**options, plus whichever of student_dim / teacher_dim / aux_dim it takes)
-DISTILL_LOSSES: dict[str, Callable[..., DistillationLoss]] = {
+DISTILL_LOSSES: dict[str, Callable[..., nn.Module]] = {
     "atomic": AtomicContrastiveLoss,
     "gcr": GlobalContextualRelationLoss,
     "abs": ActionBoundarySaliencyLoss,
@@ -588,6 +598,9 @@ DISTILL_LOSSES: dict[str, Callable[..., DistillationLoss]] = {
     "sp": SimilarityPreservingLoss,
     "crd": CRDLoss,
     "rkd": RelationalKDLoss,
+    # XKD's ingredients, per time step (xmkd.distill.detection_xkd_terms)
+    "mmd": StepMMDLoss,
+    "dino": StepDINOLoss,
 }
 
 

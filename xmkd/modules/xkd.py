@@ -31,6 +31,7 @@ from xmkd.distill.ema import EMATeacherCallback, freeze_
 from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.mmd import DEFAULT_GAMMAS, mmd2
 from xmkd.distill.refinement import refine_pair
+from xmkd.distill.xkd_baselines import XKD_BASELINES, build_xkd_baselines
 from xmkd.errors import ConfigError
 from xmkd.models.audio import (
     LogMelSpectrogram,
@@ -64,6 +65,8 @@ from xmkd.viz import run_log_dir
 __all__ = ["XKDPretrainer", "load_exported_encoder", "reconstruction_grid"]
 
 MODALITIES = ("video", "audio")
+#: XKD's own loss terms (reconstruction, cross-modal DINO KD, MMD domain alignment)
+XKD_TERMS = ("da", "kd", "rec")
 
 
 class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
@@ -120,7 +123,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             MATS use 3 video and 1 audio.
         loss_weights: ``{"da": 1, "kd": 1, "rec": 5}``; divided by their sum when
             ``normalize_loss_weights``. A zero weight skips the term (and the teachers if both
-            ``da`` and ``kd`` are zero).
+            ``da`` and ``kd`` are zero). The detection KD baselines that apply to XKD may be added by
+            name (``fitnets``, ``sp``, ``rkd``; ``xmkd.distill.xkd_baselines``), e.g. ``{da: 1, kd: 0,
+            rec: 5, fitnets: 1}``; like ``kd`` they distil each teacher into the other modality's
+            student, on the pooled encoder embeddings; off by default.
+        loss_options: keyword options of those baselines, e.g. ``{fitnets: {regressor: false}}``.
         feature_refinement: teachers pool refined (cross-modal attention weighted) patch tokens.
         refinement_head_weighting: ``mean`` | ``softmax``; interpretation, see ``xmkd.distill.refinement``.
         mmd_gammas: kernel gammas of the MMD, k = sum exp(-gamma ||x - y||^2).
@@ -197,6 +204,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         num_local_views: int = 1,
         num_audio_local_views: int | None = None,
         loss_weights: dict[str, float] | None = None,
+        loss_options: dict[str, dict[str, Any]] | None = None,
         normalize_loss_weights: bool = True,
         feature_refinement: bool = True,
         refinement_head_weighting: Literal["mean", "softmax"] = "mean",
@@ -242,11 +250,25 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             if value not in choices:
                 raise ConfigError(key, f"expected {' | '.join(choices)}, got {value!r}")
         weights = {"da": 1.0, "kd": 1.0, "rec": 5.0} if loss_weights is None else dict(loss_weights)
-        if set(weights) - {"da", "kd", "rec"}:
-            raise ConfigError("loss_weights", f"unknown terms {sorted(set(weights) - {'da', 'kd', 'rec'})}")
+        unknown = set(weights) - set(XKD_TERMS) - set(XKD_BASELINES)
+        if unknown:
+            raise ConfigError(
+                "loss_weights",
+                f"unknown terms {sorted(unknown)}; known: {', '.join(XKD_TERMS)} and the KD baselines "
+                f"{', '.join(XKD_BASELINES)}",
+            )
+        # XKD's own terms first, in their order, so the sum is the same with or without a baseline
+        baselines = [k for k in weights if k not in XKD_TERMS]
         self.loss_sum = WeightedLossSum(
-            {k: float(weights.get(k, 0.0)) for k in ("da", "kd", "rec")}, normalize_loss_weights
+            {
+                **{k: float(weights.get(k, 0.0)) for k in XKD_TERMS},
+                **{k: float(weights[k]) for k in baselines},
+            },
+            normalize_loss_weights,
         )
+        stray = sorted(set(loss_options or {}) - set(baselines))
+        if stray:
+            raise ConfigError("loss_options", f"options for {stray}, which loss_weights does not name")
 
         if encoder_size not in VIT_SIZES:
             raise ConfigError("encoder_size", f"expected one of {sorted(VIT_SIZES)}, got {encoder_size!r}")
@@ -292,6 +314,14 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.teacher.eval()
         self.teacher_heads.eval()
         self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in MODALITIES})
+        # Only terms with a weight are built: an unused regressor would trip DDP's unused-parameter check.
+        active = [k for k in baselines if self.loss_sum.active(k)]
+        try:
+            self.kd_baselines = build_xkd_baselines(
+                active, vcfg.dim, {k: v for k, v in (loss_options or {}).items() if k in active}
+            )
+        except ValueError as e:
+            raise ConfigError("loss_options", str(e)) from e
         self.teacher_temperatures = {
             "video": (video_teacher_temperature, video_warmup_teacher_temperature),
             "audio": (audio_teacher_temperature, audio_warmup_teacher_temperature),
@@ -468,7 +498,16 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         return mean_patch_tokens(tokens[0]), masked_mse(pred, target, mask.mask), pooled_local
 
     @torch.no_grad()
-    def _teacher_outputs(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _teacher_outputs(
+        self, views: dict[str, Tensor], pooled: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The teachers' head outputs, from their pooled embeddings (computed here unless given)."""
+        pooled = self._teacher_pooled(views) if pooled is None else pooled
+        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+
+    @torch.no_grad()
+    def _teacher_pooled(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The teachers' clip embeddings: refined (or plain) mean of their patch tokens."""
         refine = self.hparams.feature_refinement
         tokens, attn = {}, {}
         for m in MODALITIES:
@@ -488,7 +527,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             )
         else:
             pooled = {m: mean_patch_tokens(tokens[m]) for m in MODALITIES}
-        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+        return pooled
 
     def compute_losses(
         self,
@@ -527,14 +566,16 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             "loss/rec_video": rec["video"].detach(),
             "loss/rec_audio": rec["audio"].detach(),
         }
-        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da")
+        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da") or bool(self.kd_baselines)
         teacher_out: dict[str, Tensor] = {}
+        teacher_pooled: dict[str, Tensor] = {}
         if need_teacher:
             if hp.teacher_view == "local":
                 tviews = {m: local[m][:, 0] for m in MODALITIES}
             else:
                 tviews = inputs
-            teacher_out = self._teacher_outputs(tviews)
+            teacher_pooled = self._teacher_pooled(tviews)
+            teacher_out = self._teacher_outputs(tviews, teacher_pooled)
 
         tau_s = hp.student_temperature
 
@@ -568,9 +609,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             logs["loss/da_teachers"] = teachers
             return (students + teachers) / 2
 
-        total, term_logs = self.combine_losses(
-            {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
-        )
+        terms: dict[str, Any] = {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
+        if self.kd_baselines:
+            student_pooled = {m: [pooled_global[m], *pooled_local[m]] for m in MODALITIES}
+            for name, term in self.kd_baselines.items():
+                terms[name] = lambda term=term: term(student_pooled, teacher_pooled)
+        total, term_logs = self.combine_losses(terms)
         logs.update(term_logs)
         if update_centers and teacher_out and self.loss_sum.active("kd"):
             for m in MODALITIES:

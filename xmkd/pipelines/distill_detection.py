@@ -2,10 +2,11 @@
 
 On a synthetic untrimmed world (``--world``, default ``motion``; generated when missing) it trains,
 for each seed, the RGB-only and auxiliary(flow)-only detectors, the two-stream teacher, the
-Augmented-RGB student with the paper's three terms, the student with each term alone, and the
-student with each baseline distillation of the paper's table; students of seed s distil from the
-teacher of seed s. On the ``motion`` world it also trains RGB only on 10x the training videos (the
-same world with more of them, the same test videos), and reports the world's three preconditions
+Augmented-RGB student with the paper's three terms, the student with each term alone, the student
+with each baseline distillation of the paper's table, and the student with XKD's per-step MMD and
+DINO terms, alone and added to the paper's three (the cross-method recipe); students of seed s
+distil from the teacher of seed s. On the ``motion`` world it also trains RGB only on 10x the
+training videos (the same world with more of them, the same test videos), and reports the world's three preconditions
 before any distillation result: (a) the information is in RGB (RGB only with 10x the videos reaches
 at least 80 % of the teacher), (b) it is hard at the default budget (RGB only at most 60 % of the
 teacher), (c) the teacher is well ahead of RGB only. Each row also gets the fraction of the gap
@@ -78,6 +79,9 @@ NOISE_FACTOR = 2.0
 _TEACHER_CFG = "teacher-rgbflow_pdan_synthetic.yaml"
 _STUDENT_CFG = "augrgb-flow_pdan_synthetic.yaml"
 _BASELINES = ("logit_kd", "fitnets", "mars", "at", "sp", "crd", "rkd")
+#: XKD's ingredients as per-step terms (xmkd.distill.detection_xkd_terms)
+_XKD_TERMS = ("mmd", "dino")
+_STUDENT_XKD_CFG = "augrgb-flow-xkd_pdan_synthetic.yaml"
 
 ROWS: dict[str, Row] = {
     r.name: r
@@ -94,6 +98,13 @@ ROWS: dict[str, Row] = {
         ),
         *[Row(t, f"student, {t} only", _STUDENT_CFG, {t: 1.0}) for t in ("atomic", "gcr", "abs")],
         *[Row(t, f"student, baseline {t}", _STUDENT_CFG, {t: 1.0}) for t in _BASELINES],
+        *[Row(t, f"student, XKD's {t} only", _STUDENT_CFG, {t: 1.0}) for t in _XKD_TERMS],
+        Row(
+            "student+xkd",
+            "student + XKD's terms (atomic + gcr + abs + mmd + dino)",
+            _STUDENT_XKD_CFG,
+            {"atomic": 1, "gcr": 1, "abs": 1, "mmd": 1, "dino": 1},
+        ),
     ]
 }
 

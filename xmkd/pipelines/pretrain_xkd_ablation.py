@@ -1,14 +1,19 @@
 """``xmkd pipeline xkd-ablation`` (``make xkd-ablation``): what each XKD term buys, on the synthetic set.
 
-Three pretraining runs of the same recipe (default ``experiments/xkd/xkd_tiny_synthetic.yaml``), the
-same seed and data, differing only in ``model.init_args.loss_weights``:
+Pretraining runs of the same recipe (default ``experiments/xkd/xkd_tiny_synthetic.yaml``), the same
+seed and data, differing only in ``model.init_args.loss_weights``:
 
     (a) reconstruction only           {da: 0, kd: 0, rec: 5}
     (b) + domain alignment            {da: 1, kd: 0, rec: 5}
     (c) + cross-modal KD (full XKD)   {da: 1, kd: 1, rec: 5}
+    (d) (b) + FitNets, no DINO KD     {da: 1, kd: 0, rec: 5, fitnets: 1}
+    (e) (b) + SP, no DINO KD          {da: 1, kd: 0, rec: 5, sp: 1}
+    (f) (b) + RKD, no DINO KD         {da: 1, kd: 0, rec: 5, rkd: 1}
 
-(the paper's ablation, METHODS.md part A: video-only reconstruction vs full XKD; KD without domain
-alignment does not help). Each run is scored as ``make pretrain-xkd`` scores its run: the final
+(a)-(c) are the paper's ablation (METHODS.md part A: video-only reconstruction vs full XKD; KD
+without domain alignment does not help); (d)-(f) put the detection table's KD baselines that apply
+to XKD in the place of its DINO KD, cross-modally as XKD distils (``xmkd.distill.xkd_baselines``):
+does DINO's soft-target KD beat feature regression and relational KD here? Each run is scored as ``make pretrain-xkd`` scores its run: the final
 encoders and their random-init copies, frozen, under the SVM protocol on the validation clips
 (:func:`xmkd.pipelines.pretrain_xkd.frozen_svm_probe`; ``--online-probe`` also trains the online
 probes); the table and ``runs/xkd-ablation/results.json`` give every figure. With (a) no teacher is
@@ -33,6 +38,10 @@ ABLATIONS: list[tuple[str, str, dict[str, float]]] = [
     ("rec", "(a) reconstruction only", {"da": 0.0, "kd": 0.0, "rec": 5.0}),
     ("rec+da", "(b) + domain alignment", {"da": 1.0, "kd": 0.0, "rec": 5.0}),
     ("xkd", "(c) + cross-modal KD (full XKD)", {"da": 1.0, "kd": 1.0, "rec": 5.0}),
+    # the detection KD baselines that apply to XKD, each in place of its DINO KD (xmkd.distill.xkd_baselines)
+    ("rec+da+fitnets", "(d) (b) + FitNets, no DINO KD", {"da": 1.0, "kd": 0.0, "rec": 5.0, "fitnets": 1.0}),
+    ("rec+da+sp", "(e) (b) + SP, no DINO KD", {"da": 1.0, "kd": 0.0, "rec": 5.0, "sp": 1.0}),
+    ("rec+da+rkd", "(f) (b) + RKD, no DINO KD", {"da": 1.0, "kd": 0.0, "rec": 5.0, "rkd": 1.0}),
 ]
 
 __all__ = ["ABLATIONS", "ablation_table", "add_arguments", "run"]

@@ -69,7 +69,8 @@ ENCODER_LABELS = {
     "xkd": "XKD (audio-visual)",
 }
 #: The pretraining runs: name -> loss weights (MAE only is xkd-ablation's row (a), XKD its row (c)).
-PRETRAIN_WEIGHTS = {"mae": dict(ABLATIONS[0][2]), "xkd": dict(ABLATIONS[-1][2])}
+_ABLATION_WEIGHTS = {name: weights for name, _, weights in ABLATIONS}
+PRETRAIN_WEIGHTS = {"mae": dict(_ABLATION_WEIGHTS["rec"]), "xkd": dict(_ABLATION_WEIGHTS["xkd"])}
 DETECTION_ROWS = ("rgb", "teacher", "student")
 ROW_LABELS = {
     "rgb": "RGB only",
