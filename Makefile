@@ -16,7 +16,7 @@ ARGS ?=
 XMKD := $(BIN)/xmkd
 
 .PHONY: install install-dev test test-fast lint format clean synth-av synth-untrimmed \
-	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
+	pretrain-xkd xkd-ablation distill-detection distill-detection-raw xkd-to-detection linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
 	bench bench-decode bench-data bench-metrics bench-xkd bench-pdan bench-extract bench-inference bench-shards
 
 # The run targets need xmkd and its dependencies; lint and the tests also the dev tools (pytest,
@@ -68,6 +68,12 @@ distill-detection: install
 
 distill-detection-raw: install
 	$(XMKD) pipeline distill-detection-raw $(ARGS)
+
+# --- the two methods chained: does audio-visual pretraining help cross-modal distillation? ---------
+# XKD and MAE-only pretraining, then raw untrimmed video -> RGB features of the XKD, MAE-only and
+# random-init encoders -> two-stream teacher -> Augmented-RGB student (CKPT= a given XKD video encoder).
+xkd-to-detection: install
+	$(XMKD) pipeline xkd-to-detection $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
 # --- downstream evaluation (DATA=, SPLITS=, CKPT=, DATASET= for real data; synthetic by default) ---
 EVAL_ARGS = $(if $(DATA),--dataset $(or $(DATASET),$(1)) --data $(DATA)) $(if $(SPLITS),--splits $(SPLITS)) $(if $(CKPT),--ckpt $(CKPT))

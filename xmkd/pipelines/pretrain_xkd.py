@@ -38,6 +38,7 @@ from torch import Tensor
 from xmkd.eval.knn import knn_top1
 from xmkd.eval.svm import FeatureSet, cv_group_map, svm_protocol
 from xmkd.metrics.classification import encode_video_ids
+from xmkd.models.vit import save_exported_encoder
 from xmkd.modules.data_checks import data_attribute
 from xmkd.modules.xkd_control import XKDWithRandomInitProbe
 from xmkd.pipelines.report import key_value_table, percent
@@ -212,10 +213,14 @@ def frozen_svm_probe(
 
 
 def pretrain_with_control(
-    argv: list[str], export_dir: Path | None = None, svm_train_views: int = 5
+    argv: list[str],
+    export_dir: Path | None = None,
+    svm_train_views: int = 5,
+    export_random_init: bool = False,
 ) -> dict[str, Any]:
     """Run one pretraining job (``fit_argv``), score both probes (online, and the frozen SVM probe
-    unless ``svm_train_views`` is 0), optionally export the encoders."""
+    unless ``svm_train_views`` is 0), optionally export the encoders; ``export_random_init`` also
+    exports the frozen copy of the weights the run started from (``random_init_{video,audio}.pt``)."""
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
     cli = run_lightning_cli(argv)
@@ -261,6 +266,10 @@ def pretrain_with_control(
     }
     if export_dir is not None:
         out["encoders"] = {k: str(p) for k, p in model.export_encoders(export_dir).items()}
+        if export_random_init:
+            for m, encoder in model.random_init_encoders.items():
+                path = save_exported_encoder(encoder, export_dir / f"random_init_{m}.pt")
+                out["encoders"][f"random_init_{m}"] = str(path)
     return out
 
 
