@@ -16,8 +16,8 @@ ARGS ?=
 XMKD := $(BIN)/xmkd
 
 .PHONY: install install-dev test test-fast lint format clean synth-av synth-untrimmed \
-	pretrain-xkd xkd-ablation distill-detection distill-detection-raw linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
-	bench bench-decode bench-metrics bench-xkd bench-pdan bench-extract bench-inference
+	pretrain-xkd xkd-ablation distill-detection distill-detection-raw xkd-to-detection linear-eval finetune-ucf101 finetune-hmdb51 eval-ablation \
+	bench bench-decode bench-data bench-metrics bench-xkd bench-pdan bench-extract bench-inference bench-shards
 
 # The run targets need xmkd and its dependencies; lint and the tests also the dev tools (pytest,
 # ruff, librosa as the filterbank reference, the ONNX export stack), installed on top.
@@ -69,6 +69,12 @@ distill-detection: install
 distill-detection-raw: install
 	$(XMKD) pipeline distill-detection-raw $(ARGS)
 
+# --- the two methods chained: does audio-visual pretraining help cross-modal distillation? ---------
+# XKD and MAE-only pretraining, then raw untrimmed video -> RGB features of the XKD, MAE-only and
+# random-init encoders -> two-stream teacher -> Augmented-RGB student (CKPT= a given XKD video encoder).
+xkd-to-detection: install
+	$(XMKD) pipeline xkd-to-detection $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
+
 # --- downstream evaluation (DATA=, SPLITS=, CKPT=, DATASET= for real data; synthetic by default) ---
 EVAL_ARGS = $(if $(DATA),--dataset $(or $(DATASET),$(1)) --data $(DATA)) $(if $(SPLITS),--splits $(SPLITS)) $(if $(CKPT),--ckpt $(CKPT))
 
@@ -85,10 +91,15 @@ eval-ablation: install
 	$(XMKD) pipeline eval-ablation $(ARGS)
 
 # --- benchmarks (figures go to runs/bench/*.json and the README) ----------------------------------
-bench: bench-decode bench-metrics bench-pdan bench-xkd bench-extract bench-inference
+bench: bench-decode bench-data bench-metrics bench-pdan bench-xkd bench-extract bench-inference bench-shards
 
 bench-decode: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/decode.py --json runs/bench/decode.json
+
+# clips/s per CPU core of one XKD training item at the paper's sizes, and CPU cores per GPU
+bench-data: install
+	$(BIN)/python benchmarks/data.py --json runs/bench/data.json
 
 bench-metrics: install
 	$(BIN)/python benchmarks/metrics.py --json runs/bench/metrics.json
@@ -104,6 +115,10 @@ bench-xkd: install
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
+
+# litdata shards vs one file per item, the training split's loader, paired
+bench-shards: install
+	$(BIN)/python benchmarks/shards.py --json runs/bench/shards.json
 
 # seconds per minute of video, Augmented-RGB student vs two-stream teacher (flow included)
 bench-inference: install-dev

@@ -1,11 +1,30 @@
-"""Decode throughput: 16-frame clips per second at random start times.
+"""One 16-frame clip per item, file opened per item as a data loader does: xmkd against torchcodec and decord.
 
-Compares xmkd's ``read_clip`` (seek to the keyframe before the clip, decode only what is needed,
-threaded or not) with a naive baseline that decodes the whole video to RGB and slices the clip,
-on synthetic mp4 clips (generated into a temporary folder) and on the real shared clips when
-present. Every figure in a table comes from the same run; the ratio is read_clip / naive.
+Readers compared on the same clips (``--frames`` consecutive frames at the native rate from a random
+first frame), each with one decoding thread:
 
-    .venv/bin/python benchmarks/decode.py [--clips 20] [--frames 16] [--json OUT]
+- ``xmkd``: :func:`xmkd.data.video_io.read_clip` (``threads=False``);
+- ``torchcodec``: ``VideoDecoder(seek_mode="exact", num_ffmpeg_threads=1).get_frames_in_range``;
+- ``decord``: ``VideoReader(num_threads=1).get_batch``.
+
+Files: the real files of ``../shared/realdata`` (UCF101 XviD AVIs, h264 mp4s) and Kinetics-like
+clips written here with PyAV: 10 s, 340 pixels high, 30 fps, h264 with libx264's defaults (the
+encoder Kinetics' download scripts use: a keyframe every 250 frames, B-frames) and AAC audio,
+made from the frames of two real videos so that the content is real.
+
+Repetitions are interleaved: for every start, each reader reads the same clip, in an order that
+rotates from start to start, so load on the machine falls on all of them alike. Per file the table
+gives the median and min wall milliseconds per clip and the ratio reference / xmkd of the medians
+(above 1: xmkd is faster); a second table gives the same for the process's CPU time, which other
+work on a shared machine disturbs less. Every reader's frames are checked against a full decode sorted by presentation time (the
+largest mean absolute difference of a frame, in grey levels: 0 where the frames are right).
+
+torchcodec loads FFmpeg's shared libraries at run time. Where the system has none, it is run on the
+FFmpeg libraries bundled with PyAV (the same FFmpeg build that xmkd decodes with), and the table
+says so; where that fails too it is skipped with the reason. ``pip install -e .[bench]`` installs
+both references.
+
+    .venv/bin/python benchmarks/decode.py [--clips 15] [--frames 16] [--json OUT]
 """
 
 from __future__ import annotations
@@ -13,15 +32,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from xmkd.data.synthetic_av import make_synthetic_av
 from xmkd.data.video_io import probe, read_clip
 
 REALDATA = Path(os.environ.get("XMKD_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
@@ -31,82 +55,317 @@ REAL_FILES = [
     "av/v_GGSY1Qvo990.mp4",
     "video/demo.mp4",
 ]
+# (name, source video in realdata) of the Kinetics-like clips made at run time
+KINETICS_LIKE = [
+    ("kinetics_like_demo.mp4", "video/demo.mp4"),
+    ("kinetics_like_av.mp4", "av/v_GGSY1Qvo990.mp4"),
+]
+# Set in the child process that runs torchcodec on PyAV's FFmpeg, so it does not re-launch itself.
+_CHILD_FLAG = "XMKD_BENCH_DECODE_PYAV_FFMPEG"
+
+Reader = Callable[[Path, int, int], np.ndarray]
 
 
-def naive_clip(path: Path, start_s: float, num_frames: int) -> np.ndarray:
-    """Baseline: decode every frame to RGB, sort by pts, slice ``num_frames`` from ``start_s``."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
-        tb = float(stream.time_base)
-    frames.sort(key=lambda x: x[0])
-    t0 = frames[0][0]
-    times = np.array([(p - t0) * tb for p, _ in frames])
-    first = max(0, int(np.searchsorted(times, start_s + 1e-6, side="right")) - 1)
-    picked = [frames[min(first + i, len(frames) - 1)][1] for i in range(num_frames)]
-    return np.stack(picked)
+# ------------------------------------------------------------------------------------- the files
+def make_kinetics_like(src: Path, dst: Path, seconds: float = 10.0, height: int = 340, fps: int = 30) -> Path:
+    """Re-encode ``src``'s frames as a Kinetics-like clip: h264 (libx264 defaults) + AAC 44.1 kHz stereo.
+
+    The source's frames are scaled to ``height`` (width keeps the aspect, even) and repeated from the
+    start where the source is shorter than ``seconds``; the audio is the source's where it has one,
+    otherwise a tone with noise.
+    """
+    with av.open(str(src)) as c:
+        frames = [f.reformat(format="yuv420p") for f in c.decode(video=0)]
+        width = 2 * round(frames[0].width * height / frames[0].height / 2)
+        audio = _source_audio(src)
+    n_frames = round(seconds * fps)
+    with av.open(str(dst), mode="w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = out.add_stream("aac", rate=44100, layout="stereo")
+        for i in range(n_frames):
+            frame = frames[i % len(frames)].reformat(width=width, height=height, format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for pk in v.encode(frame):
+                out.mux(pk)
+        for pk in v.encode(None):
+            out.mux(pk)
+        samples = np.resize(audio, (2, round(seconds * 44100))).astype(np.float32)
+        for j in range(0, samples.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, j : j + 1024]), format="fltp", layout="stereo"
+            )
+            af.sample_rate, af.pts, af.time_base = 44100, j, Fraction(1, 44100)
+            for pk in a.encode(af):
+                out.mux(pk)
+        for pk in a.encode(None):
+            out.mux(pk)
+    return dst
 
 
-def bench_file(path: Path, clips: int, num_frames: int, rng: random.Random) -> dict[str, float]:
+def _source_audio(src: Path) -> np.ndarray:
+    """(2, N) float32 at 44.1 kHz: the source's audio track, or a tone with noise where it has none."""
+    with av.open(str(src)) as c:
+        if c.streams.audio:
+            rs = av.AudioResampler(format="fltp", layout="stereo", rate=44100)
+            chunks = [o.to_ndarray() for f in c.decode(audio=0) for o in rs.resample(f)]
+            chunks += [o.to_ndarray() for o in rs.resample(None)]
+            return np.concatenate(chunks, axis=1)
+    t = np.arange(44100 * 2) / 44100
+    rng = np.random.default_rng(0)
+    mono = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.shape)
+    return np.stack([mono, mono]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- the readers
+def xmkd_reader(fps_of: dict[Path, float]) -> Reader:
+    def read(path: Path, first: int, n: int) -> np.ndarray:
+        return read_clip(path, first / fps_of[path], n, threads=False).numpy()
+
+    return read
+
+
+def decord_reader() -> Reader | str:
+    try:
+        import decord
+    except ImportError as e:
+        return f"not installed ({e}); pip install -e .[bench]"
+
+    def read(path: Path, first: int, n: int) -> np.ndarray:
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        return vr.get_batch(list(range(first, first + n))).asnumpy()
+
+    return read
+
+
+def torchcodec_reader(probe_file: Path) -> Reader | str:
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as e:
+        return f"not installed ({e}); pip install -e .[bench]"
+
+    def read(path: Path, first: int, n: int) -> np.ndarray:
+        dec = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=1, dimension_order="NHWC")
+        return dec.get_frames_in_range(first, first + n).data.numpy()
+
+    try:
+        read(probe_file, 0, 1)  # torchcodec loads FFmpeg on first use
+    except Exception as e:  # any failure to load FFmpeg means: not available here
+        return f"cannot load FFmpeg's shared libraries ({type(e).__name__})"
+    return read
+
+
+def pyav_ffmpeg_dir(tmp: Path) -> Path | None:
+    """A folder of ``libavcodec.so.N``-style links to the FFmpeg libraries bundled with PyAV.
+
+    PyAV's wheel ships FFmpeg under hashed names (``libavcodec-5e6b81c2.so.62``); torchcodec asks
+    for the plain sonames. None where PyAV's libraries are not found (a PyAV built from source).
+    """
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    if not libs.is_dir():
+        return None
+    out = tmp / "ffmpeg"
+    out.mkdir(exist_ok=True)
+    found = 0
+    for lib in sorted(libs.iterdir()):
+        stem, _, rest = lib.name.partition("-")
+        if stem in (
+            "libavutil",
+            "libavcodec",
+            "libavformat",
+            "libavdevice",
+            "libavfilter",
+            "libswscale",
+            "libswresample",
+        ):
+            major = rest.split(".so.")[1].split(".")[0]
+            (out / f"{stem}.so.{major}").symlink_to(lib)
+            found += 1
+    return out if found == 7 else None
+
+
+# ------------------------------------------------------------------------------------- timing
+def time_file(
+    path: Path, readers: dict[str, Reader], clips: int, num_frames: int, rng: random.Random
+) -> dict[str, object]:
+    """Interleaved per-clip times (ms) of every reader on one file, and how far its frames are off."""
     info = probe(path)
-    latest = max(0.0, info.duration_s - num_frames / info.fps - 0.1)
-    starts = [rng.uniform(0, latest) for _ in range(clips)]
-    methods = {
-        "read_clip": lambda s: read_clip(path, s, num_frames, threads=False),
-        "read_clip_threads": lambda s: read_clip(path, s, num_frames, threads=True),
-        "naive_full_decode": lambda s: naive_clip(path, s, num_frames),
-    }
-    out: dict[str, float] = {"duration_s": info.duration_s, "fps": info.fps}
-    for name, fn in methods.items():
-        fn(starts[0])  # warm-up (file cache, codec init)
-        t = time.perf_counter()
-        for s in starts:
-            fn(s)
-        out[name] = clips / (time.perf_counter() - t)
-    out["ratio"] = out["read_clip"] / out["naive_full_decode"]
-    out["ratio_threads"] = out["read_clip_threads"] / out["naive_full_decode"]
-    return out
+    reference = presentation_order(path)
+    firsts = [rng.randrange(0, max(1, len(reference) - num_frames)) for _ in range(clips)]
+    names = list(readers)
+    for name in names:  # warm-up: file cache, codec tables, lazy imports
+        readers[name](path, firsts[0], num_frames)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    off: dict[str, float] = {name: 0.0 for name in names}
+    for k, first in enumerate(firsts):
+        order = names[k % len(names) :] + names[: k % len(names)]
+        for name in order:
+            t, c = time.perf_counter(), time.process_time()
+            out = readers[name](path, first, num_frames)
+            times[name].append(1e3 * (time.perf_counter() - t))
+            cpu[name].append(1e3 * (time.process_time() - c))
+            off[name] = max(off[name], frame_mad(reference[first : first + num_frames], out))
+    row: dict[str, object] = {"fps": info.fps, "frames": info.num_frames, "codec": info.codec}
+    for name in names:
+        row[name] = {
+            "median_ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "cpu_median_ms": statistics.median(cpu[name]),
+            "max_frame_mad": off[name],
+        }
+        if name != "xmkd":
+            row[f"{name}_ratio"] = statistics.median(times[name]) / statistics.median(times["xmkd"])
+            row[f"{name}_cpu_ratio"] = statistics.median(cpu[name]) / statistics.median(cpu["xmkd"])
+    return row
 
 
+def presentation_order(path: Path) -> np.ndarray:
+    """Every frame of ``path`` as RGB, sorted by pts: the frames a clip from index ``i`` must hold."""
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    frames.sort(key=lambda x: x[0])
+    return np.stack([a for _, a in frames])
+
+
+def frame_mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest per-frame mean absolute difference in grey levels (inf where shapes differ)."""
+    if a.shape != b.shape:
+        return float("inf")
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).reshape(len(a), -1).mean(axis=1)
+    return float(d.max())
+
+
+# --------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=20, help="random clips per file")
+    parser.add_argument(
+        "--clips", type=int, default=15, help="random clips per file (interleaved repetitions)"
+    )
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
 
-    files: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        # two 10 s synthetic clips: long enough that decoding everything is visibly wasteful
-        info = make_synthetic_av(
-            Path(tmp) / "synth", workers=1, classes=2, clips_per_class=1, duration=10.0, size=256, fps=25.0
-        )
-        for clip in info["clips"]:
-            files[f"synthetic/{Path(clip['path']).name}"] = Path(tmp) / "synth" / clip["path"]
-        for rel in REAL_FILES:
-            if (REALDATA / rel).exists():
-                files[rel] = REALDATA / rel
-        results = {name: bench_file(path, args.clips, args.frames, rng) for name, path in files.items()}
+    rerun_on_pyav_ffmpeg()
+    ffmpeg_note = "the system's FFmpeg"
+    if os.environ.get(_CHILD_FLAG) is not None:
+        version = ".".join(map(str, av.library_versions["libavcodec"]))
+        ffmpeg_note = f"PyAV's bundled FFmpeg (libavcodec {version}; the system has none)"
 
-    header = f"{'file':48s} {'dur s':>6s} {'read_clip':>10s} {'+threads':>9s} {'naive':>8s} {'ratio':>6s} {'ratio thr':>9s}"
-    print(f"{args.frames}-frame clips per second, {args.clips} random starts per file")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        files = {rel: REALDATA / rel for rel in REAL_FILES if (REALDATA / rel).exists()}
+        if not files:
+            print(f"note: no real files under {REALDATA} (set XMKD_REALDATA)")
+        for name, src in KINETICS_LIKE:
+            if (REALDATA / src).exists():
+                files[f"generated/{name}"] = make_kinetics_like(REALDATA / src, tmp / name)
+        if not files:
+            raise SystemExit("no files to decode")
+
+        readers: dict[str, Reader] = {"xmkd": xmkd_reader({p: probe(p).fps for p in files.values()})}
+        skipped: dict[str, str] = {}
+        for name, make in (
+            ("torchcodec", lambda: torchcodec_reader(next(iter(files.values())))),
+            ("decord", decord_reader),
+        ):
+            reader = make()
+            if isinstance(reader, str):
+                skipped[name] = reader
+            else:
+                readers[name] = reader
+
+        rng = random.Random(args.seed)
+        results = {
+            name: time_file(path, readers, args.clips, args.frames, rng) for name, path in files.items()
+        }
+
+    refs = [r for r in readers if r != "xmkd"]
+    versions = {"av": av.__version__, "python": platform.python_version()}
+    for name in refs:
+        versions[name] = __import__(name).__version__
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"one {args.frames}-frame clip per item, file opened per item, 1 thread; {args.clips} interleaved "
+        f"random clips per file; ms per clip, median (min); ratio = reference median / xmkd median (>1: xmkd faster)"
+    )
+    print(
+        f"versions: {versions}; torchcodec on {ffmpeg_note}; load average at the end {load:.2f} on {os.cpu_count()} cores"
+    )
+    for name, why in skipped.items():
+        print(f"{name}: skipped, {why}")
+    header = f"{'file':42s} {'xmkd':>16s}" + "".join(f" {r:>16s} {'ratio':>6s}" for r in refs)
     print(header)
     for name, r in results.items():
-        print(
-            f"{name:48s} {r['duration_s']:6.1f} {r['read_clip']:10.1f} {r['read_clip_threads']:9.1f} "
-            f"{r['naive_full_decode']:8.1f} {r['ratio']:6.2f} {r['ratio_threads']:9.2f}"
-        )
-    geo = float(np.exp(np.mean([np.log(r["ratio"]) for r in results.values()])))
-    print(f"geometric mean speed-up of read_clip over the naive full decode: {geo:.2f}x")
+        line = f"{name:42s} {_cell(r['xmkd']):>16s}"
+        for ref in refs:
+            line += f" {_cell(r[ref]):>16s} {r[f'{ref}_ratio']:6.2f}"
+        print(line)
+    # Process CPU time is what a busy machine disturbs least (each reader runs on one thread).
+    print("same clips, CPU ms per clip (median) and ratio of CPU medians:")
+    for name, r in results.items():
+        line = f"{name:42s} {r['xmkd']['cpu_median_ms']:16.1f}"
+        for ref in refs:
+            line += f" {r[ref]['cpu_median_ms']:16.1f} {r[f'{ref}_cpu_ratio']:6.2f}"
+        print(line)
+    print(
+        "frames against a full decode sorted by pts (largest per-frame mean absolute difference, grey levels):"
+    )
+    for name, r in results.items():
+        print(f"  {name:40s} " + "  ".join(f"{ref} {r[ref]['max_frame_mad']:.2f}" for ref in readers))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"frames": args.frames, "clips": args.clips, "files": results, "geo_mean_ratio": geo},
-                indent=1,
-            )
-        )
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "frames": args.frames,
+            "clips": args.clips,
+            "versions": versions,
+            "torchcodec_ffmpeg": ffmpeg_note,
+            "skipped": skipped,
+            "load_average": load,
+            "files": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+
+
+def _cell(t: object) -> str:
+    assert isinstance(t, dict)
+    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f})"
+
+
+def rerun_on_pyav_ffmpeg() -> None:
+    """Run this benchmark again in a child process that finds PyAV's FFmpeg, where torchcodec needs one.
+
+    Does nothing where torchcodec is absent, loads the system's FFmpeg, or where this is the child.
+    The dynamic loader reads ``LD_LIBRARY_PATH`` at start-up only, hence a new process.
+    """
+    probe_file = REALDATA / REAL_FILES[-1]
+    if os.environ.get(_CHILD_FLAG) is not None or not probe_file.exists():
+        return
+    try:
+        import torchcodec  # noqa: F401
+    except ImportError:
+        return  # not installed: the table says so
+    if not isinstance(torchcodec_reader(probe_file), str):
+        return  # it loads the system's FFmpeg
+    with tempfile.TemporaryDirectory() as tmp:
+        libs = pyav_ffmpeg_dir(Path(tmp))
+        if libs is None:
+            return
+        bundled = Path(os.path.realpath(next(libs.iterdir()))).parent  # what PyAV's FFmpeg links to
+        path = [
+            str(libs),
+            str(bundled),
+            *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)),
+        ]
+        env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(path))
+        check = "import sys; from torchcodec.decoders import VideoDecoder; VideoDecoder(sys.argv[1])"
+        if subprocess.run(
+            [sys.executable, "-c", check, str(probe_file)], env=env, capture_output=True
+        ).returncode:
+            return  # PyAV's FFmpeg does not suit this torchcodec either: the table says why it is skipped
+        env[_CHILD_FLAG] = "1"
+        raise SystemExit(subprocess.call([sys.executable, *sys.argv], env=env))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,21 @@ status=0
 timeout 420 $PY benchmarks/xkd_throughput.py --workloads base-b32 --modes eager-bf16 compile-bf16 \
     --steps "$STEPS" --json "$DEST/gpu_xkd.json" || status=$?
 
-# the recipe's loader: experiments/xkd/xkd_vitb_k400.yaml's workers per GPU, on Kinetics-like clips
-if [ -f benchmarks/data.py ]; then
-    timeout 150 $PY benchmarks/data.py --gpu-step-json "$DEST/gpu_xkd.json" --json "$DEST/gpu_data.json" \
-        || status=$?
-fi
+# The item pipeline's clips/s per CPU core (benchmarks/data.py, Kinetics-like clip), then the
+# recipe's loader estimate: per-core rate x the recipe's workers (num_workers 10 per GPU, capped by
+# this machine's cores) against the GPU step's measured clips/s from the step above.
+timeout 150 $PY benchmarks/data.py --items 16 --json "$DEST/gpu_data.json" || status=$?
+$PY - "$DEST/gpu_xkd.json" "$DEST/gpu_data.json" <<'PYEOF' || status=$?
+import json, os, sys
+step, data = (json.load(open(p)) for p in sys.argv[1:3])
+workers = min(10, os.cpu_count() or 1)
+per_core = data["clips_per_s_per_core"]
+for r in step["results"]:
+    if "clips_per_s" not in r:
+        continue
+    for path, rate in per_core.items():
+        loader = rate * workers
+        print(f"{r['mode']:<13} step {r['clips_per_s']:.0f} clips/s | loader ({path}, {workers} workers) "
+              f"~{loader:.0f} clips/s | data wait >= {max(0.0, 1 - loader / r['clips_per_s']):.0%}")
+PYEOF
 exit $status

@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "target_clips_per_s": TARGET_CLIPS_PER_S,
             "results": results,
         }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=2)
 

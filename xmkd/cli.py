@@ -5,7 +5,7 @@
     ``--experiment NAME`` (default: the config file's stem), ``--resume auto|RUN_DIR|CKPT`` and
     ``--runs_dir DIR``. Every run lives in ``runs/<experiment>/version_<N>/`` (see ``xmkd.runs``).
 ``xmkd data <tool> ...``
-    Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``.
+    Dataset tools: ``synth-av``, ``synth-untrimmed``, ``inspect``, ``shard``.
     ``predict`` writes ``predictions/`` in the run folder: detection scores, the Charades submission
     file and segments; classifier top-k; XKD embeddings (see ``xmkd.predict``).
 ``xmkd export --ckpt CKPT --out DIR [--format ckpt|onnx|torchscript]``
@@ -39,6 +39,7 @@ DATA_TOOLS: dict[str, tuple[str, str]] = {
     "synth-av": ("xmkd.data.synthetic_av", "write the synthetic audio-visual dataset (real mp4 files)"),
     "synth-untrimmed": ("xmkd.data.synthetic_untrimmed", "write the synthetic untrimmed feature world"),
     "inspect": ("xmkd.data.inspect", "summarise a dataset as JSON: counts, decoded samples, failures"),
+    "shard": ("xmkd.data.shard_tool", "write a trimmed dataset as litdata shards (encoded clips + labels)"),
     "synth-untrimmed-raw": (
         "xmkd.data.synthetic_raw_untrimmed",
         "write raw synthetic untrimmed mp4 videos + Charades CSVs",

@@ -27,9 +27,9 @@ import hashlib
 import os
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -42,6 +42,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from xmkd.atomic import atomic_path
 
+T = TypeVar("T")
+
 __all__ = [
     "AtomicCheckpointIO",
     "EpochSeededRandomSampler",
@@ -49,6 +51,7 @@ __all__ = [
     "ResumableDataLoader",
     "ResumeState",
     "atomic_torch_save",
+    "call_seeded",
     "default_seed",
     "fault_tolerance_callbacks",
     "item_seed",
@@ -235,20 +238,28 @@ class _SeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        s = item_seed(self.seed, self.epoch, int(index))
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator only (the one fork_rng restores): ``torch.manual_seed`` would also
-            # reseed every CUDA generator, unrestored, and, before CUDA is initialised, queue that
-            # call with a formatted stack trace (~0.5 ms an item).
-            torch.default_generator.manual_seed(s)
-            random.seed(s)
-            np.random.seed(s & 0xFFFFFFFF)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+        return call_seeded(item_seed(self.seed, self.epoch, int(index)), self.dataset.__getitem__, index)
+
+
+def call_seeded(seed: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with torch (CPU), numpy and python ``random`` seeded by ``seed``; the caller's RNG untouched.
+
+    What every resumable loader runs each item under (``seed`` = :func:`item_seed`), so an item's
+    augmentation is the same whichever process, worker or storage layout loads it.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        # The CPU generator only (the one fork_rng restores): ``torch.manual_seed`` would also
+        # reseed every CUDA generator, unrestored, and, before CUDA is initialised, queue that
+        # call with a formatted stack trace (~0.5 ms an item).
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)
+        try:
+            return fn(*args)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class ResumableDataLoader(DataLoader):

@@ -133,6 +133,11 @@ def test_step_time_summary_skips_epoch_starts():
     assert s["data_wait_s_median"] == pytest.approx(0.2)  # median of 0.5, 0.1, 0.3, 0.1
     assert s["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
     assert step_time_summary([])["step_s_median"] is None
+    assert "data_wait_fraction_with_epoch_starts" not in s
+    # the two epochs' first batches waited 2 s and 1 s: (1 + 3) s of waiting in (4 + 21) s of waits and steps
+    with_starts = step_time_summary(times, [2.0, 1.0])
+    assert with_starts["data_wait_fraction_with_epoch_starts"] == pytest.approx(4.0 / 25.0)
+    assert with_starts["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
 
 
 def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():

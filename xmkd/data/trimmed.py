@@ -18,6 +18,7 @@ dropped for evaluation (``skip_mode``), the skipped file travelling under ``fail
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,8 @@ from xmkd.data.decode_cache import DecodeCache, DecodedVideo, grid_frame_count
 from xmkd.data.readers.trimmed import UNLABELLED, ClipRecord, find_existing
 from xmkd.data.registry import TrimmedSource, read_trimmed, train_test, trimmed_dataset
 from xmkd.data.samplers import ClipSampler, RandomClipSampler, UniformClipSampler
-from xmkd.data.video_io import VideoInfo, probe, read_audio, read_clip
+from xmkd.data.shards import ShardReader, ShardStream, read_manifest, read_shard_records, shard_loader
+from xmkd.data.video_io import MediaSource, VideoInfo, probe, read_audio, read_av_clip, read_clip
 from xmkd.errors import BadInputError, BadInputPolicy, ConfigError, Failure, MediaError, MissingAudioError
 from xmkd.fault import ResumableDataLoader
 
@@ -45,6 +47,7 @@ AUDIO_SAMPLE_RATE = 16000
 
 __all__ = [
     "ClipSampler",
+    "CollateWithBatchViews",
     "MissingAudioPolicy",
     "RandomClipSampler",
     "TrimmedVideoDataModule",
@@ -114,6 +117,9 @@ class TrimmedVideoDataset(Dataset):
         decode_cache_mb: keep up to this many MB of whole decoded videos (frames on the ``fps``
             grid, and audio) per process, so a small dataset is decoded once instead of every epoch;
             clip starts then snap to that grid (see :mod:`xmkd.data.decode_cache`). 0: off.
+        media: where a record's encoded video comes from when not from the file at ``record.path``
+            (e.g. :class:`~xmkd.data.shards.ShardReader`); the files then need not be on this disk
+            (``missing`` is not checked) and are decoded from memory exactly as from the file.
     """
 
     def __init__(
@@ -135,6 +141,7 @@ class TrimmedVideoDataset(Dataset):
         audio_sample_rate: int = AUDIO_SAMPLE_RATE,
         decode_cache_mb: float = 0.0,
         skip_mode: SkipMode = "replace",
+        media: Callable[[ClipRecord], MediaSource] | None = None,
     ) -> None:
         _check_choice("missing_audio", missing_audio, ("error", "silence", "skip"))
         _check_choice("missing", missing, ("error", "skip"))
@@ -168,8 +175,9 @@ class TrimmedVideoDataset(Dataset):
         self._info: dict[str, VideoInfo] = {}
         self.decode_cache = DecodeCache(decode_cache_mb) if decode_cache_mb > 0 else None
 
+        self.media = media
         records = list(records)
-        exists = find_existing([r.path for r in records])
+        exists = [True] * len(records) if media is not None else find_existing([r.path for r in records])
         self.missing_paths: list[str] = [r.path for r, ok in zip(records, exists) if not ok]
         if self.missing_paths and missing == "error":
             raise MediaError(
@@ -237,11 +245,11 @@ class TrimmedVideoDataset(Dataset):
 
     # -- loading ------------------------------------------------------------------------------
 
-    def info(self, path: str) -> VideoInfo:
-        """``probe(path)``, cached (evaluation visits each video clips x crops times)."""
+    def info(self, path: str, media: MediaSource | None = None) -> VideoInfo:
+        """``probe(path)`` (or of ``media``, its bytes), cached (evaluation visits each video clips x crops times)."""
         found = self._info.get(path)
         if found is None:
-            found = self._info[path] = probe(path)
+            found = self._info[path] = probe(media if media is not None else path)
         return found
 
     @staticmethod
@@ -264,9 +272,18 @@ class TrimmedVideoDataset(Dataset):
         # Keep the start safely inside the decoded stream (durations in headers are approximate).
         return min(start, max(begin, end - 1.0 / info.fps)), clip_duration
 
-    def load(self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0) -> dict[str, Any]:
-        """The sample for one view of one video; raises BadInputError subclasses for bad files."""
-        info = self.info(record.path)
+    def load(
+        self, record: ClipRecord, clip_index: int = 0, crop_index: int = 0, media: MediaSource | None = None
+    ) -> dict[str, Any]:
+        """The sample for one view of one video; raises BadInputError subclasses for bad files.
+
+        ``media``: the video's encoded bytes when they come from elsewhere than ``record.path`` (a
+        shard, :mod:`xmkd.data.shards`); decoded exactly as the file would be.
+        """
+        if media is None and self.media is not None:
+            media = self.media(record)
+        source = media if media is not None else record.path
+        info = self.info(record.path, media)
         if info.duration_s < self.min_duration_s:
             raise MediaError(
                 record.path,
@@ -274,14 +291,29 @@ class TrimmedVideoDataset(Dataset):
             )
         start, clip_duration = self.clip_start(record, info, clip_index)
         decoded = (
-            self.decode_cache.get(record.path, lambda: self._decode_whole(record, info, clip_duration))
+            self.decode_cache.get(
+                record.path, lambda: self._decode_whole(record, info, clip_duration, source)
+            )
             if self.decode_cache is not None
             else None
         )
+        audio: torch.Tensor | None = None
         if decoded is not None:
             frames, start = decoded.clip(start, self.num_frames)
+        elif self.with_audio and info.has_audio:  # one open of the file for both modalities
+            seconds = self._audio_seconds(clip_duration)
+            frames, audio = read_av_clip(
+                source,
+                start,
+                self.num_frames,
+                seconds,
+                self.fps,
+                sample_rate=self.audio_sample_rate,
+                threads=self._threads(),
+            )
+            frames = loop_pad(frames, self.num_frames)
         else:
-            frames = read_clip(record.path, start, self.num_frames, self.fps, threads=self._threads())
+            frames = read_clip(source, start, self.num_frames, self.fps, threads=self._threads())
             frames = loop_pad(frames, self.num_frames)  # read_clip loops already; this guards the shape
         sample: dict[str, Any] = {}
         if self.transform is None:
@@ -302,8 +334,10 @@ class TrimmedVideoDataset(Dataset):
             seconds = self._audio_seconds(clip_duration)
             if decoded is not None and decoded.audio is not None:
                 sample["audio"] = decoded.audio_window(start, round(seconds * self.audio_sample_rate))
+            elif audio is not None:
+                sample["audio"] = audio
             else:
-                sample["audio"] = self._audio(record, info, start, seconds)
+                sample["audio"] = self._audio(record, info, start, seconds, source)
         sample.update(
             label=int(record.label),
             video_id=record.video_id,
@@ -312,30 +346,64 @@ class TrimmedVideoDataset(Dataset):
         )
         return sample
 
+    def warm_cache(self) -> int:
+        """Decode every video into the decode cache now, in this process; returns the videos cached.
+
+        DataLoader workers are forked per epoch (:class:`~xmkd.fault.ResumableDataLoader`), so a
+        cache they fill dies with them and every epoch would decode the set again; a cache filled
+        here before they fork is theirs from the start (copy-on-write: the frames are never
+        written). An entry is a function of its video alone, so when the budget holds every video
+        the clips are those of a cache filled lazily; past the budget the first videos in listed
+        order are kept (lazily: the first ones the epoch's order reads). Files that fail to decode
+        are left out here and reported by name, under the bad-input policy, when an item reads them.
+        """
+        cache = self.decode_cache
+        if cache is None:
+            return 0
+        for record in self.records:
+            if cache.full:
+                break
+            try:
+                media = self.media(record) if self.media is not None else None
+                info = self.info(record.path, media)
+                if info.duration_s < self.min_duration_s:
+                    continue  # load() refuses it before the cache
+                clip_duration = self.num_frames / (self.fps or info.fps)
+                source = media if media is not None else record.path
+                decode = functools.partial(self._decode_whole, record, info, clip_duration, source)
+                cache.get(record.path, decode)
+            except BadInputError:
+                continue
+        return len(cache)
+
     def _audio_seconds(self, clip_duration: float) -> float:
         return self.audio_seconds or clip_duration
 
     def _threads(self) -> bool:
         return self.decode_threads if self.decode_threads is not None else get_worker_info() is None
 
-    def _decode_whole(self, record: ClipRecord, info: VideoInfo, clip_duration: float) -> DecodedVideo:
+    def _decode_whole(
+        self, record: ClipRecord, info: VideoInfo, clip_duration: float, source: MediaSource
+    ) -> DecodedVideo:
         """The record's whole range on the ``fps`` grid, with audio for a window from its last frame."""
         fps = self.fps or info.fps
         begin, end = self.clip_bounds(record, info)
         count = grid_frame_count(begin, end, fps)
-        frames = read_clip(record.path, begin, count, fps, threads=self._threads())
+        frames = read_clip(source, begin, count, fps, threads=self._threads())
         audio = None
         if self.with_audio:
-            audio = self._audio(record, info, begin, count / fps + self._audio_seconds(clip_duration))
+            audio = self._audio(record, info, begin, count / fps + self._audio_seconds(clip_duration), source)
         return DecodedVideo(begin, fps, frames, audio, self.audio_sample_rate)
 
-    def _audio(self, record: ClipRecord, info: VideoInfo, start: float, seconds: float) -> torch.Tensor:
+    def _audio(
+        self, record: ClipRecord, info: VideoInfo, start: float, seconds: float, source: MediaSource
+    ) -> torch.Tensor:
         num_samples = round(seconds * self.audio_sample_rate)
         if not info.has_audio:
             if self.missing_audio == "silence":
                 return torch.zeros(num_samples)
             raise MissingAudioError(record.path, f"no audio stream (missing_audio={self.missing_audio})")
-        audio = read_audio(record.path, start, seconds, self.audio_sample_rate)
+        audio = read_audio(source, start, seconds, self.audio_sample_rate)
         if audio.shape[0] != num_samples:  # read_audio pads already; guard the collate shape
             audio = torch.nn.functional.pad(audio[:num_samples], (0, max(0, num_samples - audio.shape[0])))
         return audio
@@ -354,6 +422,25 @@ def collate_raw_clips(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if clips:
         batch[RAW_VIDEO_KEY] = pad_clips(clips)
     return batch
+
+
+class CollateWithBatchViews:
+    """:func:`collate_raw_clips`, then the batch's views made right there, in the DataLoader worker.
+
+    For training on the CPU with ``num_workers > 0``: the views overlap the step instead of running
+    between steps in the training process. The pixels are those of
+    :meth:`TrimmedVideoDataModule.on_after_batch_transfer` on the CPU (the same parameters, the same
+    ops; :meth:`XKDBatchViews.apply` gives the same bits on one thread as on several).
+    """
+
+    def __init__(self, views: XKDBatchViews) -> None:
+        self.views = views
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = collate_raw_clips(samples)
+        if RAW_VIDEO_KEY in batch:
+            batch.update(self.views.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))
+        return batch
 
 
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -430,12 +517,21 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             (seed, epoch, item), so resume stays exact) and returns the decoded uint8 clip; the
             pixels are transformed once per batch in :meth:`on_after_batch_transfer`, on the
             training device (:class:`~xmkd.data.batch_transforms.XKDBatchViews`: the same
-            distribution, up to the per-clip path's uint8 rounding of the resized crop). Clips of
+            distribution, up to the per-clip path's uint8 rounding of the resized crop); when that
+            device is the CPU and ``num_workers > 0``, in the workers right after collation
+            (:class:`CollateWithBatchViews`: the same pixels, made while the step runs). Clips of
             several sizes are zero-padded to the batch's largest (never read).
         batch_size: per device; ``eval_batch_size`` defaults to it.
         missing, missing_audio, on_bad_input, min_duration_s, decode_cache_mb: see
-            :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per DataLoader worker and per split).
+            :class:`TrimmedVideoDataset` (``decode_cache_mb`` is per process and per split; with
+            ``num_workers > 0`` each split's cache is filled in the training process before the first
+            workers fork (:meth:`TrimmedVideoDataset.warm_cache`), so the workers share it).
         synthetic_options: keyword arguments for ``ensure_synthetic_av`` (sizes of the generated set).
+        shards: a folder written by ``xmkd data shard``: the videos, labels and class names come from
+            its chunks instead of ``root`` (the annotation options are not read). Training streams
+            them (litdata; exact mid-epoch resume, per-item DDP split), evaluation reads them in
+            order; the clips, transforms and per-item seeds are those of per-file reading (see
+            :mod:`xmkd.data.shards`). Needs ``train_clips_per_video: 1``.
     """
 
     def __init__(
@@ -477,13 +573,14 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         min_duration_s: float = 0.0,
         decode_cache_mb: float = 0.0,
         synthetic_options: dict[str, Any] | None = None,
+        shards: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         spec = trimmed_dataset(dataset, video=True)  # audio-only sets (ESC-50) have their own DataModule
         _check_choice("train_transform", train_transform, ("xkd", "finetune", "eval", "none"))
         _check_choice("eval_transform", eval_transform, ("eval", "none"))
-        if root is None and spec.default_root is None:
+        if root is None and spec.default_root is None and shards is None:
             raise ConfigError("root", f"{dataset} needs the folder holding the videos")
         _check_choice("augment_on", augment_on, ("sample", "batch"))
         if randaug_num_ops < 0 or not 0 <= randaug_magnitude <= 30:
@@ -533,18 +630,26 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.min_duration_s = min_duration_s
         self.decode_cache_mb = decode_cache_mb
         self.synthetic_options = dict(synthetic_options or {})
+        self.shards = shards
         self._class_names: list[str] | None = None
         self._records: tuple[list[ClipRecord], list[ClipRecord]] | None = None
         self.train_set: TrimmedVideoDataset | None = None
         self.eval_set: TrimmedVideoDataset | None = None
+        self._warmed: set[int] = set()  # datasets whose decode cache was filled before the workers forked
 
     # -- data --------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        if self.spec.prepare is not None:
+        if self.spec.prepare is not None and self.shards is None:
             self.spec.prepare(self.root, self.synthetic_options)
 
     def _read(self) -> tuple[list[ClipRecord], list[ClipRecord]]:
+        if self._records is None and self.shards is not None:
+            manifest = read_manifest(self.shards)
+            records = tuple(
+                read_shard_records(manifest, s) if s in manifest.splits else [] for s in ("train", "test")
+            )
+            self._class_names, self._records = manifest.class_names, records
         if self._records is None:
             root, splits = self.root, self.splits
             if self.spec.prepare is None and not os.path.isdir(
@@ -571,7 +676,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         if not records:
             key = "annotation" if train else "test_annotation"
             raise ConfigError(key, f"no {'training' if train else 'test'} videos listed for {self.dataset}")
-        common = dict(
+        common: dict[str, Any] = dict(
             num_frames=self.num_frames,
             fps=self.fps,
             audio_seconds=self.audio_seconds,
@@ -583,21 +688,39 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             decode_cache_mb=self.decode_cache_mb,
         )
         if train:
-            dataset = TrimmedVideoDataset(
-                records, RandomClipSampler(self.train_clips_per_video), self._train_transform(), **common
-            )
+            sampler: ClipSampler = RandomClipSampler(self.train_clips_per_video)
+            transform, crops = self._train_transform(), 1
         else:
-            transform, crops = self._eval_transform()
-            dataset = TrimmedVideoDataset(
-                records,
-                UniformClipSampler(self.test_clips),
-                transform,
-                num_crops=crops,
-                skip_mode="drop",  # a replacement would count the next video twice in the metrics
-                **common,
-            )
+            sampler, (transform, crops) = UniformClipSampler(self.test_clips), self._eval_transform()
+            # a replacement would count the next video twice in the metrics
+            common.update(num_crops=crops, skip_mode="drop")
+        if self.shards is not None:
+            return self._sharded_dataset(train, records, sampler, transform, common)
+        dataset = TrimmedVideoDataset(records, sampler, transform, **common)
         self._check_not_empty(dataset, "train" if train else "test")
         return dataset
+
+    def _sharded_dataset(
+        self,
+        train: bool,
+        records: list[ClipRecord],
+        sampler: ClipSampler,
+        transform: Callable[..., Any] | None,
+        common: dict[str, Any],
+    ) -> Any:
+        """``shards``: the training split as a stream, the test split map-style from the chunks."""
+        split_dir = str(read_manifest(str(self.shards)).split_dir("train" if train else "test"))
+        if not train:
+            return TrimmedVideoDataset(
+                records, sampler, transform, media=ShardReader(split_dir, records), **common
+            )
+        if self.train_clips_per_video != 1:
+            raise ConfigError(
+                "train_clips_per_video",
+                f"a shard stream gives one clip per video and epoch, got {self.train_clips_per_video}; set 1",
+            )
+        # the clips' decoding and transform, without records: the stream supplies them
+        return ShardStream(split_dir, TrimmedVideoDataset([], sampler, transform, **common))
 
     def _check_not_empty(self, dataset: TrimmedVideoDataset, split: str) -> None:
         """Name the split that ``missing: skip`` emptied (else a sampler fails with num_samples=0)."""
@@ -684,12 +807,30 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
 
+    def records(self, split: Literal["train", "test"]) -> list[ClipRecord]:
+        """The listed videos of ``split`` (annotations read, files not opened)."""
+        return list(self._read()[0 if split == "train" else 1])
+
     def _loader(self, dataset: TrimmedVideoDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        collate = collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures
+        if train and self.shards is not None:
+            # a run resumed at an epoch boundary starts the stream at the trainer's epoch
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            return shard_loader(dataset, self.batch_size, self.num_workers, collate, self.pin_memory, epoch)
         # resumable: the order and augmentation of an epoch are f(seed, epoch); see xmkd.fault.
         # Evaluation drops bad items, so a batch may come out short or (held back) empty.
         loader_class = ResumableDataLoader if train else DropEmptyBatchesLoader
+        if self.num_workers > 0 and id(dataset) not in self._warmed:
+            dataset.warm_cache()  # before the workers fork: they share it instead of decoding per epoch
+            self._warmed.add(id(dataset))
+        collate: Callable[..., Any] = collate_with_failures
+        if train and self.augment_on == "batch":
+            collate = collate_raw_clips
+            if self.num_workers > 0 and self._training_device().type == "cpu":
+                assert isinstance(dataset.transform, XKDBatchViews)
+                collate = CollateWithBatchViews(dataset.transform)
         return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -698,13 +839,19 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate_raw_clips if train and self.augment_on == "batch" else collate_with_failures,
+            collate_fn=collate,
         )
+
+    def _training_device(self) -> torch.device:
+        """Where the training step runs (the CPU before a Trainer is attached)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment_on: batch``: the views of the batch's uint8 clips, made on the training device."""
         if isinstance(batch, dict) and RAW_VIDEO_KEY in batch:
-            transform = self.train_set.transform if self.train_set is not None else None
+            # a shard stream keeps its decoding (and transform) in ``clips``
+            transform = getattr(getattr(self.train_set, "clips", self.train_set), "transform", None)
             if not isinstance(transform, XKDBatchViews):
                 raise RuntimeError("a batch of raw clips, but the training set has no XKDBatchViews")
             batch.update(transform.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))

@@ -25,10 +25,14 @@ names the file; raw PyAV exceptions never escape.
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
 import math
 import os
-from collections.abc import Iterator
+import statistics
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,6 +41,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from xmkd.errors import MediaError, MissingAudioError
 
@@ -44,8 +49,16 @@ log = logging.getLogger(__name__)
 
 # Decoders whose container timestamps are unreliable (packed B-frames in AVI) can emit frames
 # slightly out of pts order; after the first frame past the clip we decode this many more so a
-# late, earlier-pts frame is not missed. Well-formed streams cost at most this many extra frames.
+# late, earlier-pts frame is not missed. Streams without B-frames, and containers that carry
+# presentation timestamps (whose decoders emit frames in that order), stop at the first frame past
+# the clip, unless a frame out of order has been seen.
 REORDER_MARGIN = 4
+# Containers whose packet timestamps are not presentation times (AVI stores decode order).
+_DECODE_ORDER_FORMATS = frozenset({"avi"})
+# Before a clip, frames that no other frame refers to are not decoded (skip_frame=NONREF), up to
+# this many native frame durations before the clip's first target: the frame covering that target
+# is later than this in a constant-rate stream (see _decode_range for the check where it is not).
+_SKIP_GUARD_FRAMES = 2
 # Packets demuxed from the start to find the first frame's pts and the timestamps' frame rate.
 _ORIGIN_PACKETS = 16
 # Seconds decoded before an audio clip's start after a seek (decoder and resampler warm-up).
@@ -83,6 +96,29 @@ class VideoInfo:
     data_end_s: float | None = None
 
 
+@dataclass(frozen=True)
+class EncodedMedia:
+    """An encoded media file held in memory (e.g. read from a shard), decoded like the file itself.
+
+    ``name`` is what errors and logs name (the original file, so a bad clip in a shard is still
+    reported by the path it came from); ``data`` is the file's bytes, unchanged.
+    """
+
+    name: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"EncodedMedia({self.name!r}, {len(self.data)} bytes)"
+
+
+MediaSource = str | os.PathLike | EncodedMedia
+
+
+def _source_path(source: MediaSource) -> Path:
+    """The path that names ``source`` in errors."""
+    return Path(source.name) if isinstance(source, EncodedMedia) else Path(source)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise MediaError(path, "file not found")
@@ -93,12 +129,17 @@ def _check_file(path: Path) -> None:
 
 
 @contextmanager
-def _open(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+def _open(path: MediaSource) -> Iterator[av.container.InputContainer]:
     """Open ``path`` for reading; any PyAV/OS failure becomes a MediaError naming the file."""
-    p = Path(path)
-    _check_file(p)
+    p = _source_path(path)
     try:
-        container = av.open(str(p), mode="r")
+        if isinstance(path, EncodedMedia):
+            if not path.data:
+                raise MediaError(p, "empty file (0 bytes)")
+            container = av.open(io.BytesIO(path.data), mode="r")
+        else:
+            _check_file(p)
+            container = av.open(str(p), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise MediaError(p, f"cannot open as a media container ({_short(e)})") from None
     try:
@@ -159,11 +200,13 @@ def _timestamp_rate(pts: list[int], time_base: float) -> float | None:
     The steps between sorted distinct pts are regular when three quarters of them are within 1% of
     the median (a B-frame not yet demuxed leaves one double step); variable-rate starts give None.
     """
-    steps = np.diff(np.unique(np.asarray(pts, dtype=np.float64)))
+    # Plain Python: on 16 numbers, each numpy call costs more than the arithmetic (it ran per clip).
+    distinct = sorted({float(p) for p in pts})
+    steps = [b - a for a, b in itertools.pairwise(distinct)]
     if len(steps) < 2:
         return None
-    step = float(np.median(steps))
-    if step <= 0 or np.mean(np.abs(steps - step) <= 0.01 * step) < 0.75:
+    step = statistics.median(steps)
+    if step <= 0 or sum(abs(d - step) <= 0.01 * step for d in steps) < 0.75 * len(steps):
         return None
     return 1.0 / (step * time_base)
 
@@ -270,7 +313,7 @@ def _count_packets(
     return count, (last - timing.origin) * float(stream.time_base) + 1.0 / timing.fps
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: MediaSource) -> VideoInfo:
     """Read the metadata of a video file without decoding frames.
 
     The rate is checked against the first packets' timestamps (see :func:`_sample_timing`). Where
@@ -279,8 +322,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     file but does not decode it. A truncated file keeps its declared ``duration_s`` and gets
     ``data_end_s``, so that reads in the missing part say "truncated".
     """
-    p = Path(path)
-    with _open(p) as container:
+    p = _source_path(path)
+    with _open(path) as container:
         if not container.streams.video:
             raise MediaError(p, "no video stream")
         stream = container.streams.video[0]
@@ -343,6 +386,55 @@ def select_frames(pts: list[int] | np.ndarray, targets: np.ndarray) -> np.ndarra
     return order[np.clip(pos, 0, len(pts) - 1)]
 
 
+# ------------------------------------------------------------------------------- colour conversion
+_thread_local = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale context, kept from frame to frame and from clip to clip.
+
+    Why: ``frame.to_ndarray(format="rgb24")`` builds a new swscale context for every frame, and PyAV
+    asks that context for automatic threading, so each frame paid for a context set-up and a thread
+    pool: 2-10 ms per 320x240 frame on a 2-core machine, against 0.05-0.3 ms with one kept context
+    on one thread. One per thread because a context is not safe to share between threads.
+    """
+    found = getattr(_thread_local, "reformatter", None)
+    if found is None:
+        found = _thread_local.reformatter = VideoReformatter()
+    return found
+
+
+def frames_to_rgb(
+    frames: Sequence[av.VideoFrame],
+    size: tuple[int, int] | None = None,
+    interpolation: str = "BILINEAR",
+    format: str = "rgb24",
+) -> np.ndarray:
+    """``(N, H, W, C)`` uint8 from decoded frames: converted, and resized to ``size`` (height, width), in
+    one swscale pass per frame, on this thread's kept context (see :func:`_reformatter`).
+
+    Without ``size`` the pixels equal ``frame.to_ndarray(format=format)``'s. ``format`` is a packed
+    swscale format (``rgb24``: C=3, ``gray``: C=1).
+    """
+    if not frames:
+        raise ValueError("no frames to convert")
+    height, width = size if size is not None else (frames[0].height, frames[0].width)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive (height, width), got {size}")
+    reformatter = _reformatter()
+    first = reformatter.reformat(
+        frames[0], width=width, height=height, format=format, interpolation=interpolation, threads=1
+    ).to_ndarray()
+    out = np.empty((len(frames), height, width, first.shape[2] if first.ndim == 3 else 1), np.uint8)
+    out[0] = first.reshape(out.shape[1:])
+    for i, frame in enumerate(frames[1:], 1):
+        converted = reformatter.reformat(
+            frame, width=width, height=height, format=format, interpolation=interpolation, threads=1
+        )
+        out[i] = converted.to_ndarray().reshape(out.shape[1:])
+    return out
+
+
 # ------------------------------------------------------------------------------------------ clips
 _from_start_logged = False
 
@@ -363,13 +455,14 @@ def _note_decoding_from_start(path: Path, why: str) -> None:
 
 
 def read_clip(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     num_frames: int,
     fps: float | None = None,
     *,
     threads: bool = True,
     return_pts: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Decode ``num_frames`` RGB frames at times ``start_s + i / fps`` as uint8 ``(T, H, W, 3)``.
 
@@ -384,70 +477,107 @@ def read_clip(
     or past the end raises :class:`MediaError`; so does a clip that needs the missing part of a
     truncated file ("truncated: data ends at X s of Y s").
 
-    ``threads=True`` enables FFmpeg's automatic (frame/slice) threading; turn it off inside many
-    DataLoader workers on few cores. ``return_pts=True`` also returns the pts (in seconds from the
-    stream start, before looping) of each returned frame, which tests use to check the order.
+    ``threads=True`` enables FFmpeg's automatic (frame/slice) threading; ``threads=False`` decodes
+    on the calling thread alone, as inside many DataLoader workers on few cores. ``return_pts=True``
+    also returns the pts (in seconds from the stream start, before looping) of each returned frame,
+    which tests use to check the order. ``size=(height, width)`` resizes while converting to RGB
+    (swscale, bilinear, one pass; see :func:`frames_to_rgb`); None keeps the decoded size.
     """
-    p = Path(path)
+    p = _source_path(path)
+    _check_clip_request(p, start_s, num_frames)
+    with _open(path) as container:
+        return _clip_in(container, path, start_s, num_frames, fps, threads, return_pts, size)
+
+
+def _check_clip_request(p: Path, start_s: float, num_frames: int) -> None:
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"clip start {start_s} s is negative or not finite")
-    with _open(p) as container:
-        if not container.streams.video:
-            raise MediaError(p, "no video stream")
-        stream = container.streams.video[0]
-        if threads:
-            stream.thread_type = "AUTO"
-        tb = stream.time_base
-        timing = _sample_timing(container, stream)
-        native_fps = timing.fps
-        if native_fps is None and fps is None:
-            raise MediaError(p, "frame rate unknown; pass fps explicitly")
-        step = 1.0 / (fps or native_fps)
-        origin = timing.origin
-        # Target times in pts units, nudged by 1% of a native frame so that a time that falls
-        # exactly on a frame boundary (i / fps with fps == native) is not lost to rounding.
-        tol_s = 0.01 / (native_fps or fps)
-        times_s = start_s + step * np.arange(num_frames)
-        targets = origin + (times_s + tol_s) / float(tb)
-        declared = _declared_duration_s(stream, container, native_fps or fps)
 
-        decoded = _decode_range(container, stream, timing, targets, seek=True) if timing.timed else None
-        if decoded is None or isinstance(decoded, str):
-            why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
-            _note_decoding_from_start(p, why)
-            with _open(p) as fresh:
-                fresh_stream = fresh.streams.video[0]
-                if threads:
-                    fresh_stream.thread_type = "AUTO"
-                decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
-        assert not isinstance(decoded, str)
-        frames, pts_list, end_pts = decoded
-        if not frames:
-            raise MediaError(p, "no decodable video frames")
-        data_end_s = float((end_pts - origin) * tb) if math.isfinite(end_pts) else math.inf
 
-        # Targets past the end of the decoded stream are padded by looping.
-        inside = targets < end_pts
-        truncated = declared is not None and data_end_s < declared - _TRUNCATION_SLACK_S
-        if not inside[0]:
-            if truncated:
-                raise MediaError(p, _truncated(data_end_s, declared, start_s))
-            limit = f" (data ends at {data_end_s:.2f} s)"
-            raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
-        if not inside.all() and truncated:
+def _clip_in(
+    container: av.container.InputContainer,
+    source: MediaSource,
+    start_s: float,
+    num_frames: int,
+    fps: float | None,
+    threads: bool,
+    return_pts: bool,
+    size: tuple[int, int] | None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`read_clip` on an open container (which it leaves open, wherever it was read to)."""
+    p = _source_path(source)
+    if not container.streams.video:
+        raise MediaError(p, "no video stream")
+    stream = container.streams.video[0]
+    _set_threads(stream, threads)
+    tb = stream.time_base
+    timing = _sample_timing(container, stream)
+    native_fps = timing.fps
+    if native_fps is None and fps is None:
+        raise MediaError(p, "frame rate unknown; pass fps explicitly")
+    step = 1.0 / (fps or native_fps)
+    origin = timing.origin
+    # Target times in pts units, nudged by 1% of a native frame so that a time that falls
+    # exactly on a frame boundary (i / fps with fps == native) is not lost to rounding.
+    tol_s = 0.01 / (native_fps or fps)
+    times_s = start_s + step * np.arange(num_frames)
+    targets = origin + (times_s + tol_s) / float(tb)
+    declared = _declared_duration_s(stream, container, native_fps or fps)
+
+    decoded = _decode_range(container, stream, timing, targets, seek=True) if timing.timed else None
+    if decoded is None or isinstance(decoded, str):
+        why = decoded or "the stream has no timestamps (a raw elementary stream cannot be seeked)"
+        _note_decoding_from_start(p, why)
+        with _open(source) as fresh:
+            fresh_stream = fresh.streams.video[0]
+            _set_threads(fresh_stream, threads)
+            decoded = _decode_range(fresh, fresh_stream, timing, targets, seek=False)
+    assert not isinstance(decoded, str)
+    frames, pts_list, end_pts = decoded
+    if not frames:
+        raise MediaError(p, "no decodable video frames")
+    data_end_s = float((end_pts - origin) * tb) if math.isfinite(end_pts) else math.inf
+
+    # Targets past the end of the decoded stream are padded by looping.
+    inside = targets < end_pts
+    truncated = declared is not None and data_end_s < declared - _TRUNCATION_SLACK_S
+    if not inside[0]:
+        if truncated:
             raise MediaError(p, _truncated(data_end_s, declared, start_s))
-        k = int(inside.sum())
-        idx = select_frames(pts_list, targets[:k])
-        idx = idx[np.arange(num_frames) % k]
-        chosen = {int(i) for i in idx}
-        arrays = {i: frames[i].to_ndarray(format="rgb24") for i in chosen}
-        clip = torch.from_numpy(np.stack([arrays[int(i)] for i in idx]))
-        if return_pts:
-            pts_s = torch.tensor([float((pts_list[int(i)] - origin) * tb) for i in idx], dtype=torch.float64)
-            return clip, pts_s
-        return clip
+        limit = f" (data ends at {data_end_s:.2f} s)"
+        raise MediaError(p, f"clip start {start_s:.3f} s is at or past the end of the video{limit}")
+    if not inside.all() and truncated:
+        raise MediaError(p, _truncated(data_end_s, declared, start_s))
+    k = int(inside.sum())
+    idx = select_frames(pts_list, targets[:k])
+    idx = idx[np.arange(num_frames) % k]
+    # Convert each chosen frame once, even where looping or a lower rate repeats it.
+    # Convert each chosen frame once, even where looping or a lower rate repeats it; ``where``
+    # puts them back in clip order (the frames list is in decoder order).
+    chosen, where = np.unique(idx, return_inverse=True)
+    where = where.reshape(-1)
+    rgb = frames_to_rgb([frames[int(i)] for i in chosen], size)
+    in_order = len(chosen) == num_frames and bool((where == np.arange(num_frames)).all())
+    clip = torch.from_numpy(rgb if in_order else rgb[where])
+    if return_pts:
+        pts_s = torch.tensor([float((pts_list[int(i)] - origin) * tb) for i in idx], dtype=torch.float64)
+        return clip, pts_s
+    return clip
+
+
+def _set_threads(stream: av.video.stream.VideoStream, threads: bool) -> None:
+    """FFmpeg's automatic frame/slice threading, or exactly one decoding thread.
+
+    PyAV's default is slice threading with one thread per core, which starts a thread pool at
+    every open for streams that rarely have slices to share out; one thread is what a DataLoader
+    worker on a busy machine wants.
+    """
+    if threads:
+        stream.thread_type = "AUTO"
+    else:
+        stream.thread_count = 1
 
 
 def _truncated(data_end_s: float, declared_s: float | None, start_s: float) -> str:
@@ -463,6 +593,7 @@ def _decode_range(
     timing: _Timing,
     targets: np.ndarray,
     seek: bool,
+    skip_nonref: bool = True,
 ) -> _Decoded | str:
     """Decode the frames needed for ``targets`` (pts units, increasing).
 
@@ -474,6 +605,11 @@ def _decode_range(
     where it must not (past the data, or after the clip start: imprecise or lost indexes), the
     reason is returned instead, for the caller to decode a fresh container from the start
     (``seek=False``), where frames without pts are timed by counting from the origin.
+
+    After a seek, the frames between the keyframe and the clip that nothing refers to (most
+    B-frames) are not decoded (``skip_nonref``); in the rare stream where the frame covering the
+    clip's start would fall among them (a gap in a variable-rate stream) the range is decoded
+    again without skipping.
     """
     first_t, last_t = float(targets[0]), float(targets[-1])
     origin = timing.origin
@@ -482,6 +618,26 @@ def _decode_range(
             container.seek(math.floor(first_t), stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError as e:
             return f"seeking raised {_short(e)}"
+    # In decode-order containers a packet's pts can be up to REORDER_MARGIN frames off its frame's
+    # presentation time: skipping keeps that much further from the clip, and stopping waits that
+    # much longer where the decoder may reorder (B-frames).
+    decode_order_pts = container.format.name in _DECODE_ORDER_FORMATS
+    skip_before = -math.inf
+    if seek and skip_nonref and timing.timed and timing.frame_pts > 0:
+        guard = _SKIP_GUARD_FRAMES + (REORDER_MARGIN if decode_order_pts else 0)
+        skip_before = first_t - guard * timing.frame_pts
+    margin = REORDER_MARGIN if decode_order_pts and stream.codec_context.has_b_frames else 0
+    # A one-thread decoder without B-frames returns each packet's frame before taking the next:
+    # a next packet presented after the clip need not be decoded to know that the clip is complete.
+    plan = _DecodePlan(skip_before)
+    if (
+        seek
+        and timing.timed
+        and not stream.codec_context.has_b_frames
+        and stream.codec_context.thread_count == 1
+    ):
+        plan.stop_after = last_t
+    last_out = -math.inf
     frames: list[av.VideoFrame] = []
     pts_list: list[float] = []
     before: tuple[av.VideoFrame, float] | None = None
@@ -489,7 +645,10 @@ def _decode_range(
     past = 0
     last_dur = 0.0
     count = 0
-    for frame in container.decode(stream):
+    for frame in _decode_skipping(container, stream, plan):
+        if frame is None:  # the next packet presents after the clip
+            past = 1
+            break
         pts: float
         if frame.pts is not None:
             pts = frame.pts
@@ -502,6 +661,10 @@ def _decode_range(
         count += 1
         if seek and count == 1 and pts > first_t and first_t >= origin:
             return "the seek landed after the clip start"
+        if pts < last_out:
+            margin = REORDER_MARGIN  # this decoder does emit frames out of order
+            plan.stop_after = math.inf
+        last_out = pts
         if pts <= first_t:
             if before is None or pts > before[1]:
                 before = (frame, pts)
@@ -513,10 +676,12 @@ def _decode_range(
             max_pts = pts
         if pts > last_t:
             past += 1
-            if past > REORDER_MARGIN:
+            if past > margin:
                 break
     if seek and count == 0:
         return "the seek landed past the data"
+    if before is not None and before[1] < skip_before:
+        return _decode_range(container, stream, timing, targets, seek, skip_nonref=False)
     if before is not None:
         frames.insert(0, before[0])
         pts_list.insert(0, before[1])
@@ -530,8 +695,51 @@ def _decode_range(
     return frames, pts_list, end_pts
 
 
+@dataclass
+class _DecodePlan:
+    """What :func:`_decode_skipping` may leave out: frames nothing refers to presented before
+    ``skip_before``, and every packet from the first one presented after ``stop_after`` on."""
+
+    skip_before: float
+    stop_after: float = math.inf
+
+
+def _decode_skipping(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, plan: _DecodePlan
+) -> Iterator[av.VideoFrame | None]:
+    """``container.decode(stream)``, leaving out what ``plan`` allows; None: stopped at a packet
+    presented after ``plan.stop_after`` (read as each packet comes, so the caller can lift it).
+
+    FFmpeg reads the codec context's ``skip_frame`` as each packet is sent (frame threads copy it
+    then), so it is set per packet; from the first packet whose dts reaches ``skip_before`` on,
+    every later packet presents later, and all are decoded.
+    """
+    codec = stream.codec_context
+    skip_before = plan.skip_before
+    skipping = skip_before > -math.inf
+    decoded = False
+    try:
+        for packet in container.demux(stream):
+            if decoded and packet.size > 0 and packet.pts is not None and packet.pts > plan.stop_after:
+                yield None
+                return
+            if skipping:
+                if packet.dts is not None and packet.dts >= skip_before:
+                    skipping = False
+                    codec.skip_frame = "DEFAULT"
+                else:
+                    early = packet.pts is not None and packet.pts < skip_before
+                    codec.skip_frame = "NONREF" if early else "DEFAULT"
+            for frame in packet.decode():
+                decoded = True
+                yield frame
+    finally:
+        if skip_before > -math.inf:
+            codec.skip_frame = "DEFAULT"
+
+
 def read_audio(
-    path: str | os.PathLike,
+    path: MediaSource,
     start_s: float,
     duration_s: float,
     sample_rate: int = 16000,
@@ -544,35 +752,92 @@ def read_audio(
     Samples past the end of the audio are zeros, so the length is always exact; a ``start_s``
     at or past the end raises :class:`MediaError`, no audio stream :class:`MissingAudioError`.
     """
-    p = Path(path)
+    p = _source_path(path)
+    _check_audio_request(p, start_s, duration_s)
+    with _open(path) as container:
+        audio = _audio_in(container, p, start_s, duration_s, sample_rate, at_start=True)
+    assert audio is not None
+    return audio
+
+
+def read_av_clip(
+    path: MediaSource,
+    start_s: float,
+    num_frames: int,
+    audio_s: float,
+    fps: float | None = None,
+    *,
+    sample_rate: int = 16000,
+    threads: bool = True,
+    size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``read_clip(path, start_s, num_frames, fps)`` and ``read_audio(path, start_s, audio_s)`` from one
+    open container: the same frames and samples as the two calls, with one open (and one probe of
+    the streams) instead of two, except for a clip that starts within ``AUDIO_PREROLL_S`` of the
+    audio's start (read as :func:`read_audio` does, from a second open). Raises
+    :class:`MissingAudioError` where the file has no audio.
+    """
+    p = _source_path(path)
+    _check_clip_request(p, start_s, num_frames)
+    _check_audio_request(p, start_s, audio_s)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MissingAudioError(p, "no audio stream")
+        frames = _clip_in(container, path, start_s, num_frames, fps, threads, False, size)
+        assert isinstance(frames, torch.Tensor)
+        audio = _audio_in(container, p, start_s, audio_s, sample_rate, at_start=False)
+    if audio is None:  # a clip within the audio pre-roll of the start: a fresh container reads it
+        audio = read_audio(path, start_s, audio_s, sample_rate)
+    return frames, audio
+
+
+def _check_audio_request(p: Path, start_s: float, duration_s: float) -> None:
     if duration_s <= 0 or not math.isfinite(duration_s):
         raise ValueError(f"duration_s must be positive, got {duration_s}")
     if start_s < 0 or not math.isfinite(start_s):
         raise MediaError(p, f"audio start {start_s} s is negative or not finite")
+
+
+def _audio_in(
+    container: av.container.InputContainer,
+    p: Path,
+    start_s: float,
+    duration_s: float,
+    sample_rate: int,
+    at_start: bool,
+) -> torch.Tensor | None:
+    """:func:`read_audio` on an open container; ``at_start``: nothing has been read from it yet.
+
+    None where a container that has been read already cannot give the same samples as a fresh one.
+    """
     n_out = round(duration_s * sample_rate)
-    with _open(p) as container:
-        if not container.streams.audio:
-            raise MissingAudioError(p, "no audio stream")
-        stream = container.streams.audio[0]
-        tb = stream.time_base
-        origin_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        chunks, first_s = _decode_audio(container, stream, origin_s + start_s, n_out, sample_rate, origin_s)
-        if first_s is None and start_s > 0:
-            # Seek landed nowhere useful (some demuxers cannot seek audio): decode from the start.
-            chunks, first_s = _decode_audio(container, stream, None, n_out, sample_rate, origin_s, start_s)
-        if first_s is None:
-            raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        offset = round((origin_s + start_s - first_s) * sample_rate)
-        if offset >= len(samples):
-            raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
-        if offset < 0:  # the stream starts after start_s: leading silence
-            samples = np.concatenate([np.zeros(-offset, np.float32), samples])
-            offset = 0
-        out = samples[offset : offset + n_out]
-        if len(out) < n_out:
-            out = np.concatenate([out, np.zeros(n_out - len(out), np.float32)])
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    if not container.streams.audio:
+        raise MissingAudioError(p, "no audio stream")
+    stream = container.streams.audio[0]
+    tb = stream.time_base
+    origin_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    if not at_start and origin_s + start_s <= AUDIO_PREROLL_S:
+        # Near the start the audio is decoded from the first packet without a seek; a seek back
+        # there lands after the codec's priming packet (AAC in mp4 starts at -1024) and the first
+        # samples would come out of a cold decoder. Only a fresh container reads them right.
+        return None
+    chunks, first_s = _decode_audio(container, stream, origin_s + start_s, n_out, sample_rate, origin_s)
+    if first_s is None and start_s > 0:
+        # Seek landed nowhere useful (some demuxers cannot seek audio): decode from the start.
+        chunks, first_s = _decode_audio(container, stream, None, n_out, sample_rate, origin_s, start_s)
+    if first_s is None:
+        raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    offset = round((origin_s + start_s - first_s) * sample_rate)
+    if offset >= len(samples):
+        raise MediaError(p, f"audio start {start_s:.3f} s is at or past the end of the audio")
+    if offset < 0:  # the stream starts after start_s: leading silence
+        samples = np.concatenate([np.zeros(-offset, np.float32), samples])
+        offset = 0
+    out = samples[offset : offset + n_out]
+    if len(out) < n_out:
+        out = np.concatenate([out, np.zeros(n_out - len(out), np.float32)])
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
 def _decode_audio(
@@ -588,6 +853,7 @@ def _decode_audio(
 
     Stops once enough samples past ``seek_s`` are collected. ``seek_s=None`` decodes from the
     start of the file (``start_rel_s`` then says where the clip starts, to know when to stop).
+    A clip within the pre-roll of the start is read without a seek: ``container`` must be fresh.
     """
     tb = float(stream.time_base)  # float, not Fraction: Fraction arithmetic per frame is slow
     if seek_s is not None and seek_s > AUDIO_PREROLL_S:
@@ -731,7 +997,8 @@ def decode_video(
                 if pts is None:
                     pts = pts_list[-1] + frame_ticks if pts_list else 0
                 pts_list.append(int(pts))
-                arrays.append(frame.to_ndarray(format=fmt, width=w, height=h, interpolation="AREA"))
+                # one kept swscale context (frame.to_ndarray builds one per frame: several ms each)
+                arrays.append(frames_to_rgb([frame], (h, w), "AREA", fmt)[0])
     except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
         raise MediaError(p, f"decode error ({type(e).__name__}: {e})") from None
     if not arrays:
@@ -761,12 +1028,16 @@ def decode_video(
 __all__ = [
     "AUDIO_PREROLL_S",
     "REORDER_MARGIN",
+    "EncodedMedia",
+    "MediaSource",
     "VideoInfo",
     "WholeVideo",
     "decode_video",
+    "frames_to_rgb",
     "output_size",
     "probe",
     "read_audio",
+    "read_av_clip",
     "read_clip",
     "resampled_frame_count",
     "select_frames",

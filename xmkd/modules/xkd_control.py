@@ -64,7 +64,9 @@ class XKDWithRandomInitProbe(XKDPretrainer):
                         self.hparams.probe_num_classes, top_k=1, average="micro"
                     )
         self.step_times: list[tuple[float, float]] = []  # (data wait s, step s) per training batch
+        self.epoch_start_waits: list[float] = []  # epoch start -> its first batch (workers start up too)
         self._batch_end: float | None = None
+        self._epoch_start: float | None = None
         self._batch_start = 0.0
         self._views: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self._masks: dict[str, TokenMask] | None = None
@@ -144,6 +146,9 @@ class XKDWithRandomInitProbe(XKDPretrainer):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
+        if self._epoch_start is not None:
+            self.epoch_start_waits.append(self._batch_start - self._epoch_start)
+            self._epoch_start = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
@@ -153,3 +158,4 @@ class XKDWithRandomInitProbe(XKDPretrainer):
 
     def on_train_epoch_start(self) -> None:
         self._batch_end = None  # the first batch of an epoch also waits for worker start-up
+        self._epoch_start = time.perf_counter()

@@ -79,10 +79,11 @@ def _training_ids(root: Path) -> list[str]:
 
 def train_encoders(
     data: Path, flow_dir: Path, out: Path, init: str, size: int, frames: int, dim: int, depth: int,
-    steps: int, seed: int,
+    steps: int, seed: int, modalities: tuple[str, ...] = ("rgb", "flow"),
 ) -> dict[str, Any]:  # fmt: skip
-    """Stage 3: export ``out/rgb.pt`` and ``out/flow.pt`` (skipped when both exist)."""
-    paths = {"rgb": out / "rgb.pt", "flow": out / "flow.pt"}
+    """Stage 3: export ``out/rgb.pt`` and ``out/flow.pt`` (skipped when they exist); ``modalities``
+    picks a subset (``xkd-to-detection`` brings its own RGB encoders and trains the flow one only)."""
+    paths = {m: out / f"{m}.pt" for m in modalities}
     info_path = out / "encoders.json"
     if all(p.is_file() for p in paths.values()) and info_path.is_file():
         return json.loads(info_path.read_text())
@@ -90,6 +91,8 @@ def train_encoders(
     ids = _training_ids(data)
     rng = np.random.default_rng(seed)
     for modality, chans in (("rgb", 3), ("flow", 2)):
+        if modality not in paths:
+            continue
         cfg = encoder_config(chans, size, frames, dim, depth)
         if init == "random":
             torch.manual_seed(seed)

@@ -38,6 +38,7 @@ from torch import Tensor
 from xmkd.eval.knn import knn_top1
 from xmkd.eval.svm import FeatureSet, cv_group_map, svm_protocol
 from xmkd.metrics.classification import encode_video_ids
+from xmkd.models.vit import save_exported_encoder
 from xmkd.modules.data_checks import data_attribute
 from xmkd.modules.xkd_control import XKDWithRandomInitProbe
 from xmkd.pipelines.report import key_value_table, percent
@@ -63,18 +64,30 @@ __all__ = [
 ]
 
 
-def step_time_summary(step_times: list[tuple[float, float]]) -> dict[str, float | None]:
-    """Medians and totals of (data wait, step) seconds; the first batch of each epoch is left out."""
+def step_time_summary(
+    step_times: list[tuple[float, float]], epoch_start_waits: Sequence[float] = ()
+) -> dict[str, float | None]:
+    """Medians and totals of (data wait, step) seconds; the first batch of each epoch is left out.
+
+    With ``epoch_start_waits`` (epoch start -> its first batch: the loader's start, DataLoader
+    workers included), also ``data_wait_fraction_with_epoch_starts``: every wait of the run,
+    epoch starts included, over the run's waits and steps.
+    """
     waits = [w for w, _ in step_times if w == w]  # drop NaN (epoch starts)
     steps = [s for w, s in step_times if w == w]
     if not steps:
         return {"step_s_median": None, "data_wait_s_median": None, "data_wait_fraction": None}
     total_wait, total_step = sum(waits), sum(steps)
-    return {
+    out: dict[str, float | None] = {
         "step_s_median": statistics.median(steps),
         "data_wait_s_median": statistics.median(waits),
         "data_wait_fraction": total_wait / max(total_wait + total_step, 1e-9),
     }
+    if epoch_start_waits:
+        all_wait = total_wait + sum(epoch_start_waits)
+        all_step = sum(s for _, s in step_times)
+        out["data_wait_fraction_with_epoch_starts"] = all_wait / max(all_wait + all_step, 1e-9)
+    return out
 
 
 def fit_argv(
@@ -200,10 +213,14 @@ def frozen_svm_probe(
 
 
 def pretrain_with_control(
-    argv: list[str], export_dir: Path | None = None, svm_train_views: int = 5
+    argv: list[str],
+    export_dir: Path | None = None,
+    svm_train_views: int = 5,
+    export_random_init: bool = False,
 ) -> dict[str, Any]:
     """Run one pretraining job (``fit_argv``), score both probes (online, and the frozen SVM probe
-    unless ``svm_train_views`` is 0), optionally export the encoders."""
+    unless ``svm_train_views`` is 0), optionally export the encoders; ``export_random_init`` also
+    exports the frozen copy of the weights the run started from (``random_init_{video,audio}.pt``)."""
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
     cli = run_lightning_cli(argv)
@@ -244,11 +261,15 @@ def pretrain_with_control(
         "validate_s": val_s,
         **svm,
         "svm_s": svm_s,
-        **step_time_summary(model.step_times),
+        **step_time_summary(model.step_times, model.epoch_start_waits),
         "run_dir": str(cli.run_dir),
     }
     if export_dir is not None:
         out["encoders"] = {k: str(p) for k, p in model.export_encoders(export_dir).items()}
+        if export_random_init:
+            for m, encoder in model.random_init_encoders.items():
+                path = save_exported_encoder(encoder, export_dir / f"random_init_{m}.pt")
+                out["encoders"][f"random_init_{m}"] = str(path)
     return out
 
 
@@ -290,8 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"torch threads of the training process (default {RECIPE_THREADS}, the recipe's: the "
         "figures depend on the thread count, which orders the float reductions, so it is fixed rather than "
         "one per core; 0 = torch's default). The tiny recipe decodes its clips once into memory "
-        "(decode_cache_mb) and augments them in this process (num_workers 0), so the step can have every "
-        "core; with DataLoader workers that decode every epoch on few cores, pass 1",
+        "(decode_cache_mb) and one DataLoader worker cuts and augments them while the step runs, so the "
+        "step can have every core; with DataLoader workers that decode every epoch on few cores, pass 1",
     )
     parser.add_argument(
         "--override",
@@ -429,6 +450,7 @@ def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
             f"{result['step_s_median'] or float('nan'):.3f} / {result['data_wait_s_median'] or float('nan'):.3f}",
         ),
         ("share of train time waiting for data", percent(result["data_wait_fraction"])),
+        ("... with the epochs' first batches", percent(result.get("data_wait_fraction_with_epoch_starts"))),
         ("fit s / validate s", f"{result['fit_s']:.0f} / {result['validate_s']:.0f}"),
         ("encoders", str(result.get("encoders", {}).get("student_video", out_dir / "encoders"))),
         ("run folder", result["runs"]["pretrain"]),

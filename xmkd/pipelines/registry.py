@@ -17,6 +17,7 @@ from xmkd.pipelines import (
     linear_eval,
     pretrain_xkd,
     pretrain_xkd_ablation,
+    xkd_to_detection,
 )
 
 
@@ -37,6 +38,9 @@ PIPELINES: dict[str, Pipeline] = {
     "eval-ablation": Pipeline(eval_ablation, "random vs reconstruction-only vs XKD: SVM + fine-tune table"),
     "distill-detection-raw": Pipeline(
         distill_detection_raw, "raw video -> flow -> features -> teacher/student table"
+    ),
+    "xkd-to-detection": Pipeline(
+        xkd_to_detection, "XKD / MAE-only / random-init RGB features -> teacher/student table"
     ),
 }
 
