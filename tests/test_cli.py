@@ -54,6 +54,10 @@ def run_xmkd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     # the checkout under test after the project folder, whatever copy of xmkd the venv installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(REPO)]), "WANDB_MODE": "offline"}
     env.pop("XMKD_RUN_DIR", None)
+    # A W&B run earlier in this pytest process leaves its service's address in WANDB_SERVICE; a
+    # child that inherits it joins that long-lived service, which may still hold the first fit's
+    # run when the resumed fit opens the same id ("run ID ... is in use"). Each child gets its own.
+    env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "-m", "xmkd.cli", *args],
         cwd=cwd,
