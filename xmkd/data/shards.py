@@ -58,7 +58,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -78,8 +78,17 @@ from xmkd.errors import BadInputError, ConfigError, Failure, MediaError, Missing
 from xmkd.fault import call_seeded, default_seed, item_seed
 from xmkd.runs import atomic_write_text
 
-if TYPE_CHECKING:  # the DataModule imports this module: no import of trimmed at run time
-    from xmkd.data.trimmed import TrimmedVideoDataset
+
+class TrimmedVideoDataset(Protocol):
+    """What the stream needs of :class:`xmkd.data.trimmed.TrimmedVideoDataset` (which imports this
+    module; a protocol keeps the import one-way)."""
+
+    missing_audio: Any
+    on_bad_input: Any
+    reports_failures: bool
+
+    def load(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
 
 log = logging.getLogger(__name__)
 
