@@ -49,23 +49,6 @@ def test_start_up_banners_show_once_per_process() -> None:
     )
 
 
-def test_mae_encoder_training_shows_progress(capsys) -> None:
-    from xmkd.features.extract import train_mae_encoder
-    from xmkd.pipelines.distill_detection_raw import encoder_config
-
-    clips = torch.randn(4, 3, 4, 32, 32)
-    train_mae_encoder(
-        clips, encoder_config(3, 32, 4, 32, 1), steps=4, batch_size=2, decoder_dim=32, progress="rgb"
-    )
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split(",")[0] for line in lines] == [
-        "rgb: step 1/4",
-        "rgb: step 2/4",
-        "rgb: step 3/4",
-        "rgb: step 4/4",
-    ]
-
-
 class RecordingWandb(WandbLogger):
     def __init__(self, save_dir: Path) -> None:
         super().__init__(save_dir=str(save_dir), offline=True)

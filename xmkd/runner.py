@@ -142,6 +142,10 @@ class XmkdCLI(LightningCLI):
         if mode != "disabled":
             import wandb
 
+            if wandb.run is not None and wandb.run.id != wandb_run_id(self.run_dir):
+                # An earlier run of this process (a pipeline chains runs) still holds the W&B run;
+                # Lightning's logger would log this run into it. Its training is over: close it.
+                wandb.finish()
             loggers.append(
                 WandbLogger(
                     project=self.config[self.subcommand].wandb_project,

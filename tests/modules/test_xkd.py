@@ -300,3 +300,59 @@ def test_kd_baselines_alone_run_the_teachers_and_bad_names_are_refused() -> None
         XKDPretrainer(loss_weights={"da": 1.0, "at": 1.0}, **TINY)
     with pytest.raises(ValueError, match="loss_options"):
         XKDPretrainer(loss_options={"fitnets": {"regressor": False}}, **TINY)
+
+
+# ------------------------------------------------------------------ MAE only: video alone
+
+
+def test_video_alone_is_mae_and_refuses_cross_modal_terms() -> None:
+    for weights in ({"rec": 1.0, "kd": 1.0, "da": 0.0}, {"rec": 1.0, "kd": 0.0, "da": 0.0, "fitnets": 1.0}):
+        with pytest.raises(ValueError, match=r"loss_weights.*need two modalities"):
+            XKDPretrainer(modalities=("video",), loss_weights=weights, **TINY)
+    mae = {"rec": 1.0, "kd": 0.0, "da": 0.0}
+    with pytest.raises(ValueError, match="variant"):
+        XKDPretrainer(modalities=("video",), variant="mats", loss_weights=mae, **TINY)
+    with pytest.raises(ValueError, match="modalities"):
+        XKDPretrainer(modalities=("audio",), loss_weights=mae, **TINY)
+
+
+def test_video_alone_trains_on_batches_without_audio_or_local_views(tmp_path) -> None:
+    """A 2-channel (flow) encoder: the batch has only ``video``; reconstruction is the whole loss."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    model = XKDPretrainer(
+        **{**TINY, "recon_log_every_n_epochs": 1},
+        modalities=("video",), video_in_chans=2, num_local_views=0,
+        loss_weights={"rec": 1.0, "kd": 0.0, "da": 0.0},
+    )  # fmt: skip
+    assert set(model.student) == set(model.teacher) == set(model.decoders) == {"video"}
+    assert model.student["video"].config.in_chans == 2
+    clips = [{"video": torch.randn(2, 4, 32, 32)} for _ in range(4)]
+    t = trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
+    t.fit(model, DataLoader(clips, batch_size=4))
+    metrics = t.callback_metrics
+    torch.testing.assert_close(metrics["loss/total"], metrics["loss/rec_video"])
+    assert "loss/rec_audio" not in metrics and "loss/kd" not in metrics
+    recon = tmp_path / "lightning_logs" / "version_0" / "reconstructions"
+    assert [p.name for p in recon.glob("*.png")] == ["video_epoch0000.png"]  # flow drawn as (u, v, 0)
+    assert set(model.export_encoders(tmp_path / "enc")) == {"student_video", "teacher_video"}
+
+
+def test_mae_weights_on_two_modalities_skip_heads_and_teachers_without_changing_the_loss() -> None:
+    """With kd and da at 0 the DINO heads and teachers feed nothing: the step skips them and the
+    loss is the mean of the two reconstructions (xkd-ablation's row (a), MAE only)."""
+    torch.manual_seed(0)
+    mae = XKDPretrainer(**TINY, num_local_views=2, loss_weights={"rec": 1.0, "kd": 0.0, "da": 0.0})
+    batch = tiny_clips()[0]
+    video, local, wave = batch["video"][None], batch["video_local"][None], batch["audio"][None]
+    calls = []
+    mae.heads["video"].register_forward_hook(lambda *a: calls.append(1))
+    torch.manual_seed(1)
+    spec, spec_local = mae.audio_views(wave)
+    torch.manual_seed(2)
+    out = mae.compute_losses(video, local, spec, spec_local)
+    assert not calls
+    torch.testing.assert_close(
+        out["loss"], (out["logs"]["loss/rec_video"] + out["logs"]["loss/rec_audio"]) / 2
+    )

@@ -2,7 +2,7 @@
 extraction (:mod:`xmkd.features.extract`) with frozen clip encoders (:mod:`xmkd.features.encoders`),
 and its command line (:mod:`xmkd.features.cli`)."""
 
-from xmkd.features.encoders import ClipEncoder, load_encoder, train_mae_encoder
+from xmkd.features.encoders import ClipEncoder, load_encoder
 from xmkd.features.extract import (
     extract_features_folder,
     feature_times,
@@ -16,6 +16,5 @@ __all__ = [
     "feature_times",
     "load_encoder",
     "num_feature_steps",
-    "train_mae_encoder",
     "window_frame_indices",
 ]

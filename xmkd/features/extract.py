@@ -20,7 +20,8 @@ frames (:func:`xmkd.data.flow.resampled_frame_count`). With window ``W`` and str
   ``[t S, t S + W)`` (a video shorter than ``W`` gives one edge-padded window).
 
 Encoders (:func:`xmkd.features.encoders.load_encoder`): an exported xmkd ViT (``.pt`` + ``.json``, as written by
-``XKDPretrainer.export_encoders`` or :func:`train_mae_encoder`): ``in_chans`` 3 for RGB, 2 for flow;
+``XKDPretrainer.export_encoders``; an MAE-only flow encoder is ``XKDPretrainer`` on video alone with
+``video_in_chans: 2``, see ``experiments/mae_flow_encoder.yaml``): ``in_chans`` 3 for RGB, 2 for flow;
 feature = mean of the patch tokens after the final norm. Or ``torchvision.models.video.r3d_18``
 built with ``weights=None`` and loaded from a local state-dict file (never a download); feature =
 the 512-d pooled output before ``fc``. Inputs: RGB frames resized (short side) and centre-cropped
@@ -31,9 +32,6 @@ not rescaled, as I3D/TSN treat flow images) and mapped to ``flow / bound`` in [-
 Batches of windows run on the accelerator when there is one (``device="auto"``); a DataLoader
 decodes the next videos in worker processes meanwhile. Finished videos (their ``.npy`` exists) are
 skipped on a rerun (resume); a bad video is reported by name and the batch continues.
-
-:func:`xmkd.features.encoders.train_mae_encoder` trains a ViT (any ``in_chans``: flow has 2) with
-the XKD/MAE masked reconstruction objective on clips for N steps and exports it in the same format.
 """
 
 from __future__ import annotations
@@ -72,7 +70,6 @@ from xmkd.features.encoders import (  # the encoder names are re-exported from h
     load_encoder,
     resolve_device,
     sample_clips,
-    train_mae_encoder,
 )
 
 StepRule = Literal["cover", "valid"]
@@ -388,6 +385,5 @@ __all__ = [
     "num_feature_steps",
     "sample_clips",
     "step_times",
-    "train_mae_encoder",
     "window_frame_indices",
 ]

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -354,22 +354,27 @@ class EncoderConfig:
         return d
 
 
+def _sized(size: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with the named size's width, depth and heads wherever ``kw`` does not set them."""
+    dim, depth, heads = VIT_SIZES[size]
+    return {"dim": dim, "depth": depth, "num_heads": heads, **kw}
+
+
 def video_encoder_config(
     size: str = "base", num_frames: int = 32, img_size: int = 112, tubelet: int = 4, patch: int = 16, **kw
 ) -> EncoderConfig:
-    dim, depth, heads = VIT_SIZES[size]
-    kw.setdefault("depth", depth)
+    """A video ViT of a named size; ``kw`` overrides any field (``in_chans=2`` for flow, ``dim``...)."""
+    kw.setdefault("in_chans", 3)
     return EncoderConfig(
-        "video", (num_frames, img_size, img_size), (tubelet, patch, patch), 3, dim, num_heads=heads, **kw
+        "video", (num_frames, img_size, img_size), (tubelet, patch, patch), **_sized(size, kw)
     )
 
 
 def audio_encoder_config(
     size: str = "base", mel_bins: int = 80, frames: int = 448, patch: Sequence[int] = (4, 16), **kw
 ) -> EncoderConfig:
-    dim, depth, heads = VIT_SIZES[size]
-    kw.setdefault("depth", depth)
-    return EncoderConfig("audio", (mel_bins, frames), tuple(patch), 1, dim, num_heads=heads, **kw)
+    """A log-mel spectrogram ViT of a named size; ``kw`` overrides any field."""
+    return EncoderConfig("audio", (mel_bins, frames), tuple(patch), 1, **_sized(size, kw))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ The math lives in ``xmkd.models`` and ``xmkd.distill``; this file wires views, t
 Batch (from the data layer): ``video`` (B, 3, T, H, W) normalised global view, ``video_local``
 (B, L, 3, t, h, w), ``audio`` (B, N) 16 kHz waveform (turned into a log-mel spectrogram on device),
 ``label`` (B,) long, -1 where unknown (only the online probe reads it).
+
+MAE only is this module with the distillation and alignment weights at zero; with ``modalities:
+[video]`` it needs no audio and no local views (any ``video_in_chans``: 2 for optical flow).
 """
 
 from __future__ import annotations
@@ -79,6 +82,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             (the teachers share their blocks too). The paper uses 3 local views for MAS/MATS.
         encoder_size: ``tiny`` | ``small`` | ``base`` (paper: base).
         encoder_depth: override the number of blocks (None: the size's 12); for tiny test configs.
+        encoder_dim, encoder_heads: override the size's width and attention heads (small encoders of
+            the raw detection chains).
+        modalities: ``[video, audio]`` (XKD) or ``[video]``: masked video reconstruction alone (MAE),
+            which needs every cross-modal weight (``kd``, ``da``, the baselines) at 0 and ``variant:
+            xkd``; the batch then needs neither ``audio`` nor, without local views, ``video_local``.
+        video_in_chans: channels of the video input (3 RGB; 2 for optical flow, ``modalities: [video]``).
         num_frames, img_size, tubelet, patch_size: global video view and tubelet (32x112x112, 4x16x16).
         mel_bins, audio_frames, audio_patch: global spectrogram (80x448) and its patches (4x16).
         audio_local_frames: width of the audio local views (112 frames = 1 s).
@@ -166,6 +175,10 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         variant: Literal["xkd", "mas", "mats"] = "xkd",
         encoder_size: Literal["tiny", "small", "base"] = "base",
         encoder_depth: int | None = None,
+        encoder_dim: int | None = None,
+        encoder_heads: int | None = None,
+        modalities: tuple[str, ...] = MODALITIES,
+        video_in_chans: int = 3,
         num_frames: int = 32,
         img_size: int = 112,
         tubelet: int = 4,
@@ -234,12 +247,11 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             raise ConfigError("probe_view", f"expected masked | local | global | linear, got {probe_view!r}")
         if teacher_view not in ("local", "global"):
             raise ConfigError("teacher_view", f"expected local | global, got {teacher_view!r}")
+        self.modalities = tuple(modalities)
+        if self.modalities not in (MODALITIES, ("video",)):
+            raise ConfigError("modalities", f"expected [video, audio] or [video], got {list(modalities)}")
         audio_locals = num_local_views if num_audio_local_views is None else num_audio_local_views
-        if min(num_local_views, audio_locals) < 1 and teacher_view == "local":
-            raise ConfigError(
-                "num_local_views", "teacher_view=local needs at least one video and one audio local view"
-            )
-        self.num_audio_local_views = audio_locals
+        self.num_audio_local_views = audio_locals if "audio" in self.modalities else 0
         for key, value, choices in (
             ("audio_views", audio_views, ("release", "spectrogram")),
             ("mel_scale", mel_scale, ("slaney", "htk")),
@@ -269,20 +281,35 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         stray = sorted(set(loss_options or {}) - set(baselines))
         if stray:
             raise ConfigError("loss_options", f"options for {stray}, which loss_weights does not name")
+        cross_modal = [k for k in ("da", "kd", *baselines) if self.loss_sum.active(k)]
+        if len(self.modalities) == 1:
+            if cross_modal:
+                raise ConfigError(
+                    "loss_weights",
+                    f"{cross_modal} need two modalities; modalities: [video] trains only 'rec'",
+                )
+            if variant != "xkd":
+                raise ConfigError("variant", f"{variant} shares blocks across modalities; [video] needs xkd")
+        elif min(num_local_views, audio_locals) < 1 and teacher_view == "local" and cross_modal:
+            raise ConfigError(
+                "num_local_views", "teacher_view=local needs at least one video and one audio local view"
+            )
 
         if encoder_size not in VIT_SIZES:
             raise ConfigError("encoder_size", f"expected one of {sorted(VIT_SIZES)}, got {encoder_size!r}")
-        depth: dict[str, Any] = {} if encoder_depth is None else {"depth": encoder_depth}
-        depth.update(norm_eps=norm_eps, pos_embed_resize=pos_embed_resize)
+        overrides = {"depth": encoder_depth, "dim": encoder_dim, "num_heads": encoder_heads}
+        arch: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        arch.update(norm_eps=norm_eps, pos_embed_resize=pos_embed_resize, drop_path=drop_path)
         vcfg = video_encoder_config(
-            encoder_size, num_frames, img_size, tubelet, patch_size, drop_path=drop_path, **depth
+            encoder_size, num_frames, img_size, tubelet, patch_size, in_chans=video_in_chans, **arch
         )
-        acfg = audio_encoder_config(
-            encoder_size, mel_bins, audio_frames, audio_patch, drop_path=drop_path, **depth
-        )
+        acfg = audio_encoder_config(encoder_size, mel_bins, audio_frames, audio_patch, **arch)
+        configs = {"video": vcfg, "audio": acfg}
         video_encoder = ViTEncoder(vcfg)
-        shared = video_encoder.blocks if variant in ("mas", "mats") else None
-        self.student = nn.ModuleDict({"video": video_encoder, "audio": ViTEncoder(acfg, blocks=shared)})
+        self.student = nn.ModuleDict({"video": video_encoder})
+        if "audio" in self.modalities:
+            shared = video_encoder.blocks if variant in ("mas", "mats") else None
+            self.student["audio"] = ViTEncoder(acfg, blocks=shared)
         self.decoders = nn.ModuleDict(
             {
                 m: MAEDecoder(
@@ -295,25 +322,28 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                     final_norm=decoder_final_norm,
                     norm_eps=norm_eps,
                 )
-                for m, cfg in (("video", vcfg), ("audio", acfg))
+                for m, cfg in ((m, configs[m]) for m in self.modalities)
             }
         )
         self.heads = nn.ModuleDict(
-            {m: DINOHead(vcfg.dim, head_hidden_dim, head_bottleneck_dim, head_out_dim) for m in MODALITIES}
+            {
+                m: DINOHead(vcfg.dim, head_hidden_dim, head_bottleneck_dim, head_out_dim)
+                for m in self.modalities
+            }
         )
         # MATS: one deepcopy of the dict keeps the shared blocks shared; MAS: separate copies.
         if variant == "mas":
-            self.teacher = nn.ModuleDict({m: copy.deepcopy(self.student[m]) for m in MODALITIES})
+            self.teacher = nn.ModuleDict({m: copy.deepcopy(self.student[m]) for m in self.modalities})
         else:
             self.teacher = copy.deepcopy(self.student)
         self.teacher_heads = copy.deepcopy(self.heads)
-        for m in MODALITIES:
+        for m in self.modalities:
             # Teachers never use stochastic depth (they are in eval mode anyway).
             freeze_(self.teacher[m])
             freeze_(self.teacher_heads[m])
         self.teacher.eval()
         self.teacher_heads.eval()
-        self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in MODALITIES})
+        self.centers = nn.ModuleDict({m: DINOCenter(head_out_dim, center_momentum) for m in self.modalities})
         # Only terms with a weight are built: an unused regressor would trip DDP's unused-parameter check.
         active = [k for k in baselines if self.loss_sum.active(k)]
         try:
@@ -330,7 +360,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         self.probes = nn.ModuleDict()
         self.probe_acc = nn.ModuleDict()
         if probe_num_classes > 0:
-            for m in MODALITIES:
+            for m in self.modalities:
                 self.probes[m] = nn.Linear(vcfg.dim, probe_num_classes)
                 self.probe_acc[m] = MulticlassAccuracy(probe_num_classes, top_k=1, average="micro")
 
@@ -363,8 +393,8 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(student, teacher) pairs for :class:`EMATeacherCallback`; shared teacher tensors update once."""
-        return [(self.student[m], self.teacher[m]) for m in MODALITIES] + [
-            (self.heads[m], self.teacher_heads[m]) for m in MODALITIES
+        return [(self.student[m], self.teacher[m]) for m in self.modalities] + [
+            (self.heads[m], self.teacher_heads[m]) for m in self.modalities
         ]
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -503,14 +533,14 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     ) -> dict[str, Tensor]:
         """The teachers' head outputs, from their pooled embeddings (computed here unless given)."""
         pooled = self._teacher_pooled(views) if pooled is None else pooled
-        return {m: self.teacher_heads[m](pooled[m]).float() for m in MODALITIES}
+        return {m: self.teacher_heads[m](pooled[m]).float() for m in self.modalities}
 
     @torch.no_grad()
     def _teacher_pooled(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
         """The teachers' clip embeddings: refined (or plain) mean of their patch tokens."""
         refine = self.hparams.feature_refinement
         tokens, attn = {}, {}
-        for m in MODALITIES:
+        for m in self.modalities:
             tokens[m], attn[m] = self.teacher[m].forward_with_attention(views[m], return_attention=refine)
         if refine:
             pooled = dict(
@@ -526,52 +556,56 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                 )
             )
         else:
-            pooled = {m: mean_patch_tokens(tokens[m]) for m in MODALITIES}
+            pooled = {m: mean_patch_tokens(tokens[m]) for m in self.modalities}
         return pooled
 
     def compute_losses(
         self,
         video: Tensor,
-        video_local: Tensor,
-        spec: Tensor,
-        spec_local: Tensor,
+        video_local: Tensor | None,
+        spec: Tensor | None = None,
+        spec_local: Tensor | None = None,
         update_centers: bool = True,
     ) -> dict[str, Any]:
-        """All XKD terms for one batch; returns the total, log values and the pieces for the probe."""
+        """All XKD terms for one batch; returns the total, log values and the pieces for the probe.
+
+        ``spec``/``spec_local`` are None with ``modalities: [video]``, ``video_local`` without local views.
+        """
         hp = self.hparams
         b = video.shape[0]
         counts = {"video": hp.num_local_views, "audio": self.num_audio_local_views}
-        if video_local.shape[1] < counts["video"] or spec_local.shape[1] < counts["audio"]:
+        given = {"video": video_local, "audio": spec_local}
+        have = {m: 0 if given[m] is None else given[m].shape[1] for m in self.modalities}
+        if any(have[m] < counts[m] for m in self.modalities):
             raise ConfigError(
                 "num_local_views",
-                f"batch has {video_local.shape[1]} video / {spec_local.shape[1]} audio local views, "
-                f"need {counts['video']} / {counts['audio']}",
+                " / ".join(f"batch has {have[m]} {m} local views, need {counts[m]}" for m in self.modalities),
             )
         inputs = {"video": video, "audio": spec}
-        local = {"video": video_local[:, : counts["video"]], "audio": spec_local[:, : counts["audio"]]}
+        local = {m: given[m][:, : counts[m]] for m in self.modalities if counts[m] > 0}
         ratios = {"video": hp.video_mask_ratio, "audio": hp.audio_mask_ratio}
+        # the heads feed only L_kd and L_da: MAE-only runs skip them
+        need_heads = self.loss_sum.active("kd") or self.loss_sum.active("da")
         masks, pooled_global, rec, student_out, pooled_local = {}, {}, {}, {}, {}
-        for m in MODALITIES:
+        for m in self.modalities:
             n = self.student[m].config.num_patches
             masks[m] = random_masking(b, n, ratios[m], device=video.device)
             pooled_global[m], rec[m], pooled_local[m] = self._student_views(
-                m, inputs[m], masks[m], local[m] if counts[m] > 0 else None
+                m, inputs[m], masks[m], local.get(m)
             )
-            # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
-            # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
-            views = [pooled_global[m], *pooled_local[m]]
-            student_out[m] = list(self.heads[m](torch.cat(views)).float().chunk(len(views)))
+            if need_heads:
+                # One head call over all views: one weight-norm recompute and batch x (1 + L) rows per
+                # matmul instead of 1 + L calls of ``batch`` rows (ViT-B at batch 2: 2-row matmuls).
+                views = [pooled_global[m], *pooled_local[m]]
+                student_out[m] = list(self.heads[m](torch.cat(views)).float().chunk(len(views)))
 
-        logs: dict[str, Tensor] = {
-            "loss/rec_video": rec["video"].detach(),
-            "loss/rec_audio": rec["audio"].detach(),
-        }
-        need_teacher = self.loss_sum.active("kd") or self.loss_sum.active("da") or bool(self.kd_baselines)
+        logs: dict[str, Tensor] = {f"loss/rec_{m}": rec[m].detach() for m in self.modalities}
+        need_teacher = need_heads or bool(self.kd_baselines)
         teacher_out: dict[str, Tensor] = {}
         teacher_pooled: dict[str, Tensor] = {}
         if need_teacher:
             if hp.teacher_view == "local":
-                tviews = {m: local[m][:, 0] for m in MODALITIES}
+                tviews = {m: local[m][:, 0] for m in self.modalities}
             else:
                 tviews = inputs
             teacher_pooled = self._teacher_pooled(tviews)
@@ -609,15 +643,18 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             logs["loss/da_teachers"] = teachers
             return (students + teachers) / 2
 
-        terms: dict[str, Any] = {"da": da, "kd": kd, "rec": lambda: (rec["video"] + rec["audio"]) / 2}
+        def reconstruction() -> Tensor:
+            return sum(rec.values()) / len(rec)  # (video + audio) / 2 as released; video alone in MAE
+
+        terms: dict[str, Any] = {"da": da, "kd": kd, "rec": reconstruction}
         if self.kd_baselines:
-            student_pooled = {m: [pooled_global[m], *pooled_local[m]] for m in MODALITIES}
+            student_pooled = {m: [pooled_global[m], *pooled_local[m]] for m in self.modalities}
             for name, term in self.kd_baselines.items():
                 terms[name] = lambda term=term: term(student_pooled, teacher_pooled)
         total, term_logs = self.combine_losses(terms)
         logs.update(term_logs)
         if update_centers and teacher_out and self.loss_sum.active("kd"):
-            for m in MODALITIES:
+            for m in self.modalities:
                 self.centers[m].update(teacher_out[m])
         return {
             "loss": total,
@@ -656,8 +693,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
-    def _batch_views(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        for key in ("video", "video_local", "audio"):
+    def _batch_views(
+        self, batch: dict[str, Any]
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        needed = ["video"] + (["video_local"] if self.hparams.num_local_views > 0 else [])
+        needed += ["audio"] if "audio" in self.modalities else []
+        for key in needed:
             if key not in batch:
                 hint = (
                     "; it holds raw clips ('video_raw'): with augment_on: batch the datamodule makes the "
@@ -666,8 +707,8 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
                     else ""
                 )
                 raise KeyError(f"XKDPretrainer batch has no '{key}' (keys: {sorted(batch)}){hint}")
-        spec, spec_local = self.audio_views(batch["audio"])
-        return batch["video"], batch["video_local"], spec, spec_local
+        spec, spec_local = self.audio_views(batch["audio"]) if "audio" in self.modalities else (None, None)
+        return batch["video"], batch.get("video_local"), spec, spec_local
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         video, video_local, spec, spec_local = self._batch_views(batch)
@@ -678,14 +719,13 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         if self.probes and "label" in batch:
             if self.hparams.probe_view in ("global", "linear"):
                 with torch.no_grad():
-                    feats = {
-                        "video": self.student["video"].patch_mean(self.probe_video(batch, video)),
-                        "audio": self.student["audio"].patch_mean(spec),
-                    }
+                    feats = {"video": self.student["video"].patch_mean(self.probe_video(batch, video))}
+                    if spec is not None:
+                        feats["audio"] = self.student["audio"].patch_mean(spec)
             elif self.hparams.probe_view == "masked":
                 feats = out["pooled_global"]
             else:
-                feats = {m: out["pooled_local"][m][0] for m in MODALITIES}
+                feats = {m: out["pooled_local"][m][0] for m in self.modalities}
             for m, probe_loss in self._probe_losses(feats, batch["label"]).items():
                 self.log(f"probe/loss_{m}", probe_loss, on_step=True, on_epoch=False)
                 loss = loss + probe_loss
@@ -701,7 +741,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         if not bool(valid.any()):
             return
         feats = {"video": self.student["video"].patch_mean(batch["video"])}
-        if "audio" in batch:
+        if "audio" in batch and "audio" in self.student:
             feats["audio"] = self.student["audio"].patch_mean(self.audio_spectrogram(batch["audio"]))
         for m, feat in feats.items():
             preds = self.probes[m](feat.float()[valid])
@@ -715,7 +755,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         """Clip embeddings of the student encoders (mean of the final-normed patch tokens, as the
         probes and the SVM protocol read them), for :class:`xmkd.predict.PredictionWriter`."""
         feats = {"video": self.student["video"].patch_mean(batch["video"])}
-        if "audio" in batch:
+        if "audio" in batch and "audio" in self.student:
             feats["audio"] = self.student["audio"].patch_mean(self.audio_spectrogram(batch["audio"]))
         n = feats["video"].shape[0]
         label = torch.as_tensor(batch.get("label", -1)).long().reshape(-1).expand(n)
@@ -775,16 +815,18 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
     # ------------------------------------------------------------------ reconstructions
 
     @torch.no_grad()
-    def _maybe_log_reconstructions(self, video: Tensor, spec: Tensor) -> None:
+    def _maybe_log_reconstructions(self, video: Tensor, spec: Tensor | None) -> None:
         every = self.hparams.recon_log_every_n_epochs
         if every <= 0 or self.current_epoch % every or self.trainer is None:
             return
-        self._log_reconstructions(video[:1], spec[:1])
+        self._log_reconstructions(video[:1], None if spec is None else spec[:1])
 
     @rank_zero_only
-    def _log_reconstructions(self, video: Tensor, spec: Tensor) -> None:
+    def _log_reconstructions(self, video: Tensor, spec: Tensor | None) -> None:
         images = {}
         for m, x in (("video", video), ("audio", spec)):
+            if x is None:
+                continue
             enc = self.student[m]
             mask = random_masking(
                 1, enc.config.num_patches, getattr(self.hparams, f"{m}_mask_ratio"), device=x.device
@@ -825,7 +867,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
         directory = Path(directory)
         paths = {}
         for role, encoders in (("student", self.student), ("teacher", self.teacher)):
-            for m in MODALITIES:
+            for m in self.modalities:
                 paths[f"{role}_{m}"] = save_exported_encoder(encoders[m], directory / f"{role}_{m}.pt")
         index = {
             "method": "xkd",
@@ -877,4 +919,6 @@ def reconstruction_grid(
     img = np.concatenate(rows, axis=0)
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
+    elif img.shape[-1] == 2:  # optical flow: (u, v) as red and green
+        img = np.concatenate([img, np.zeros_like(img[..., :1])], axis=-1)
     return (img * 255).astype(np.uint8)

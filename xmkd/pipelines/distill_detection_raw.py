@@ -6,7 +6,8 @@ Stages (each resumable: a finished stage's outputs are reused on a rerun):
 2. optical flow per video (:func:`xmkd.data.flow.compute_flow_folder`, DIS, native 12 fps);
 3. two tiny clip encoders, a 3-channel ViT for RGB and a 2-channel ViT for flow, each trained
    briefly with the XKD/MAE masked reconstruction objective on clips of the TRAINING videos only
-   (:func:`xmkd.features.extract.train_mae_encoder`); ``--encoder-init random`` uses frozen
+   (``XKDPretrainer`` on video alone, distillation and alignment at 0, through the runner: each
+   encoder has its run folder ``<out>/encoders-mae/runs/mae-<modality>``); ``--encoder-init random`` uses frozen
    random ViTs instead. Why MAE by default: a few hundred steps cost well under a minute and give
    features that track the picture's content; random ViTs work too (a random projection of the
    input keeps motion evidence in flow) and are the cheaper ablation;
@@ -38,25 +39,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from xmkd.data.clip_arrays import write_clip_array
 from xmkd.data.flow import compute_flow_folder, read_flow_file
 from xmkd.data.readers.untrimmed import read_charades_csv
 from xmkd.data.synthetic_raw_untrimmed import ensure_synthetic_raw_untrimmed
 from xmkd.data.untrimmed import UntrimmedVideoDataModule, frame_labels
 from xmkd.errors import ConfigError
-from xmkd.features.extract import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    centre_crop_resize,
-    extract_features_folder,
-    load_input,
-    sample_clips,
-    train_mae_encoder,
-)
+from xmkd.features.extract import centre_crop_resize, extract_features_folder, load_input, sample_clips
 from xmkd.models.vit import EncoderConfig, build_encoder, save_exported_encoder
 from xmkd.pipelines.report import markdown_lines
 from xmkd.pipelines.seeds import detection_table_row
 from xmkd.runner import run_lightning_cli
 from xmkd.runs import last_checkpoint
+from xmkd.viz import read_metrics_csv
 
 ROWS = ("rgb", "flow", "teacher", "student")
 ROW_NAMES = {
@@ -77,12 +72,60 @@ def _training_ids(root: Path) -> list[str]:
         return [row["id"] for row in csv.DictReader(f)]
 
 
+#: The MAE-only clip-encoder recipe (``XKDPretrainer`` on video alone); the rows override its sizes.
+MAE_ENCODER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "encoders" / "mae_flow_tiny.yaml"
+
+
+def mae_encoder_argv(
+    clips: Path, modality: str, cfg: EncoderConfig, steps: int, seed: int, runs_dir: Path
+) -> list[str]:
+    """The ``fit`` arguments of one MAE-only clip encoder: :data:`MAE_ENCODER_CONFIG` (reconstruction
+    weight only, cosine lr over ``steps`` AdamW steps, gradient norm clipped at 1) with this chain's
+    encoder ``cfg`` (3 channels for RGB, 2 for flow), in run ``<runs_dir>/mae-<modality>``."""
+    model_args = {
+        "video_in_chans": cfg.in_chans, "encoder_dim": cfg.dim, "encoder_depth": cfg.depth,
+        "encoder_heads": cfg.num_heads, "num_frames": cfg.input_size[0], "img_size": cfg.input_size[1],
+        "tubelet": cfg.patch_size[0], "patch_size": cfg.patch_size[1],
+    }  # fmt: skip
+    return [
+        "fit",
+        "--config", str(MAE_ENCODER_CONFIG),
+        "--seed_everything", str(seed),
+        "--experiment", f"mae-{modality}",
+        "--runs_dir", str(runs_dir),
+        f"--trainer.max_steps={steps}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *(f"--model.init_args.{k}={v}" for k, v in model_args.items()),
+        f"--data.init_args.clips={clips}",
+        f"--data.init_args.modality={modality}",
+    ]  # fmt: skip
+
+
+def train_mae_clip_encoder(
+    clips: Path, modality: str, cfg: EncoderConfig, steps: int, seed: int, runs_dir: Path, export: Path
+) -> dict[str, Any]:
+    """Train one MAE-only encoder through the runner (:func:`mae_encoder_argv`), export its student
+    video encoder to ``export`` (``.pt`` + ``.json``) and summarise the run's reconstruction loss."""
+    cli = run_lightning_cli(mae_encoder_argv(clips, modality, cfg, steps, seed, runs_dir))
+    save_exported_encoder(cli.model.student["video"].cpu().eval(), export)
+    losses = [v for _, _, v in read_metrics_csv(cli.run_dir / "metrics.csv").get("loss/rec_video", [])]
+    return {
+        "run": str(cli.run_dir),
+        "steps": int(cli.trainer.global_step),
+        "loss_first10": float(np.mean(losses[:10])) if losses else None,
+        "loss_last10": float(np.mean(losses[-10:])) if losses else None,
+    }
+
+
 def train_encoders(
     data: Path, flow_dir: Path, out: Path, init: str, size: int, frames: int, dim: int, depth: int,
     steps: int, seed: int, modalities: tuple[str, ...] = ("rgb", "flow"),
 ) -> dict[str, Any]:  # fmt: skip
     """Stage 3: export ``out/rgb.pt`` and ``out/flow.pt`` (skipped when they exist); ``modalities``
-    picks a subset (``xkd-to-detection`` brings its own RGB encoders and trains the flow one only)."""
+    picks a subset (``xkd-to-detection`` brings its own RGB encoders and trains the flow one only).
+    ``mae``: 8 random windows per training video (``out/<modality>_clips.npy``) train each encoder
+    (:func:`train_mae_clip_encoder`); ``random``: frozen random ViTs."""
     paths = {m: out / f"{m}.pt" for m in modalities}
     info_path = out / "encoders.json"
     if all(p.is_file() for p in paths.values()) and info_path.is_file():
@@ -104,25 +147,10 @@ def train_encoders(
             inputs = [
                 centre_crop_resize(read_flow_file(flow_dir / f"{i}.npz").flow, (size, size)) for i in ids
             ]
-        clips = torch.from_numpy(sample_clips(inputs, frames, 8, rng)).permute(0, 4, 1, 2, 3).float()
-        if modality == "rgb":
-            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
-            clips = (clips / 255.0 - mean) / std
-        else:
-            clips = clips / 127.5 - 1.0
+        clips = write_clip_array(out / f"{modality}_clips.npy", sample_clips(inputs, frames, 8, rng))
         t0 = time.perf_counter()
-        _, losses = train_mae_encoder(
-            clips, cfg, steps=steps, seed=seed, export_path=paths[modality],
-            progress=f"distill-detection-raw: {modality} encoder (MAE, {len(clips)} clips)",
-        )  # fmt: skip
-        info[modality] = {
-            "clips": len(clips),
-            "steps": steps,
-            "loss_first10": float(np.mean(losses[:10])),
-            "loss_last10": float(np.mean(losses[-10:])),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+        run = train_mae_clip_encoder(clips, modality, cfg, steps, seed, out / "runs", paths[modality])
+        info[modality] = {"clips": 8 * len(ids), **run, "seconds": round(time.perf_counter() - t0, 1)}
     info_path.write_text(json.dumps(info, indent=2))
     return info
 
