@@ -13,7 +13,7 @@ import torch
 
 from tests.data.media import frame_index_of, index_frame, write_video
 from xmkd.data import video_io
-from xmkd.data.video_io import frames_to_rgb, read_audio, read_av_clip, read_clip
+from xmkd.data.video_io import frames_to_rgb, packed_plane_view, read_audio, read_av_clip, read_clip
 from xmkd.errors import MissingAudioError
 
 UCF_MP3 = "ucf101/videos/v_ApplyEyeMakeup_g01_c01.avi"
@@ -209,3 +209,18 @@ def test_one_thread_decoder_without_b_frames_stops_before_the_frame_after_the_cl
     assert [frame_index_of(f) for f in tail.numpy()] == list(range(32, 40))
     looped = read_clip(path, 36 / 16, 8, threads=False)
     assert [frame_index_of(f) for f in looped.numpy()] == [36, 37, 38, 39, 36, 37, 38, 39]
+
+
+@pytest.mark.parametrize("fmt", ["rgb24", "gray"])
+def test_padded_rows_are_cut_from_the_plane_view(fmt):
+    """Widths whose rows swscale pads (33 px: 99 bytes in a longer line): the view skips the padding."""
+    rng = np.random.default_rng(0)
+    frames = [av.VideoFrame.from_ndarray(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8), format="rgb24")]
+    frames = [f.reformat(format="yuv420p") for f in frames]
+    converted = frames[0].reformat(format=fmt)
+    assert converted.planes[0].line_size > 33 * (3 if fmt == "rgb24" else 1)  # there is padding
+    want = frames[0].to_ndarray(format=fmt).reshape(17, 33, -1)
+    np.testing.assert_array_equal(packed_plane_view(converted), want)
+    np.testing.assert_array_equal(frames_to_rgb(frames, format=fmt)[0], want)
+    with pytest.raises(ValueError, match="packed"):
+        packed_plane_view(frames[0])

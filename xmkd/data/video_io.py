@@ -422,17 +422,38 @@ def frames_to_rgb(
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive (height, width), got {size}")
     reformatter = _reformatter()
-    first = reformatter.reformat(
-        frames[0], width=width, height=height, format=format, interpolation=interpolation, threads=1
-    ).to_ndarray()
-    out = np.empty((len(frames), height, width, first.shape[2] if first.ndim == 3 else 1), np.uint8)
-    out[0] = first.reshape(out.shape[1:])
-    for i, frame in enumerate(frames[1:], 1):
+    out: np.ndarray | None = None
+    for i, frame in enumerate(frames):
         converted = reformatter.reformat(
             frame, width=width, height=height, format=format, interpolation=interpolation, threads=1
         )
-        out[i] = converted.to_ndarray().reshape(out.shape[1:])
+        pixels = packed_plane_view(converted)
+        if out is None:
+            out = np.empty((len(frames), *pixels.shape), np.uint8)
+        out[i] = pixels  # the one copy: swscale's output straight into the clip
+    assert out is not None
     return out
+
+
+def packed_plane_view(frame: av.VideoFrame) -> np.ndarray:
+    """A packed frame's pixels as (H, W, C) uint8, a view of its buffer (no copy).
+
+    ``to_ndarray`` copies the plane into a new array, which the caller then copies into its clip: one
+    full pass over the frame more than needed. The rows of the plane are ``line_size`` bytes apart
+    (swscale pads them), so the view is strided; it lives as long as ``frame``.
+    """
+    channels = PACKED_CHANNELS.get(frame.format.name)
+    if channels is None:
+        raise ValueError(
+            f"not a packed 8-bit format: {frame.format.name}; expected {sorted(PACKED_CHANNELS)}"
+        )
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : frame.width * channels].reshape(frame.height, frame.width, channels)
+
+
+#: channels of the packed 8-bit formats :func:`frames_to_rgb` converts to
+PACKED_CHANNELS = {"rgb24": 3, "bgr24": 3, "gray": 1, "gray8": 1, "rgba": 4, "bgra": 4}
 
 
 # ------------------------------------------------------------------------------------------ clips
