@@ -48,10 +48,10 @@ from torch.utils.data import default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
-from xmkd.data.synthetic_media import smooth_noise
-from xmkd.data.transforms import XKDVideoViews
-from xmkd.data.video_io import read_audio, read_clip
+from xmkd.data.datasets.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
+from xmkd.data.datasets.transforms import XKDVideoViews
+from xmkd.data.io.video_io import read_audio, read_clip
+from xmkd.data.synthetic.media import smooth_noise
 from xmkd.models.audio import LogMelSpectrogram, spectrogram_local_views
 
 #: ViT-B recipe sizes (experiments/xkd/xkd_vitb_k400.yaml).

@@ -3,7 +3,7 @@
 Readers compared on the same clips (``--frames`` consecutive frames at the native rate from a random
 first frame), each with one decoding thread:
 
-- ``xmkd``: :func:`xmkd.data.video_io.read_clip` (``threads=False``);
+- ``xmkd``: :func:`xmkd.data.io.video_io.read_clip` (``threads=False``);
 - ``torchcodec``: ``VideoDecoder(seek_mode="exact", num_ffmpeg_threads=1).get_frames_in_range``;
 - ``decord``: ``VideoReader(num_threads=1).get_batch``.
 
@@ -46,7 +46,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from xmkd.data.video_io import probe, read_clip
+from xmkd.data.io.video_io import probe, read_clip
 
 REALDATA = Path(os.environ.get("XMKD_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 REAL_FILES = [

@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xmkd.data.untrimmed import UntrimmedVideoDataModule  # noqa: E402
+from xmkd.data.datasets.untrimmed import UntrimmedVideoDataModule  # noqa: E402
 from xmkd.distill.detection import DISTILL_LOSSES  # noqa: E402
 from xmkd.metrics.detection import per_frame_map  # noqa: E402
 from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher  # noqa: E402

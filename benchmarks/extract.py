@@ -4,7 +4,7 @@
 
 Reports, from one run on this machine: per flow method (DIS presets, Farneback) the time per frame
 and the end-point error on a textured image translated by a known sub-pixel shift (the measurement
-behind the DIS-fast default in ``xmkd/data/flow.py``); decode + flow frames/s on a real video; the
+behind the DIS-fast default in ``xmkd/data/io/flow.py``); decode + flow frames/s on a real video; the
 compression of the stored quantised flow; and feature extraction clips/s for a tiny and a small
 ViT (and r3d_18 with random weights), with the fp32 matmul peak measured in the same run.
 """
@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from xmkd.data.flow import compute_flow, make_flow_fn, quantize_flow
-from xmkd.data.video_io import decode_video
+from xmkd.data.io.flow import compute_flow, make_flow_fn, quantize_flow
+from xmkd.data.io.video_io import decode_video
 from xmkd.features.encoders import ClipEncoder, _PatchMean
 from xmkd.features.extract import encode_windows, window_frame_indices
 from xmkd.models.vit import EncoderConfig, build_encoder

@@ -8,7 +8,7 @@ to a minute; every stage is linear in the video's length):
 
 - RGB features: frames resized to the encoder's input, sliding windows through a clip encoder
   (:func:`xmkd.features.extract.encode_windows`), shared by both models;
-- teacher only: DIS optical flow between consecutive grey frames (:func:`xmkd.data.flow.compute_flow`,
+- teacher only: DIS optical flow between consecutive grey frames (:func:`xmkd.data.io.flow.compute_flow`,
   the chain's default preset), quantised as ``xmkd compute-flow`` stores it, and flow features from a
   2-channel encoder on the same windows;
 - the detection heads on those features: the student's PDAN head in PyTorch and exported to ONNX
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from xmkd.data.flow import compute_flow, quantize_flow
+from xmkd.data.io.flow import compute_flow, quantize_flow
 from xmkd.features.encoders import IMAGENET_MEAN, IMAGENET_STD, ClipEncoder, _PatchMean
 from xmkd.features.extract import (
     centre_crop_resize,

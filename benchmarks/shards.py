@@ -33,10 +33,16 @@ from typing import Any
 
 import torch
 
-from xmkd.data.shards import ShardStream, read_manifest, read_shard_records, shard_loader, write_shards
-from xmkd.data.synthetic_av import ensure_synthetic_av
-from xmkd.data.trimmed import RandomClipSampler, TrimmedVideoDataModule, TrimmedVideoDataset
-from xmkd.data.video_io import probe
+from xmkd.data.datasets.shards import (
+    ShardStream,
+    read_manifest,
+    read_shard_records,
+    shard_loader,
+    write_shards,
+)
+from xmkd.data.datasets.trimmed import RandomClipSampler, TrimmedVideoDataModule, TrimmedVideoDataset
+from xmkd.data.io.video_io import probe
+from xmkd.data.synthetic.av import ensure_synthetic_av
 from xmkd.fault import ResumableDataLoader
 
 

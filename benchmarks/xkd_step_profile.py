@@ -158,7 +158,7 @@ def make_step(model: Any, optimizer: torch.optim.Optimizer, ema: tuple) -> Calla
 
 def augmenters(data_args: dict[str, Any]) -> dict[str, Callable[[torch.Tensor], Any]]:
     """name -> function of a uint8 batch of clips (B, T, H, W, C) returning the views."""
-    from xmkd.data import transforms as T
+    from xmkd.data.datasets import transforms as T
 
     kw = dict(
         num_frames=data_args["num_frames"],
@@ -175,7 +175,7 @@ def augmenters(data_args: dict[str, Any]) -> dict[str, Callable[[torch.Tensor], 
 
     out: dict[str, Callable[[torch.Tensor], Any]] = {"sample (per clip)": sample}
     try:
-        from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
+        from xmkd.data.datasets.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
     except ImportError:  # an xmkd from before augment_on: batch
         return out
     batched = XKDBatchViews(**kw)

@@ -37,9 +37,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from xmkd.data import synthetic_av
-from xmkd.data.synthetic_media import smooth_noise
-from xmkd.data.transforms import VideoEvalTransform, XKDVideoViews
+from xmkd.data.datasets.transforms import VideoEvalTransform, XKDVideoViews
+from xmkd.data.synthetic import av as synthetic_av
+from xmkd.data.synthetic.media import smooth_noise
 from xmkd.distill.ema import collect_ema_tensors, cosine_momentum, ema_update_tensors_
 from xmkd.modules.xkd import MODALITIES, XKDPretrainer
 from xmkd.optim import build_adamw, clip_grad_per_tensor_, param_groups_weight_decay, warmup_cosine_factor

@@ -32,11 +32,11 @@ from tests.data.media import (
     write_video_only,
     write_zero_byte,
 )
-from xmkd.data.bad_input import BadInputReport, TooManyBadInputsError, collate_with_failures
+from xmkd.data.datasets.bad_input import BadInputReport, TooManyBadInputsError, collate_with_failures
+from xmkd.data.datasets.trimmed import TrimmedVideoDataset, UniformClipSampler
+from xmkd.data.datasets.untrimmed import check_finite
 from xmkd.data.readers.trimmed import ClipRecord, read_csv_annotations, read_ucf101
 from xmkd.data.readers.untrimmed import read_pdan_json
-from xmkd.data.trimmed import TrimmedVideoDataset, UniformClipSampler
-from xmkd.data.untrimmed import check_finite
 from xmkd.errors import AnnotationError, BadInputError, FeatureError, MediaError, MissingAudioError
 
 
@@ -258,7 +258,7 @@ class CountVideos(pl.LightningModule):
 
 def eval_split(media, tmp_path: Path, **kw):
     """A test split of 6 videos of which a third are broken (garbage, cut-off mp4)."""
-    from xmkd.data.trimmed import TrimmedVideoDataModule
+    from xmkd.data.datasets.trimmed import TrimmedVideoDataModule
 
     good = [write_video(tmp_path / f"g{i}.mp4", num_frames=16, fps=16, size=32) for i in range(4)]
     paths = [good[0], media["garbage"], good[1], good[2], media["truncated"], good[3]]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.data.media import frame_index_of, write_video
-from xmkd.data.video_io import probe
+from xmkd.data.io.video_io import probe
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "decode.py"
 _spec = importlib.util.spec_from_file_location("bench_decode", _PATH)

@@ -10,7 +10,7 @@ import pytest
 
 import xmkd
 from xmkd.cli import main
-from xmkd.data.synthetic_av import SyntheticAVParams, empty_splits, make_synthetic_av
+from xmkd.data.synthetic.av import SyntheticAVParams, empty_splits, make_synthetic_av
 from xmkd.errors import ConfigError
 
 
@@ -127,7 +127,7 @@ def test_data_tools_take_underscored_options(tmp_path: Path) -> None:
 
 
 def test_synthetic_untrimmed_generation_says_what_it_does(tmp_path: Path, capsys) -> None:
-    from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+    from xmkd.data.synthetic.untrimmed import ensure_synthetic_untrimmed
 
     ensure_synthetic_untrimmed(tmp_path / "world", videos=8)
     err = capsys.readouterr().err

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from xmkd.data.trimmed import TrimmedVideoDataModule
-from xmkd.data.untrimmed import UntrimmedVideoDataModule
+from xmkd.data.datasets.trimmed import TrimmedVideoDataModule
+from xmkd.data.datasets.untrimmed import UntrimmedVideoDataModule
 from xmkd.errors import ConfigError
 from xmkd.models.vit import load_exported_encoder
 from xmkd.modules.classifier import VideoClassifier, load_encoder_for_eval
@@ -91,7 +91,7 @@ def test_missing_dataset_root_names_key_and_path_through_the_cli(project: Path) 
     missing = project / "no_such_root"
     (project / "train.csv").write_text("a.mp4,0\n")
     data = {
-        "class_path": "xmkd.data.trimmed.TrimmedVideoDataModule",
+        "class_path": "xmkd.data.datasets.trimmed.TrimmedVideoDataModule",
         "init_args": {"dataset": "csv", "root": str(missing), "annotation": "train.csv", "num_workers": 0},
     }
     with pytest.raises(ConfigError) as info:

@@ -21,7 +21,7 @@ SYNTH = {"classes": 3, "clips_per_class": 7, "duration": 1.0, "size": 32, "fps":
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from xmkd.data.synthetic_av import ensure_synthetic_av
+    from xmkd.data.synthetic.av import ensure_synthetic_av
 
     root = tmp_path_factory.mktemp("eval-configs")
     ensure_synthetic_av(root / "synth", workers=1, **SYNTH)

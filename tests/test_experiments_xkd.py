@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.data.synthetic.av import ensure_synthetic_av
 from xmkd.runner import run_lightning_cli
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "xkd"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xmkd.data.flow import dequantize_flow
+from xmkd.data.io.flow import dequantize_flow
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "inference_cost.py"
 _spec = importlib.util.spec_from_file_location("inference_cost", _PATH)

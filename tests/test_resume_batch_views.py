@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tests.test_resume import SAMPLES, XKD_TINY, assert_same_run, run_three_ways
-from xmkd.data.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
+from xmkd.data.datasets.batch_transforms import AUGMENT_KEY, RAW_VIDEO_KEY, XKDBatchViews
 from xmkd.fault import ResumableDataLoader
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -340,7 +340,7 @@ def test_two_processes_generate_the_synthetic_world_once(tmp_path: Path) -> None
         """
         import os, sys, time
         from pathlib import Path
-        from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+        from xmkd.data.synthetic.untrimmed import ensure_synthetic_untrimmed
         go = Path(sys.argv[2])
         (go.parent / f"ready-{os.getpid()}").write_text("")
         while not go.exists():
@@ -363,7 +363,7 @@ def test_two_processes_generate_the_synthetic_world_once(tmp_path: Path) -> None
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     reference = tmp_path / "reference"
-    from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
+    from xmkd.data.synthetic.untrimmed import ensure_synthetic_untrimmed
 
     ensure_synthetic_untrimmed(reference, videos=8, classes=12, seed=0)
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())

@@ -30,7 +30,7 @@ from xmkd.callbacks import (
 )
 from xmkd.checkpoint_check import check_checkpoint_matches, read_checkpoint_header
 from xmkd.console import quiet_harmless_messages
-from xmkd.data.bad_input import BadInputReport
+from xmkd.data.datasets.bad_input import BadInputReport
 from xmkd.fault import AtomicCheckpointIO, PreemptionCheckpoint, ResumeState
 from xmkd.predict import PredictionWriter
 from xmkd.runs import (

@@ -298,7 +298,7 @@ def multithumos_json(tmp_path: Path) -> Path:
 def test_multithumos_json_numbers_classes_from_1(tmp_path):
     """Its loaders subtract 1 (PDAN, super-events): id 1 is column 0, id 65 column 64. Read as
     0-based it was refused ('unknown class id 65'), and num_classes: 66 shifted every label."""
-    from xmkd.data.untrimmed import load_annotations
+    from xmkd.data.datasets.untrimmed import load_annotations
 
     path = multithumos_json(tmp_path)
     ann = load_annotations("multithumos", [str(path)])
@@ -314,7 +314,7 @@ def test_multithumos_json_numbers_classes_from_1(tmp_path):
 
 
 def test_each_format_has_its_class_id_base_and_refuses_ids_that_do_not_fit(tmp_path):
-    from xmkd.data.untrimmed import FORMAT_CLASS_ID_BASE, load_annotations
+    from xmkd.data.datasets.untrimmed import FORMAT_CLASS_ID_BASE, load_annotations
 
     assert FORMAT_CLASS_ID_BASE == {
         "charades_csv": 0, "pdan_json": 0, "multithumos": 1, "tsu": 0, "pkummd": 1, "synthetic": 0,
@@ -354,7 +354,7 @@ def test_pkummd_base_can_be_given(tmp_path):
 @pytest.mark.realdata
 def test_real_files_fit_their_default_base(realdata):
     """The shipped Charades and TSU JSONs hold ids from 0 (0..156, 0..50): base 0 reads every id."""
-    from xmkd.data.untrimmed import load_annotations
+    from xmkd.data.datasets.untrimmed import load_annotations
 
     charades = load_annotations("pdan_json", [str(realdata("charades/charades.json"))], num_classes=157)
     tsu = load_annotations("tsu", [str(realdata("tsu/tsu_cs.json"))])

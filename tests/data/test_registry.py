@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.data.media import write_video
-from xmkd.data import inspect as inspect_tool
 from xmkd.data import registry
+from xmkd.data.datasets.trimmed import TrimmedVideoDataModule
+from xmkd.data.datasets.untrimmed import FORMAT_CLASS_ID_BASE, UntrimmedVideoDataModule
 from xmkd.data.readers.trimmed import ClipRecord, TrimmedAnnotations
 from xmkd.data.registry import TrimmedDataset, TrimmedSource, register_trimmed, train_test, trimmed_dataset
-from xmkd.data.trimmed import TrimmedVideoDataModule
-from xmkd.data.untrimmed import FORMAT_CLASS_ID_BASE, UntrimmedVideoDataModule
+from xmkd.data.tools import inspect as inspect_tool
 from xmkd.errors import AnnotationError, ConfigError
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from xmkd.data.flow import write_flow_file
-from xmkd.data.video_io import probe
+from xmkd.data.io.flow import write_flow_file
+from xmkd.data.io.video_io import probe
 from xmkd.errors import ConfigError
 from xmkd.features.extract import (
     extract_features_folder,

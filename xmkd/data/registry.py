@@ -2,7 +2,7 @@
 
 A trimmed dataset is a reader plus what the code around it needs to know: which inputs it takes
 (split files, annotation CSVs, a class subset), its official folds, whether its files have video,
-and the linear-evaluation defaults. The DataModule (:mod:`xmkd.data.trimmed`), ``xmkd data
+and the linear-evaluation defaults. The DataModule (:mod:`xmkd.data.datasets.trimmed`), ``xmkd data
 inspect``, ``xmkd pipeline linear-eval`` and ``xmkd pipeline finetune`` look datasets up here,
 so a new dataset is one reader and one :func:`register_trimmed` call::
 
@@ -11,7 +11,7 @@ so a new dataset is one reader and one :func:`register_trimmed` call::
         "Something-Something v2 JSON", annotation=True))
 
 Untrimmed annotation formats work the same way (:class:`UntrimmedFormat`, read by
-:mod:`xmkd.data.untrimmed` and ``xmkd data inspect charades|tsu|...``).
+:mod:`xmkd.data.datasets.untrimmed` and ``xmkd data inspect charades|tsu|...``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from xmkd.data.readers.untrimmed import (
     read_pkummd,
     read_tsu_json,
 )
-from xmkd.data.synthetic_av import ensure_synthetic_av
+from xmkd.data.synthetic.av import ensure_synthetic_av
 from xmkd.errors import ConfigError
 
 SYNTHETIC_ROOT = "data/synth-av"
@@ -298,7 +298,7 @@ register_trimmed(
 
 @dataclass(frozen=True)
 class UntrimmedSource:
-    """The annotation options of :class:`~xmkd.data.untrimmed.UntrimmedVideoDataModule`."""
+    """The annotation options of :class:`~xmkd.data.datasets.untrimmed.UntrimmedVideoDataModule`."""
 
     paths: Sequence[str | Path]
     class_names: Sequence[str] | None = None  # from ``classes_file`` (not for charades_csv)

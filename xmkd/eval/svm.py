@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from xmkd.data.bad_input import collate_with_failures
+from xmkd.data.datasets.bad_input import collate_with_failures
 from xmkd.data.registry import trimmed_dataset
 from xmkd.errors import ConfigError
 from xmkd.metrics.classification import encode_video_id, encode_video_ids

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xmkd.data.clip_arrays import normalize_clips
-from xmkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xmkd.data.datasets.clip_arrays import normalize_clips
+from xmkd.data.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from xmkd.errors import ConfigError
 from xmkd.models.vit import (
     ViTEncoder,

@@ -2,12 +2,12 @@
 
 ``xmkd extract-features --videos DIR --encoder PATH --modality rgb|flow --window W --stride S --out DIR``
 (:mod:`xmkd.features.cli`) writes ``<out>/<modality>/<video_id>.npy`` (T, D) float32, the layout of
-:mod:`xmkd.data.untrimmed`, and ``<out>/<modality>/index.json`` (settings + per-video counts + the
+:mod:`xmkd.data.datasets.untrimmed`, and ``<out>/<modality>/index.json`` (settings + per-video counts + the
 step -> time rule). For ``--modality flow`` the ``--videos`` folder is the output of
 ``xmkd compute-flow`` (``<video_id>.npz``).
 
 Step count (tested): a video of ``duration`` seconds read at ``fps`` has ``N = ceil(duration * fps)``
-frames (:func:`xmkd.data.flow.resampled_frame_count`). With window ``W`` and stride ``S`` frames:
+frames (:func:`xmkd.data.io.flow.resampled_frame_count`). With window ``W`` and stride ``S`` frames:
 
 - ``steps="cover"`` (default): ``T = ceil(N / S)``. Step ``t`` stands for the frames
   ``[t S, (t + 1) S)``, i.e. the time ``[t S / fps, (t + 1) S / fps)`` clipped to the duration, and
@@ -51,7 +51,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from xmkd.atomic import atomic_path, atomic_write_text
-from xmkd.data.flow import (
+from xmkd.data.io.flow import (
     FLOW_SUFFIX,
     BatchReport,
     list_videos,
@@ -59,7 +59,7 @@ from xmkd.data.flow import (
     read_flow_file,
     remove_stale_temporaries,
 )
-from xmkd.data.video_io import decode_video, probe, resampled_frame_count
+from xmkd.data.io.video_io import decode_video, probe, resampled_frame_count
 from xmkd.errors import BadInputError, ConfigError, Failure
 from xmkd.features.encoders import (  # the encoder names are re-exported from here too
     IMAGENET_MEAN,

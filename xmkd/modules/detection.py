@@ -9,7 +9,7 @@
 - ``AugmentedRGBStudent``: an RGB-only head trained with detection loss + the distillation terms a
   config names; the teacher is frozen, in eval mode, outside the optimiser and outside DDP.
 
-Batches (``xmkd.data.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`` (B, T, C) 0/1,
+Batches (``xmkd.data.datasets.untrimmed``): ``features`` {modality: (B, T, D)}, ``labels`` (B, T, C) 0/1,
 ``mask`` (B, T) bool, ``video_id`` list[str]. The best checkpoint monitors ``MONITOR`` ("val/map", max).
 """
 

@@ -102,7 +102,7 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             zero canvas ``audio_local_canvas_scale`` times the view, bicubic); the global view's
             waveform gets gain ``U(1 -+ audio_global_volume_jitter)``. ``spectrogram``: the views
             xmkd made before (no global jitter; local views are time-only linear resized crops of
-            the global spectrogram, ``xmkd.data.transforms.spectrogram_local_views``, whose gain g is
+            the global spectrogram, ``xmkd.data.datasets.transforms.spectrogram_local_views``, whose gain g is
             the log-domain offset 2 ln(g) / std).
         audio_local_volume_jitter: local views' volume jitter (0.2); 0 disables.
         audio_global_volume_jitter: global view's volume jitter (0.1, ``audio_views: release`` only).

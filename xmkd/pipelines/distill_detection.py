@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.data.synthetic_untrimmed import ensure_synthetic_untrimmed
-from xmkd.data.untrimmed import UntrimmedVideoDataModule
+from xmkd.data.datasets.untrimmed import UntrimmedVideoDataModule
+from xmkd.data.synthetic.untrimmed import ensure_synthetic_untrimmed
 from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, PerFrameMAP
 from xmkd.modules.detection import AugmentedRGBStudent, SingleStreamDetector, TwoStreamTeacher

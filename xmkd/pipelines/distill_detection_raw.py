@@ -2,8 +2,8 @@
 
 Stages (each resumable: a finished stage's outputs are reused on a rerun):
 
-1. raw synthetic untrimmed mp4 videos + Charades CSVs (:mod:`xmkd.data.synthetic_raw_untrimmed`);
-2. optical flow per video (:func:`xmkd.data.flow.compute_flow_folder`, DIS, native 12 fps);
+1. raw synthetic untrimmed mp4 videos + Charades CSVs (:mod:`xmkd.data.synthetic.raw_untrimmed`);
+2. optical flow per video (:func:`xmkd.data.io.flow.compute_flow_folder`, DIS, native 12 fps);
 3. two tiny clip encoders, a 3-channel ViT for RGB and a 2-channel ViT for flow, each trained
    briefly with the XKD/MAE masked reconstruction objective on clips of the TRAINING videos only
    (``XKDPretrainer`` on video alone, distillation and alignment at 0, through the runner: each
@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.data.clip_arrays import write_clip_array
-from xmkd.data.flow import compute_flow_folder, read_flow_file
+from xmkd.data.datasets.clip_arrays import write_clip_array
+from xmkd.data.datasets.untrimmed import UntrimmedVideoDataModule, frame_labels
+from xmkd.data.io.flow import compute_flow_folder, read_flow_file
 from xmkd.data.readers.untrimmed import read_charades_csv
-from xmkd.data.synthetic_raw_untrimmed import ensure_synthetic_raw_untrimmed
-from xmkd.data.untrimmed import UntrimmedVideoDataModule, frame_labels
+from xmkd.data.synthetic.raw_untrimmed import ensure_synthetic_raw_untrimmed
 from xmkd.errors import ConfigError
 from xmkd.features.extract import centre_crop_resize, extract_features_folder, load_input, sample_clips
 from xmkd.models.vit import EncoderConfig, build_encoder, save_exported_encoder

@@ -25,11 +25,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from xmkd.data import transforms as T
-from xmkd.data.readers.esc50 import AudioClipDataset
+from xmkd.data.datasets import transforms as T
+from xmkd.data.datasets.audio_clips import AudioClipDataset
+from xmkd.data.datasets.samplers import RandomClipSampler, UniformClipSampler
+from xmkd.data.datasets.trimmed import TrimmedVideoDataset, read_trimmed_annotations
 from xmkd.data.registry import trimmed_dataset, trimmed_names
-from xmkd.data.samplers import RandomClipSampler, UniformClipSampler
-from xmkd.data.trimmed import TrimmedVideoDataset, read_trimmed_annotations
 from xmkd.errors import ConfigError
 from xmkd.eval.knn import knn_top1
 from xmkd.eval.svm import DEFAULT_C_GRID, cv_group_map, extract_features, svm_protocol, video_level_scores

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.data.flow import compute_flow_folder
-from xmkd.data.synthetic_raw_untrimmed import ensure_synthetic_raw_untrimmed
+from xmkd.data.io.flow import compute_flow_folder
+from xmkd.data.synthetic.raw_untrimmed import ensure_synthetic_raw_untrimmed
 from xmkd.errors import ConfigError
 from xmkd.features.extract import extract_features_folder, load_encoder
 from xmkd.models.vit import build_encoder, load_exported_encoder, save_exported_encoder

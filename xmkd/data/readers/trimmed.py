@@ -618,7 +618,7 @@ def _is_int(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# the synthetic audio-visual set (xmkd.data.synthetic_av)
+# the synthetic audio-visual set (xmkd.data.synthetic.av)
 
 
 def synthetic_layout(root: str | os.PathLike) -> tuple[Path, Path]:

@@ -29,7 +29,7 @@ Segments that end after the video's duration, segments starting after it, zero-l
 videos without actions all occur in the real files (Charades: 19,623 segments end past the
 duration, 5 start after it, 7 have zero length, 223 videos have none). Readers keep them as they
 are and :meth:`UntrimmedAnnotations.counts` counts them; the labelling rule
-(:func:`xmkd.data.untrimmed.frame_labels`) clips them.
+(:func:`xmkd.data.datasets.untrimmed.frame_labels`) clips them.
 """
 
 from __future__ import annotations
