@@ -36,18 +36,21 @@ from xmkd.errors import ConfigError
 # Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help). The pipelines
 # have their own registry (xmkd.pipelines.registry).
 DATA_TOOLS: dict[str, tuple[str, str]] = {
-    "synth-av": ("xmkd.data.synthetic.av", "write the synthetic audio-visual dataset (real mp4 files)"),
-    "synth-untrimmed": ("xmkd.data.synthetic.untrimmed", "write the synthetic untrimmed feature world"),
+    "synth-av": ("xmkd.data.tools.synth_av", "write the synthetic audio-visual dataset (real mp4 files)"),
+    "synth-untrimmed": ("xmkd.data.tools.synth_untrimmed", "write the synthetic untrimmed feature world"),
     "inspect": ("xmkd.data.tools.inspect", "summarise a dataset as JSON: counts, decoded samples, failures"),
     "shard": ("xmkd.data.tools.shard", "write a trimmed dataset as litdata shards (encoded clips + labels)"),
     "synth-untrimmed-raw": (
-        "xmkd.data.synthetic.raw_untrimmed",
+        "xmkd.data.tools.synth_untrimmed_raw",
         "write raw synthetic untrimmed mp4 videos + Charades CSVs",
     ),
 }
 # Top-level tools of the raw-video chain: `xmkd compute-flow ...`, `xmkd extract-features ...`.
 CHAIN_TOOLS: dict[str, tuple[str, str]] = {
-    "compute-flow": ("xmkd.data.io.flow", "dense optical flow (OpenCV DIS), quantised uint8, resumable"),
+    "compute-flow": (
+        "xmkd.data.tools.compute_flow",
+        "dense optical flow (OpenCV DIS), quantised uint8, resumable",
+    ),
     "extract-features": ("xmkd.features.cli", "sliding-window features per video, resumable"),
 }
 # Tools over a finished run's checkpoint: `xmkd export --ckpt ... --out ...`.

@@ -21,7 +21,6 @@ from xmkd.data.io.flow import (
     quantize_flow,
     read_flow,
     read_flow_file,
-    run,
 )
 from xmkd.data.io.video_io import decode_video, probe, resampled_frame_count
 from xmkd.errors import ConfigError, FeatureError
@@ -152,7 +151,7 @@ def test_cli_exit_code_and_interrupted_run_resumes(tmp_path, capsys):
 
     import argparse
 
-    from xmkd.data.io.flow import add_arguments
+    from xmkd.data.tools.compute_flow import add_arguments, run
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

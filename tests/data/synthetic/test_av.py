@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -144,18 +143,6 @@ def test_bad_params_and_existing_dataset(tiny):
         make_synthetic_av(root, **TINY)
     with pytest.raises(ConfigError, match="sample_rate"):
         make_synthetic_av(root.parent / "x", sample_rate=8000)
-
-
-def test_cli_tool(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    synthetic_av.add_arguments(parser)
-    argv = "--classes 2 --clips-per-class 1 --duration 1 --size 32 --fps 8 --workers 1 --sample-rate 22050 --allow-empty-splits"
-    args = parser.parse_args(["--out", str(tmp_path / "cli"), *argv.split()])
-    assert synthetic_av.run(args) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["clips"] == 2 and out["classes"] == 2
-    clip = next((tmp_path / "cli" / "videos").rglob("*.mp4"))
-    assert probe(clip).audio_sample_rate == 22050
 
 
 @pytest.mark.parametrize("label", [0, 4, 9])

@@ -14,13 +14,12 @@ from xmkd.data.datasets.untrimmed import frame_labels
 from xmkd.data.readers.untrimmed import read_charades_csv, read_pdan_json
 from xmkd.data.synthetic.untrimmed import (
     SyntheticUntrimmedParams,
-    add_arguments,
     ensure_synthetic_untrimmed,
     generate_world,
     make_synthetic_untrimmed,
     ridge_probe_map,
-    run,
 )
+from xmkd.data.tools.synth_untrimmed import add_arguments, run
 from xmkd.errors import ConfigError
 
 SMALL = {"videos": 12, "classes": 4, "min_steps": 20, "max_steps": 40}

@@ -34,7 +34,6 @@ and the rest ``train``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -348,7 +347,7 @@ def empty_splits(params: SyntheticAVParams) -> list[str]:
     return empty
 
 
-def _empty_splits_message(params: SyntheticAVParams, empty: list[str]) -> str:
+def empty_splits_message(params: SyntheticAVParams, empty: list[str]) -> str:
     groups = math.ceil(params.clips_per_class / params.clips_per_group)
     return (
         f"{', '.join(empty)} would list no videos: {params.clips_per_class} clips per class in groups of "
@@ -373,7 +372,7 @@ def make_synthetic_av(out: str | os.PathLike, workers: int | None = None, **para
     clips = plan_clips(p)
     empty = empty_splits(p)
     if empty:  # small sets for one fold are legitimate (tests); say which lists stay empty
-        warnings.warn(_empty_splits_message(p, empty), stacklevel=2)
+        warnings.warn(empty_splits_message(p, empty), stacklevel=2)
     for name in {c["class"] for c in clips}:
         (root / "videos" / name).mkdir(parents=True, exist_ok=True)
     pdict = asdict(p)
@@ -494,70 +493,13 @@ def _ensure_synthetic_av(root: Path, p: SyntheticAVParams, workers: int | None) 
     return root
 
 
-# ----------------------------------------------------------------------------------- CLI tool
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``xmkd data synth-av --out DIR [--classes N] [--clips-per-class M] [--seed S] ...``."""
-    d = SyntheticAVParams()
-    parser.add_argument("--out", required=True, help="folder to write (must not hold a dataset already)")
-    parser.add_argument("--classes", type=int, default=d.classes, help="number of classes")
-    parser.add_argument("--clips-per-class", type=int, default=d.clips_per_class, help="clips per class")
-    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (content is deterministic)")
-    parser.add_argument("--duration", type=float, default=d.duration, help="clip length in seconds")
-    parser.add_argument("--size", type=int, default=d.size, help="frame width and height in pixels")
-    parser.add_argument("--fps", type=float, default=d.fps, help="frames per second")
-    parser.add_argument(
-        "--sample-rate", type=int, default=d.sample_rate, help="audio rate: 16000, 22050, 44100 or 48000"
-    )
-    parser.add_argument(
-        "--clips-per-group", type=int, default=d.clips_per_group, help="clips sharing a scene (fold unit)"
-    )
-    parser.add_argument(
-        "--light-pulse", action="store_true", help="also pulse the scene's light at a class rate (0.5-3.5 Hz)"
-    )
-    parser.add_argument(
-        "--heldout-per-class",
-        type=int,
-        default=d.heldout_per_class,
-        help="extra clips per class in every fold's test list and no training list",
-    )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
-    parser.add_argument(
-        "--allow-empty-splits",
-        action="store_true",
-        help="write the set even if fold 1's train or test list would be empty (else refused)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    params = {
-        "classes": args.classes,
-        "clips_per_class": args.clips_per_class,
-        "seed": args.seed,
-        "duration": args.duration,
-        "size": args.size,
-        "fps": args.fps,
-        "sample_rate": args.sample_rate,
-        "clips_per_group": args.clips_per_group,
-        "light_pulse": args.light_pulse,
-        "heldout_per_class": args.heldout_per_class,
-    }
-    empty = empty_splits(SyntheticAVParams(**params))
-    fold1 = [f for f in empty if f.endswith("01.txt")]
-    if fold1 and not args.allow_empty_splits:
-        # `xmkd data inspect` and every loader would reject such a set; refuse before rendering it
-        raise ConfigError("clips_per_class", _empty_splits_message(SyntheticAVParams(**params), empty))
-    info = make_synthetic_av(args.out, workers=args.workers, **params)
-    print(json.dumps({"out": str(args.out), "classes": len(info["classes"]), **info["counts"]}))
-    return 0
-
-
 __all__ = [
     "HELDOUT",
     "SyntheticAVParams",
-    "add_arguments",
     "class_name",
     "class_spec",
     "empty_splits",
+    "empty_splits_message",
     "ensure_synthetic_av",
     "event_times",
     "fold_of_group",
@@ -565,6 +507,5 @@ __all__ = [
     "make_synthetic_av",
     "plan_clips",
     "render_clip",
-    "run",
     "trajectory",
 ]

@@ -32,7 +32,6 @@ Deterministic given the parameters; each video draws from its own stream ``(seed
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -40,7 +39,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -338,49 +337,14 @@ def _ensure_synthetic_raw_untrimmed(root: Path, workers: int | None, **params: A
     return info
 
 
-# ------------------------------------------------------------------------------------------ CLI tool
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``xmkd data synth-untrimmed-raw --out DIR [--videos N] [--classes C] [--seed S] [--set KEY=VALUE]``."""
-    d = RawUntrimmedParams()
-    parser.add_argument("--out", required=True, help="folder to write (must not hold a dataset already)")
-    parser.add_argument("--videos", type=int, default=d.videos, help="number of videos")
-    parser.add_argument(
-        "--classes", type=int, default=d.classes, help=f"motion classes (at most {len(MOTIONS)})"
-    )
-    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (content is deterministic)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: min(4, CPUs))")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other knob of RawUntrimmedParams, e.g. --set size=96")  # fmt: skip
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    types = {f.name: f.type for f in fields(RawUntrimmedParams)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise ConfigError("--set", f"expected KEY=VALUE with KEY one of {sorted(types)}, got {item!r}")
-        out[key] = int(value) if types[key] in ("int", int) else float(value)
-    return out
-
-
-def run(args: argparse.Namespace) -> int:
-    params = {"videos": args.videos, "classes": args.classes, "seed": args.seed, **_parse_set(args.set)}
-    info = make_synthetic_raw_untrimmed(args.out, workers=args.workers, **params)
-    print(json.dumps({"out": str(args.out), **info["counts"]}))
-    return 0
-
-
 __all__ = [
     "MOTIONS",
     "RawUntrimmedParams",
-    "add_arguments",
     "class_names",
     "ensure_synthetic_raw_untrimmed",
     "make_synthetic_raw_untrimmed",
     "motion_offset",
     "plan_video",
     "render_video",
-    "run",
     "video_segments",
 ]

@@ -47,7 +47,6 @@ flow 0.75, RGB+flow 0.78. RGB is weak but far above chance: room for a cross-mod
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -324,57 +323,3 @@ def ridge_probe_map(
     x_te = np.concatenate([design(v) for v in test])
     y_te = np.concatenate([v.labels for v in test])
     return per_frame_map(torch.from_numpy(x_te @ w), torch.from_numpy(y_te)).map
-
-
-# ------------------------------------------------------------------------------------------ CLI tool
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``xmkd data synth-untrimmed --out DIR [--world motion|evidence] [--videos N] [--classes C] [--seed S]
-    [--pose] [--set KEY=VALUE]``."""
-    defaults = MotionWorldParams()
-    parser.add_argument("--out", required=True, help="folder to create (must not exist)")
-    parser.add_argument(
-        "--world",
-        default=DEFAULT_WORLD,
-        choices=sorted(WORLDS),
-        help=f"which world (default {DEFAULT_WORLD}; see xmkd.data.synthetic.untrimmed)",
-    )
-    parser.add_argument("--videos", type=int, default=defaults.videos, help="number of videos")
-    parser.add_argument("--classes", type=int, default=defaults.classes, help="number of action classes")
-    parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="random seed (the world is deterministic)"
-    )
-    parser.add_argument("--pose", action="store_true", help="also write pose/ features")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other knob of the world's parameters (MotionWorldParams, SyntheticUntrimmedParams), "
-        "e.g. --set rgb_noise=1.5",
-    )
-
-
-def _parse_set(items: list[str], world: str = DEFAULT_WORLD) -> dict[str, Any]:
-    types = {f.name: f.type for f in fields(WORLDS[world][0])}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise ConfigError("--set", f"expected KEY=VALUE with KEY one of {sorted(types)}, got {item!r}")
-        kind = types[key]
-        if kind in ("bool", bool):
-            out[key] = value.lower() in ("1", "true", "yes")
-        elif kind in ("int", int):
-            out[key] = int(value)
-        else:
-            out[key] = float(value)
-    return out
-
-
-def run(args: argparse.Namespace) -> int:
-    params = {"videos": args.videos, "classes": args.classes, "seed": args.seed, "pose": args.pose}
-    world = getattr(args, "world", DEFAULT_WORLD)
-    params.update(_parse_set(args.set, world))
-    info = make_synthetic_untrimmed(args.out, world, **params)
-    print(json.dumps({"out": str(args.out), **info["counts"], "feature_dims": info["feature_dims"]}))
-    return 0

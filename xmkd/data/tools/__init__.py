@@ -1,2 +1,3 @@
-"""The ``xmkd data`` tools that look at or convert a dataset: ``inspect`` (trimmed),
-``inspect_untrimmed`` and ``shard`` (litdata shards)."""
+"""The data tools' command lines, one module per tool (``add_arguments`` + ``run``, dispatched by
+``xmkd.cli``): ``xmkd data synth-av | synth-untrimmed | synth-untrimmed-raw | inspect | shard`` and
+``xmkd compute-flow``. The generators, readers and flow code they drive have no command line."""
