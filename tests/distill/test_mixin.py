@@ -25,3 +25,13 @@ def test_zero_weight_terms_are_not_computed() -> None:
     torch.testing.assert_close(total, torch.tensor(8.0))
     with pytest.raises(KeyError):
         s({"c": torch.tensor(1.0)})
+
+
+def test_a_prefix_names_the_logs_of_another_module_family() -> None:
+    s = WeightedLossSum({"det": 1.0, "gcr": 0.5}, prefix="train/loss_", total_key="train/loss")
+    det, gcr = torch.tensor(2.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
+    total, logs = s({"det": det, "gcr": gcr})
+    assert set(logs) == {"train/loss_det", "train/loss_gcr", "train/loss"}
+    assert total.item() == (det + 0.5 * gcr).item()  # un-normalised: the student's det + sum w_i L_i
+    total.backward()
+    assert (det.grad.item(), gcr.grad.item()) == (1.0, 0.5)

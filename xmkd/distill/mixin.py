@@ -1,4 +1,9 @@
-"""Named, weighted loss terms: one total for the optimiser, each term logged as ``loss/<name>``."""
+"""Named, weighted loss terms: one total for the optimiser, each term logged under its name.
+
+Every module with several loss terms sums them here: XKD logs ``loss/<name>`` and ``loss/total``
+(``prefix`` default), the detection student ``train/loss_<name>`` and ``train/loss`` like the other
+detection modules.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,17 @@ class WeightedLossSum:
     """total = sum_i w_i * L_i (divided by sum_i w_i when ``normalize``), zero-weight terms skipped.
 
     Terms may be given as zero-argument callables so that a zero-weight term is never computed.
-    The log dict holds each computed term unweighted (``loss/<name>``) and ``loss/total``.
+    The log dict holds each computed term unweighted (``<prefix><name>``) and the total
+    (``total_key``).
     """
 
-    def __init__(self, weights: Mapping[str, float], normalize: bool = False) -> None:
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        normalize: bool = False,
+        prefix: str = "loss/",
+        total_key: str = "loss/total",
+    ) -> None:
         bad = {k: w for k, w in weights.items() if w < 0}
         if bad:
             raise ValueError(f"loss weights must be >= 0, got {bad}")
@@ -26,6 +38,8 @@ class WeightedLossSum:
         if normalize and total <= 0:
             raise ValueError("normalize=True needs at least one positive weight")
         self.denominator = total if normalize else 1.0
+        self.prefix = prefix
+        self.total_key = total_key
 
     def active(self, name: str) -> bool:
         return self.weights.get(name, 0.0) != 0.0
@@ -41,12 +55,12 @@ class WeightedLossSum:
             if w == 0.0:
                 continue
             value = term() if callable(term) else term
-            logs[f"loss/{name}"] = value.detach()
+            logs[f"{self.prefix}{name}"] = value.detach()
             contribution = value * (w / self.denominator)
             total = contribution if total is None else total + contribution
         if total is None:
             raise ValueError("all loss terms have zero weight")
-        logs["loss/total"] = total.detach()
+        logs[self.total_key] = total.detach()
         return total, logs
 
 

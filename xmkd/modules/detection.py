@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from xmkd.distill.detection import build_distill_losses
+from xmkd.distill.mixin import WeightedLossMixin, WeightedLossSum
 from xmkd.distill.teacher_cache import TeacherOutputCache
 from xmkd.errors import ConfigError
 from xmkd.metrics.detection import CharadesLocalizationMAP, EventMAP, EventProtocol, PerFrameMAP
@@ -432,7 +433,7 @@ class TwoStreamTeacher(DetectionModule):
         return super().shared_loss(out, batch)
 
 
-class AugmentedRGBStudent(DetectionModule):
+class AugmentedRGBStudent(WeightedLossMixin, DetectionModule):
     """RGB-only detector distilled from a frozen ``TwoStreamTeacher`` (Augmented-RGB).
 
     Args:
@@ -475,6 +476,13 @@ class AugmentedRGBStudent(DetectionModule):
         if teacher_embedding not in ("fused", "aux"):
             raise ConfigError("teacher_embedding", f"expected fused | aux, got {teacher_embedding!r}")
         self.distill_weights = dict(DEFAULT_DISTILL if distill is None else distill)
+        # detection loss first, then the terms in their configured order: total = det + sum w_i L_i
+        try:
+            self.loss_sum = WeightedLossSum(
+                {"det": 1.0, **self.distill_weights}, prefix="train/loss_", total_key="train/loss"
+            )
+        except ValueError as e:
+            raise ConfigError("distill", str(e)) from e
         if teacher is None and teacher_checkpoint is not None:
             teacher = self._load_frozen(TwoStreamTeacher, teacher_checkpoint, "teacher_checkpoint")
         if teacher is not None:
@@ -596,13 +604,10 @@ class AugmentedRGBStudent(DetectionModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         out = self(batch)
         bs = len(batch["mask"])
-        det = self.shared_loss(out, batch)
-        total = det
-        self.log("train/loss_det", det, batch_size=bs)
-        for name, value in self.distillation_terms(out, batch).items():
-            self.log(f"train/loss_{name}", value, batch_size=bs)
-            total = total + self.distill_weights[name] * value
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        terms = {"det": self.shared_loss(out, batch), **self.distillation_terms(out, batch)}
+        total, logs = self.combine_losses(terms)
+        for key, value in logs.items():
+            self.log(key, value, prog_bar=key == self.loss_sum.total_key, batch_size=bs)
         return total
 
     def plot_scores(self, batch: Mapping[str, Any], out: Mapping[str, Any]) -> dict[str, Tensor]:
