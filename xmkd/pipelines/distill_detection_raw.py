@@ -72,6 +72,8 @@ def _training_ids(root: Path) -> list[str]:
         return [row["id"] for row in csv.DictReader(f)]
 
 
+#: Random training windows cut from each training video for an MAE-only encoder.
+MAE_CLIPS_PER_VIDEO = 8
 #: The MAE-only clip-encoder recipe (``XKDPretrainer`` on video alone); the rows override its sizes.
 MAE_ENCODER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "encoders" / "mae_flow_tiny.yaml"
 
@@ -124,7 +126,7 @@ def train_encoders(
 ) -> dict[str, Any]:  # fmt: skip
     """Stage 3: export ``out/rgb.pt`` and ``out/flow.pt`` (skipped when they exist); ``modalities``
     picks a subset (``xkd-to-detection`` brings its own RGB encoders and trains the flow one only).
-    ``mae``: 8 random windows per training video (``out/<modality>_clips.npy``) train each encoder
+    ``mae``: :data:`MAE_CLIPS_PER_VIDEO` random windows per training video (``out/<modality>_clips.npy``) train each encoder
     (:func:`train_mae_clip_encoder`); ``random``: frozen random ViTs."""
     paths = {m: out / f"{m}.pt" for m in modalities}
     info_path = out / "encoders.json"
@@ -147,10 +149,11 @@ def train_encoders(
             inputs = [
                 centre_crop_resize(read_flow_file(flow_dir / f"{i}.npz").flow, (size, size)) for i in ids
             ]
-        clips = write_clip_array(out / f"{modality}_clips.npy", sample_clips(inputs, frames, 8, rng))
+        windows = sample_clips(inputs, frames, MAE_CLIPS_PER_VIDEO, rng)
+        clips = write_clip_array(out / f"{modality}_clips.npy", windows)
         t0 = time.perf_counter()
         run = train_mae_clip_encoder(clips, modality, cfg, steps, seed, out / "runs", paths[modality])
-        info[modality] = {"clips": 8 * len(ids), **run, "seconds": round(time.perf_counter() - t0, 1)}
+        info[modality] = {"clips": len(windows), **run, "seconds": round(time.perf_counter() - t0, 1)}
     info_path.write_text(json.dumps(info, indent=2))
     return info
 
