@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fractions import Fraction
 
 import av
@@ -222,6 +224,36 @@ def test_real_ucf_avi_out_of_order_frames_come_back_sorted(realdata):
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize("hold", [0, 1])
+def test_a_reorder_buffer_too_small_for_the_decoder_still_gives_sorted_frames(realdata, monkeypatch, hold):
+    """The out-of-order AVI read through a reorder buffer smaller than its decoder needs: the frame
+    that comes too late is noticed, the range decoded again holding every frame, and every pixel
+    is the full sorted decode's."""
+    import xmkd.data.io.video_io as video_io
+
+    path = realdata(UCF_MP3)
+    ref_t, ref = full_sorted_decode(path)
+    passes: list[float] = []
+    real = video_io._decode_range
+
+    def small_buffer(*args, **kwargs):
+        if len(args) <= 7 and kwargs.get("hold") is None:
+            kwargs["hold"] = hold  # the first pass only; a second pass asks for its own
+        passes.append(kwargs.get("hold", args[7] if len(args) > 7 else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video_io, "_decode_range", small_buffer)
+    for start in (0.0, 2.0, 5.0):
+        clip = read_clip(path, start, 16, threads=False)
+        first = round(start * 25)
+        np.testing.assert_array_equal(clip.numpy(), np.stack(ref[first : first + 16]))
+    if hold == 0:  # the decoder reorders by one frame: nothing held is too little, one is enough
+        assert math.inf in passes  # a range went through again, holding every frame
+    else:
+        assert passes == [hold] * 3
+
+
+@pytest.mark.realdata
 def test_real_ucf_2997_without_audio(realdata):
     path = realdata(UCF_2997)
     info = probe(path)
@@ -394,10 +426,10 @@ def test_seek_landing_past_the_data_falls_back_to_decoding_from_the_start(tmp_pa
     path = write_video(tmp_path / "a.avi", num_frames=60, fps=25, codec="mpeg4", audio=False, gop=12)
     real = video_io._decode_range
 
-    def seek_to_eof(container, stream, timing, targets, seek):
+    def seek_to_eof(container, stream, timing, targets, seek, **kwargs):
         if seek:  # what _decode_range says when nothing decodes after the seek
             return "the seek landed past the data"
-        return real(container, stream, timing, targets, seek)
+        return real(container, stream, timing, targets, seek, **kwargs)
 
     monkeypatch.setattr(video_io, "_decode_range", seek_to_eof)
     monkeypatch.setattr(video_io, "_from_start_logged", False)
