@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from fractions import Fraction
 
 import av
@@ -232,7 +231,7 @@ def test_a_reorder_buffer_too_small_for_the_decoder_still_gives_sorted_frames(re
     import xmkd.data.io.video_io as video_io
 
     path = realdata(UCF_MP3)
-    ref_t, ref = full_sorted_decode(path)
+    _, ref = full_sorted_decode(path)
     passes: list[float] = []
     real = video_io._decode_range
 
