@@ -679,6 +679,12 @@ class XKDPretrainer(WeightedLossMixin, pl.LightningModule):
             for m, feat in features.items()
         }
 
+    @property
+    def reads_probe_view(self) -> bool:
+        """Whether a training step reads the batch's ``video_probe`` (the online probe on the linear
+        view); the datamodule leaves that view out of the training batches otherwise."""
+        return bool(self.probes) and self.hparams.probe_view == "linear"
+
     def probe_video(self, batch: dict[str, Any], video: Tensor) -> Tensor:
         """The video the probe reads with ``probe_view`` global (the global view) or linear."""
         if self.hparams.probe_view != "linear":

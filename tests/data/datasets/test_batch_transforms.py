@@ -419,3 +419,44 @@ def test_datamodule_augments_on_the_batch(tmp_path: Path) -> None:
     )
     evaluation = next(iter(batch_dm.val_dataloader()))
     assert batch_dm.on_after_batch_transfer(evaluation, 0) is evaluation  # evaluation batches untouched
+
+
+def test_the_probe_view_is_left_out_of_training_batches_only_where_nobody_reads_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from xmkd.data.datasets.trimmed import TrimmedVideoDataModule
+
+    options = dict(classes=3, clips_per_class=4, duration=1.0, size=32, fps=8, workers=1)
+    dm = TrimmedVideoDataModule(
+        root=str(tmp_path / "synth-av"), synthetic_options=options, num_frames=4, fps=8, crop_size=16,
+        local_crop_size=8, local_frames=2, test_clips=1, test_crops=1, batch_size=2, num_workers=0,
+        linear_probe_view=True, augment_on="batch",
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+
+    def views(trainer: object) -> dict:
+        dm.trainer = trainer
+        batch = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+        return dm.on_after_batch_transfer(batch, 0)
+
+    unread = SimpleNamespace(training=True, lightning_module=SimpleNamespace(reads_probe_view=False))
+    read = SimpleNamespace(training=True, lightning_module=SimpleNamespace(reads_probe_view=True))
+    after_fit = SimpleNamespace(training=False, lightning_module=unread.lightning_module)
+    full, lean = views(read), views(unread)
+    assert "video_probe" in full and "video_probe" not in lean
+    assert "video_probe" in views(after_fit) and "video_probe" in views(None)  # e.g. features after training
+    for key in ("video", "video_local"):
+        assert torch.equal(full[key], lean[key]), key  # the other views are unchanged
+
+
+def test_xkd_reads_the_probe_view_only_with_the_online_probe_on_the_linear_view() -> None:
+    from xmkd.modules.xkd import XKDPretrainer
+
+    tiny = dict(encoder_size="tiny", encoder_depth=1, num_frames=4, img_size=16, tubelet=2, patch_size=8,
+                mel_bins=16, audio_frames=16, audio_patch=[8, 8], audio_local_frames=8, decoder_dim=16,
+                decoder_depth=1, decoder_heads=2, head_hidden_dim=16, head_bottleneck_dim=8, head_out_dim=16)  # fmt: skip
+    assert not XKDPretrainer(**tiny, probe_num_classes=0, probe_view="linear").reads_probe_view
+    assert XKDPretrainer(**tiny, probe_num_classes=3, probe_view="linear").reads_probe_view
+    assert not XKDPretrainer(**tiny, probe_num_classes=3, probe_view="global").reads_probe_view

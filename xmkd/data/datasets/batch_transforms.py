@@ -545,8 +545,11 @@ class XKDBatchViews(XKDViewSpec):
         std = torch.tensor(self.std, device=x.device)
         return _normalise_cthw(x, mean, std, out)
 
-    def apply(self, clips: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The views of a uint8 batch ``(B, T, H, W, C)`` with per-sample ``params`` (see :meth:`draw`)."""
+    def apply(self, clips: Tensor, params: Mapping[str, Tensor], probe: bool = True) -> dict[str, Tensor]:
+        """The views of a uint8 batch ``(B, T, H, W, C)`` with per-sample ``params`` (see :meth:`draw`).
+
+        ``probe=False`` leaves out ``video_probe`` where ``probe_view`` makes one (nobody reads it:
+        the other views are the same, their parameters being drawn independently of it)."""
         if clips.dtype != torch.uint8 or clips.dim() != 5:
             raise ValueError(f"expected uint8 clips (B, T, H, W, C), got {clips.dtype} {tuple(clips.shape)}")
         b, t = clips.shape[:2]
@@ -584,9 +587,9 @@ class XKDBatchViews(XKDViewSpec):
         # sample-major (b, view) rows -> (B, L, C, t, h, w)
         out["video_local"] = local.view(b, nl, *local.shape[1:])
 
-        if self.probe_view:
-            probe = self._crop_resize("probe", x, p["probe_box"], self.size, p["probe_flip"])
-            out["video_probe"] = self._finish(probe, None, None, None)
+        if self.probe_view and probe:
+            probe_views = self._crop_resize("probe", x, p["probe_box"], self.size, p["probe_flip"])
+            out["video_probe"] = self._finish(probe_views, None, None, None)
         return out
 
     def __repr__(self) -> str:

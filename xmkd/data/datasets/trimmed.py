@@ -860,8 +860,20 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             transform = getattr(getattr(self.train_set, "clips", self.train_set), "transform", None)
             if not isinstance(transform, XKDBatchViews):
                 raise RuntimeError("a batch of raw clips, but the training set has no XKDBatchViews")
-            batch.update(transform.apply(batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY)))
+            views = transform.apply(
+                batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY), probe=self._probe_view_read()
+            )
+            batch.update(views)
         return batch
+
+    def _probe_view_read(self) -> bool:
+        """Whether this batch's probe view is read: always, except in a fit loop whose module says
+        it is not (``reads_probe_view``: the online probe is off). Its parameters are drawn all the
+        same, so leaving its pixels out changes no other view."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training:
+            return True
+        return bool(getattr(trainer.lightning_module, "reads_probe_view", True))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
