@@ -86,13 +86,13 @@ def test_read_clip_resizes_and_keeps_frame_order(tmp_path):
 def test_looped_and_repeated_frames_are_converted_once_and_placed_in_clip_order(tmp_path, monkeypatch):
     path = write_video(tmp_path / "a.mp4", num_frames=10, fps=10, size=64, audio=False)
     converted: list[int] = []
-    real = video_io.frames_to_rgb
+    real = video_io._ClipAssembler._convert
 
-    def counting(frames, size=None, **kwargs):
-        converted.extend(frame.pts for frame in frames)
-        return real(frames, size, **kwargs)
+    def counting(self, frame, slot):
+        converted.append(frame.pts)
+        return real(self, frame, slot)
 
-    monkeypatch.setattr(video_io, "frames_to_rgb", counting)
+    monkeypatch.setattr(video_io._ClipAssembler, "_convert", counting)
     clip = read_clip(path, 0.6, 8, fps=20)  # 0.6..0.95 s at 20 fps: frames 6,6,7,7,8,8,9,9
     assert [frame_index_of(f) for f in clip.numpy()] == [6, 6, 7, 7, 8, 8, 9, 9]
     assert len(converted) == 4 and len(set(converted)) == 4

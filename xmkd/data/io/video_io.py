@@ -669,16 +669,20 @@ class _ClipAssembler:
         self.slot_pts: list[float] = []  # pts of the frame in each filled slot, in order
         self.pending: tuple[av.VideoFrame, float] | None = None
         self.last_pts = -math.inf
+        self._out = np.empty((0, 0, 0, 3), np.uint8)  # the clip's memory, as numpy
+        self._reformatter = _reformatter()
 
     def feed(self, frame: av.VideoFrame, pts: float) -> bool:
         """Take the next frame; False where it presents before one already taken (out of order)."""
         if pts < self.last_pts:
             return False
         self.last_pts = pts
-        if self.pending is None and self.clip is None:
-            self._allocate(frame)
         if self.pending is not None:
             self._settle(pts)
+        elif self.clip is None:
+            height, width = self.size if self.size is not None else (frame.height, frame.width)
+            self._out = np.empty((len(self.targets), height, width, 3), np.uint8)
+            self.clip = torch.from_numpy(self._out)
         self.pending = (frame, pts)
         return True
 
@@ -687,23 +691,28 @@ class _ClipAssembler:
         if self.pending is not None:
             self._settle(end_pts)
 
-    def _allocate(self, frame: av.VideoFrame) -> None:
-        height, width = self.size if self.size is not None else (frame.height, frame.width)
-        self.clip = torch.from_numpy(np.empty((len(self.targets), height, width, 3), np.uint8))
-
     def _settle(self, next_pts: float) -> None:
-        assert self.pending is not None and self.clip is not None
+        assert self.pending is not None
         frame, pts = self.pending
         self.pending = None
+        targets = self.targets
         first = j = len(self.slot_pts)
-        while j < len(self.targets) and self.targets[j] < next_pts:
+        while j < len(targets) and targets[j] < next_pts:
             j += 1
-        if j == first:
-            return
-        out = self.clip.numpy()
-        frames_to_rgb([frame], out.shape[1:3], out=out[first : first + 1])  # the first frame's size
-        out[first + 1 : j] = out[first]
-        self.slot_pts.extend([pts] * (j - first))
+        if j > first:
+            self._convert(frame, first)
+            if j > first + 1:
+                self._out[first + 1 : j] = self._out[first]
+            self.slot_pts.extend([pts] * (j - first))
+
+    def _convert(self, frame: av.VideoFrame, slot: int) -> None:
+        """:func:`frames_to_rgb` of one frame into its slot (at the first frame's size, or the one
+        asked for), without that function's per-call checks: this runs once per frame."""
+        height, width = self._out.shape[1:3]
+        converted = self._reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation="BILINEAR", threads=1
+        )
+        self._out[slot] = packed_plane_view(converted)
 
 
 _Decoded = tuple[_ClipAssembler, float]
