@@ -24,7 +24,7 @@ FFmpeg libraries bundled with PyAV (the same FFmpeg build that xmkd decodes with
 says so; where that fails too it is skipped with the reason. ``pip install -e .[bench]`` installs
 both references.
 
-    .venv/bin/python benchmarks/decode.py [--clips 15] [--frames 16] [--json OUT]
+    .venv/bin/python benchmarks/decode.py [--clips 40] [--frames 16] [--json OUT]
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def frame_mad(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--clips", type=int, default=15, help="random clips per file (interleaved repetitions)"
+        "--clips", type=int, default=40, help="random clips per file (interleaved repetitions)"
     )
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--seed", type=int, default=0)

@@ -712,7 +712,9 @@ class _ClipAssembler:
         converted = self._reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="BILINEAR", threads=1
         )
-        self._out[slot] = packed_plane_view(converted)
+        plane = converted.planes[0]  # packed_plane_view, inline: the rows are line_size bytes apart
+        rows = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)
+        self._out[slot] = rows[:, : width * 3].reshape(height, width, 3)
 
 
 _Decoded = tuple[_ClipAssembler, float]
@@ -810,9 +812,9 @@ def _decode_range(
         if frame is None:  # the next packet presents after the clip
             past = 1
             break
-        pts: float
-        if frame.pts is not None:
-            pts = frame.pts
+        pts: float = frame.pts
+        if pts is not None:
+            pass
         elif frame.dts is not None:
             pts = frame.dts
         elif not seek:
