@@ -111,7 +111,7 @@ bench-pdan: install
 XKD_RELEASE ?=
 bench-xkd: install
 	$(if $(XKD_RELEASE),$(BIN)/python -m pip install --quiet -e '.[bench]')
-	XKD_RELEASE=$(XKD_RELEASE) $(BIN)/python benchmarks/xkd_throughput.py $(if $(XKD_RELEASE),--workloads base-b2 tiny-b4 --modes eager) --json runs/bench/xkd.json
+	XKD_RELEASE=$(XKD_RELEASE) $(BIN)/python benchmarks/xkd_throughput.py $(if $(XKD_RELEASE),--workloads base-b2 tiny-b4 --modes eager --steps 8) --json runs/bench/xkd.json
 
 bench-extract: install
 	$(BIN)/python benchmarks/extract.py --json runs/bench/extract.json
