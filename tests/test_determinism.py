@@ -67,3 +67,35 @@ def test_epoch_order_and_item_seeds_are_pure_functions_of_seed_and_epoch() -> No
     loader.skip_batches(2)
     rest = [b.flatten().tolist() for b in loader]
     assert rest == full[2:] and sorted(loaded) == sorted(i for b in full[2:] for i in b)
+
+
+def test_a_batch_of_items_is_each_item_under_its_own_seed_and_leaves_the_callers_rng() -> None:
+    """The DataLoader fetches a batch through ``__getitems__`` (the caller's RNG saved once per
+    batch): every item is what ``__getitem__`` gives alone, and the caller's three generators go on
+    as if nothing had run."""
+    import random
+
+    import numpy as np
+
+    from xmkd.fault import _SeededItems
+
+    class Draws:
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> tuple[float, float, float]:
+            return torch.rand(()).item(), float(np.random.rand()), random.random()
+
+    items = _SeededItems(Draws(), seed=5, epoch=2)
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    expected_next = torch.rand(()).item(), float(np.random.rand()), random.random()
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    batch = items.__getitems__([3, 0, 7])
+    assert (torch.rand(()).item(), float(np.random.rand()), random.random()) == expected_next
+    assert batch == [items[3], items[0], items[7]]
+    assert len(set(batch)) == 3  # each item under its own seed
+    # through the DataLoader (which takes the __getitems__ path): the same items as one by one
+    loader = ResumableDataLoader(Draws(), batch_size=4, shuffle=True, seed=5)
+    loaded = [row for b in loader for row in zip(*(t.tolist() for t in b))]
+    epoch0 = _SeededItems(Draws(), seed=5, epoch=0)
+    assert sorted(loaded) == sorted(epoch0[i] for i in range(8))
