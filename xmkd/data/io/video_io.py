@@ -696,9 +696,7 @@ class _ClipAssembler:
         converted = self._reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="BILINEAR", threads=1
         )
-        plane = converted.planes[0]  # packed_plane_view, inline: the rows are line_size bytes apart
-        rows = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)
-        self._out[slot] = rows[:, : width * 3].reshape(height, width, 3)
+        self._out[slot] = packed_plane_view(converted)
 
 
 _Decoded = tuple[_ClipAssembler, float]
@@ -797,14 +795,13 @@ def _decode_range(
             past = 1
             break
         pts: float = frame.pts
-        if pts is not None:
-            pass
-        elif frame.dts is not None:
-            pts = frame.dts
-        elif not seek:
-            pts = origin + count * timing.frame_pts  # no timestamps: the count is the time
-        else:
-            pts = max_pts + (timing.frame_pts or 1) if max_pts > -math.inf else origin
+        if pts is None:
+            if frame.dts is not None:
+                pts = frame.dts
+            elif not seek:
+                pts = origin + count * timing.frame_pts  # no timestamps: the count is the time
+            else:
+                pts = max_pts + (timing.frame_pts or 1) if max_pts > -math.inf else origin
         count += 1
         if seek and count == 1 and pts > first_t and first_t >= origin:
             return "the seek landed after the clip start"
@@ -818,16 +815,10 @@ def _decode_range(
                     in_order = False  # a later cover of the clip start, after the clip began
                 before = (frame, pts)
         elif pts <= last_t and in_order:
-            if not hold:  # presentation order: straight to the assembler
-                if not before_fed:
-                    before_fed = True
-                    in_order = before is None or assembler.feed(*before)
-                in_order = in_order and assembler.feed(frame, pts)
-            else:
-                heapq.heappush(held, (pts, count, frame))
-                if len(held) > hold:
-                    in_order = _pass_on(assembler, held, before, before_fed, keep=int(hold))
-                    before_fed = True
+            heapq.heappush(held, (pts, count, frame))
+            if len(held) > hold:
+                in_order = _pass_on(assembler, held, before, before_fed, keep=int(hold))
+                before_fed = True
         if not in_order:
             break
         if pts > max_pts:
