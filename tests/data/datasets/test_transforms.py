@@ -16,7 +16,9 @@ from xmkd.data.datasets.transforms import (
     VideoTrainTransform,
     XKDVideoViews,
     linear_eval_transform,
+    luma,
     to_tchw,
+    yiq_hue_matrix,
     yiq_hue_shift,
 )
 from xmkd.models.audio import crop_resize_time, spectrogram_local_views, volume_jitter
@@ -107,6 +109,36 @@ def test_yiq_hue_shift_keeps_luma_and_inverts():
     torch.testing.assert_close(yiq_hue_shift(x, 0.0), x, atol=1e-6, rtol=0)
     # close to torchvision's HSV hue shift for a small shift of unsaturated colours
     assert (yiq_hue_shift(x, 0.02) - TF.adjust_hue(x, 0.02)).abs().mean() < 0.02
+
+
+def test_luma_is_torchvisions_grayscale_bit_for_bit():
+    g = torch.Generator().manual_seed(2)
+    for shape in [(3, 5, 7), (4, 3, 8, 8), (2, 4, 3, 6, 6)]:
+        x = torch.rand(*shape, generator=g)
+        assert torch.equal(luma(x), TF.rgb_to_grayscale(x))
+
+
+def test_yiq_hue_map_and_shift_are_the_direct_float32_computation():
+    """The ops written out once, as the recipe's figures were made: a matrix from float32 cos/sin and
+    a fresh inverse, each output plane ``m0 r``, then ``+ m1 g``, ``+ m2 b`` (scalar ``alpha``), clamped."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 9, 9, generator=g) * 1.2
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    for hue in (-0.2, -0.013, 0.0, 0.07, 0.2):
+        c, s = torch.cos(torch.tensor(2 * torch.pi * hue)), torch.sin(torch.tensor(2 * torch.pi * hue))
+        m = (
+            torch.linalg.inv(yiq)
+            @ torch.stack(
+                [torch.tensor([1.0, 0, 0]), torch.stack([0 * c, c, -s]), torch.stack([0 * s, s, c])]
+            )
+            @ yiq
+        )
+        assert torch.equal(yiq_hue_matrix(hue), m)
+        r, gr, b = x.unbind(-3)
+        want = torch.stack(
+            [(r * m[i, 0]).add_(gr, alpha=float(m[i, 1])).add_(b, alpha=float(m[i, 2])) for i in range(3)], -3
+        )
+        assert torch.equal(yiq_hue_shift(x, hue), want.clamp(0, 1))
 
 
 def test_clip_color_jitter_brightness_only_matches_scaling():

@@ -50,9 +50,11 @@ from torchvision.transforms.v2 import functional as TF
 
 from xmkd.data.datasets.transforms import (
     _RGB_TO_YIQ,
+    GRAY_WEIGHTS,
     LINEAR_EVAL_CROP_SCALE,
     ClipColorJitter,
     XKDViewSpec,
+    luma,
 )
 
 __all__ = [
@@ -74,10 +76,6 @@ __all__ = [
 #: Batch keys of the batch path: the decoded uint8 clips and their augmentation parameters.
 RAW_VIDEO_KEY = "video_raw"
 AUGMENT_KEY = "augment"
-
-#: torchvision's ``rgb_to_grayscale`` weights.
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-
 
 # ------------------------------------------------------------------------------------ parameters
 
@@ -274,12 +272,6 @@ def hue_matrices(shift: Tensor) -> Tensor:
     return (torch.linalg.inv(yiq) @ rot @ yiq).float()
 
 
-def _grey(x: Tensor) -> Tensor:
-    """``(N, t, 3, h, w)`` -> luma ``(N, t, 1, h, w)`` with torchvision's weights and op order."""
-    r, g, b = x.unbind(2)
-    return r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(2)
-
-
 def _colour_map(x: Tensor, m: Tensor, bias: Tensor | None) -> Tensor:
     """``clamp(m x + bias, 0, 1)`` of ``x (N, t, 3, h, w)`` with per-sample ``m (N, 3, 3)``, a new tensor."""
     out = torch.empty_like(x)
@@ -336,7 +328,7 @@ def apply_color_jitter(
         m = torch.where((op == 2).view(-1, 1, 1), saturation, m)
         m = torch.where((op == 3).view(-1, 1, 1), hue, m)
         # contrast: blend with each frame's mean grey (computed for every sample: no host sync)
-        mean = _grey(x).mean(dim=(-3, -2, -1))  # (N, t)
+        mean = luma(x).mean(dim=(-3, -2, -1))  # (N, t)
         bias = torch.where((op == 1)[:, None], (1 - f)[:, None] * mean, 0.0)[..., None, None, None]
         x = _colour_map(x, m, bias)
     return x
@@ -451,6 +443,15 @@ class XKDBatchViews(XKDViewSpec):
         :class:`~xmkd.fault.ResumableDataLoader` seeds per item), then plain Python arithmetic:
         a few dozen numbers per clip, so a tensor op per number would cost more than the pixels.
         """
+        return {
+            key: torch.tensor(values)
+            for key, values in self._columns(n, num_frames, height, width, generator).items()
+        }
+
+    def _columns(
+        self, n: int, num_frames: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> dict[str, list[Any]]:
+        """:meth:`draw`'s parameters as Python values, one list (over the clips) per key."""
         if num_frames != self.num_frames:
             raise ValueError(f"expected a clip of {self.num_frames} frames, got {num_frames}")
         nl, lt = self.num_local_views, self.local_frames
@@ -490,17 +491,17 @@ class XKDBatchViews(XKDViewSpec):
             if self.probe_view:
                 put("probe_box", resized_crop_box(u, height, width, LINEAR_EVAL_CROP_SCALE, self.ratio))
                 put("probe_flip", next(u) < 0.5)
-        out = {key: torch.tensor(values) for key, values in cols.items()}
         if self.local_temporal != "window":
-            del out["local_start"]
-        return out
+            del cols["local_start"]
+        return cols
 
     def sample(self, clip: Tensor) -> dict[str, Any]:
         """What the dataset returns for a uint8 clip ``(T, H, W, C)``: the clip and its parameters."""
         if clip.dtype != torch.uint8 or clip.dim() != 4 or clip.shape[-1] not in (1, 3):
             raise ValueError(f"expected a uint8 clip (T, H, W, C), got {clip.dtype} {tuple(clip.shape)}")
-        params = self.draw(1, *clip.shape[:3])
-        return {RAW_VIDEO_KEY: clip, AUGMENT_KEY: {k: v[0] for k, v in params.items()}}
+        # one small tensor per parameter, made from its Python value: per item, as a dataset runs
+        cols = self._columns(1, *clip.shape[:3])
+        return {RAW_VIDEO_KEY: clip, AUGMENT_KEY: {k: torch.tensor(v[0]) for k, v in cols.items()}}
 
     __call__ = sample
 
@@ -537,7 +538,7 @@ class XKDBatchViews(XKDViewSpec):
         if jitter is not None:
             x = apply_color_jitter(x, *jitter, method=self.jitter)
         if gray is not None:
-            x = _where_samples(gray, lambda v: _grey(v).expand(-1, -1, 3, -1, -1), x)
+            x = _where_samples(gray, lambda v: luma(v).expand(-1, -1, 3, -1, -1), x)
         if sigma is not None:
             x = _where_samples(sigma > 0, lambda v: gaussian_blur(v, sigma[sigma > 0], self.blur_kernel), x)
         out = torch.empty(x.shape[0], x.shape[2], x.shape[1], *x.shape[3:], device=x.device)
