@@ -380,8 +380,8 @@ def _where_samples(select: Tensor, fn: Any, x: Tensor) -> Tensor:
     if bool(select.all()):
         return fn(x)
     idx = select.nonzero()[:, 0]
-    x[idx] = fn(x[idx])  # in place: the views are this transform's own tensors
-    return x
+    # in place: the views are this transform's own tensors (whole samples: index_select/index_copy_)
+    return x.index_copy_(0, idx, fn(x.index_select(0, idx)))
 
 
 # ------------------------------------------------------------------------------------ the views
@@ -571,7 +571,12 @@ class XKDBatchViews(XKDViewSpec):
         else:
             frames = torch.linspace(0, t - 1, lt, device=dev).round().long().expand(b * nl, lt)
         owner = torch.arange(b, device=dev).repeat_interleave(nl)  # rows are (sample, view), sample-major
-        windows = x[owner[:, None], frames]  # (B * L, local_frames, C, H, W)
+        # whole frames by index_select (advanced indexing copies a uint8 tensor byte by byte)
+        rows = (owner[:, None] * t + frames).reshape(-1)
+        windows = clips.reshape(b * t, *clips.shape[2:]).index_select(0, rows)
+        windows = windows.view(b * nl, frames.shape[1], *clips.shape[2:]).permute(
+            0, 1, 4, 2, 3
+        )  # (B*L, lt, C, H, W)
         local = self._crop_resize(
             "local", windows, p["local_box"].reshape(b * nl, 4), self.local_size, p["local_flip"].reshape(-1)
         )
