@@ -113,7 +113,7 @@ def test_yiq_hue_shift_keeps_luma_and_inverts():
 
 def test_luma_is_torchvisions_grayscale_bit_for_bit():
     g = torch.Generator().manual_seed(2)
-    for shape in [(3, 5, 7), (4, 3, 8, 8), (2, 4, 3, 6, 6)]:
+    for shape in [(3, 5, 7), (4, 3, 8, 8), (2, 4, 3, 6, 6), (4, 1, 8, 8)]:
         x = torch.rand(*shape, generator=g)
         assert torch.equal(luma(x), TF.rgb_to_grayscale(x))
 

@@ -573,10 +573,9 @@ class XKDBatchViews(XKDViewSpec):
         owner = torch.arange(b, device=dev).repeat_interleave(nl)  # rows are (sample, view), sample-major
         # whole frames by index_select (advanced indexing copies a uint8 tensor byte by byte)
         rows = (owner[:, None] * t + frames).reshape(-1)
-        windows = clips.reshape(b * t, *clips.shape[2:]).index_select(0, rows)
-        windows = windows.view(b * nl, frames.shape[1], *clips.shape[2:]).permute(
-            0, 1, 4, 2, 3
-        )  # (B*L, lt, C, H, W)
+        frame_shape = clips.shape[2:]  # (H, W, C)
+        windows = clips.reshape(b * t, *frame_shape).index_select(0, rows).view(b * nl, -1, *frame_shape)
+        windows = windows.permute(0, 1, 4, 2, 3)  # (B * L, local_frames, C, H, W)
         local = self._crop_resize(
             "local", windows, p["local_box"].reshape(b * nl, 4), self.local_size, p["local_flip"].reshape(-1)
         )

@@ -119,6 +119,8 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 def luma(x: torch.Tensor) -> torch.Tensor:
     """``(..., 3, H, W)`` -> ``(..., 1, H, W)``: ``TF.rgb_to_grayscale`` of a float image, the same ops
     in the same order, without its dispatch (a few us a call, hundreds of calls a batch)."""
+    if x.shape[-3] == 1:
+        return x.clone()  # already grey, as torchvision returns it
     r, g, b = x.unbind(-3)
     return r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(-3)
 
