@@ -138,6 +138,11 @@ def test_step_time_summary_skips_epoch_starts():
     with_starts = step_time_summary(times, [2.0, 1.0])
     assert with_starts["data_wait_fraction_with_epoch_starts"] == pytest.approx(4.0 / 25.0)
     assert with_starts["data_wait_fraction"] == pytest.approx(1.0 / 8.0)
+    assert "views_fraction" not in s
+    # the views made after the transfer: of the same batches only (epoch starts and None left out)
+    views = step_time_summary(times, view_times=[9.0, 0.4, None, 0.2, 9.0, 0.1])
+    assert views["views_s_median"] == pytest.approx(0.2)  # median of 0.4, 0.2, 0.1
+    assert views["views_fraction"] == pytest.approx(0.7 / 8.0)
 
 
 def test_fit_argv_swaps_in_the_control_model_and_passes_overrides():
@@ -203,6 +208,9 @@ def test_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert results["svm_test_clips"] == results["val_clips"] and results["svm_train_views"] == 5
     assert results["steps"] == results["steps_random_init"] == 2
     assert results["val_clips"] == 4 and results["wall_s"] > 0 and results["fit_cpu_s"] > 0
+    # the recipe makes its views after the transfer, inside the data wait (the second step's)
+    assert 0 < results["views_s_median"] <= results["data_wait_s_median"]
+    assert 0 < results["views_fraction"] <= results["data_wait_fraction"]
     assert Path(results["runs"]["pretrain"]).is_dir()
     assert set(results["encoders"]) == {"student_video", "student_audio", "teacher_video", "teacher_audio"}
     for path in results["encoders"].values():

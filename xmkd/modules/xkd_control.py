@@ -32,7 +32,9 @@ class XKDWithRandomInitProbe(XKDPretrainer):
     differ. Logged as ``val/random_init_probe_top1`` and ``val/random_init_probe_audio_top1``.
 
     Also records, per training batch, the time spent waiting for data (previous batch end -> this
-    batch start) and in the step (forward, backward, clipping, AdamW, EMA): ``step_times``.
+    batch start) and in the step (forward, backward, clipping, AdamW, EMA): ``step_times``; and
+    where the data module makes the batch's views after the transfer (``augment_on: batch``), the
+    part of that wait they took: ``view_times`` (its ``last_views_s``, None elsewhere).
 
     Args:
         random_init_probe: keep a frozen copy of the initial encoders (the control of the frozen-feature
@@ -64,10 +66,12 @@ class XKDWithRandomInitProbe(XKDPretrainer):
                         self.hparams.probe_num_classes, top_k=1, average="micro"
                     )
         self.step_times: list[tuple[float, float]] = []  # (data wait s, step s) per training batch
+        self.view_times: list[float | None] = []  # of each wait, the views made after the transfer
         self.epoch_start_waits: list[float] = []  # epoch start -> its first batch (workers start up too)
         self._batch_end: float | None = None
         self._epoch_start: float | None = None
         self._batch_start = 0.0
+        self._views_s: float | None = None
         self._views: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self._masks: dict[str, TokenMask] | None = None
 
@@ -146,6 +150,8 @@ class XKDWithRandomInitProbe(XKDPretrainer):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._views_s = getattr(datamodule, "last_views_s", None)
         if self._epoch_start is not None:
             self.epoch_start_waits.append(self._batch_start - self._epoch_start)
             self._epoch_start = None
@@ -154,6 +160,7 @@ class XKDWithRandomInitProbe(XKDPretrainer):
         now = time.perf_counter()
         wait = self._batch_start - self._batch_end if self._batch_end is not None else float("nan")
         self.step_times.append((wait, now - self._batch_start))
+        self.view_times.append(self._views_s)
         self._batch_end = now
 
     def on_train_epoch_start(self) -> None:

@@ -65,13 +65,18 @@ __all__ = [
 
 
 def step_time_summary(
-    step_times: list[tuple[float, float]], epoch_start_waits: Sequence[float] = ()
+    step_times: list[tuple[float, float]],
+    epoch_start_waits: Sequence[float] = (),
+    view_times: Sequence[float | None] = (),
 ) -> dict[str, float | None]:
     """Medians and totals of (data wait, step) seconds; the first batch of each epoch is left out.
 
     With ``epoch_start_waits`` (epoch start -> its first batch: the loader's start, DataLoader
     workers included), also ``data_wait_fraction_with_epoch_starts``: every wait of the run,
-    epoch starts included, over the run's waits and steps.
+    epoch starts included, over the run's waits and steps. With ``view_times`` (per batch, as
+    ``step_times``: the seconds of each wait spent making the batch's views after the transfer,
+    None where none were made there), also ``views_s_median`` and ``views_fraction``, their share
+    of the same total as ``data_wait_fraction``.
     """
     waits = [w for w, _ in step_times if w == w]  # drop NaN (epoch starts)
     steps = [s for w, s in step_times if w == w]
@@ -87,6 +92,10 @@ def step_time_summary(
         all_wait = total_wait + sum(epoch_start_waits)
         all_step = sum(s for _, s in step_times)
         out["data_wait_fraction_with_epoch_starts"] = all_wait / max(all_wait + all_step, 1e-9)
+    views = [v for (w, _), v in zip(step_times, view_times, strict=False) if w == w and v is not None]
+    if views:
+        out["views_s_median"] = statistics.median(views)
+        out["views_fraction"] = sum(views) / max(total_wait + total_step, 1e-9)
     return out
 
 
@@ -261,7 +270,7 @@ def pretrain_with_control(
         "validate_s": val_s,
         **svm,
         "svm_s": svm_s,
-        **step_time_summary(model.step_times, model.epoch_start_waits),
+        **step_time_summary(model.step_times, model.epoch_start_waits, model.view_times),
         "run_dir": str(cli.run_dir),
     }
     if export_dir is not None:
@@ -451,6 +460,7 @@ def _rows(result: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
         ),
         ("share of train time waiting for data", percent(result["data_wait_fraction"])),
         ("... with the epochs' first batches", percent(result.get("data_wait_fraction_with_epoch_starts"))),
+        ("... of which making the batch's views", percent(result.get("views_fraction"))),
         ("fit s / validate s", f"{result['fit_s']:.0f} / {result['validate_s']:.0f}"),
         ("encoders", str(result.get("encoders", {}).get("student_video", out_dir / "encoders"))),
         ("run folder", result["runs"]["pretrain"]),

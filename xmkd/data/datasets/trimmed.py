@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -642,6 +643,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
         self.train_set: TrimmedVideoDataset | None = None
         self.eval_set: TrimmedVideoDataset | None = None
         self._warmed: set[int] = set()  # datasets whose decode cache was filled before the workers forked
+        self.last_views_s: float | None = None  # host seconds of the last batch's views (augment_on: batch)
 
     # -- data --------------------------------------------------------------------------------
 
@@ -860,9 +862,12 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
             transform = getattr(getattr(self.train_set, "clips", self.train_set), "transform", None)
             if not isinstance(transform, XKDBatchViews):
                 raise RuntimeError("a batch of raw clips, but the training set has no XKDBatchViews")
+            start = time.perf_counter()
             views = transform.apply(
                 batch.pop(RAW_VIDEO_KEY), batch.pop(AUGMENT_KEY), probe=self._probe_view_read()
             )
+            # host seconds (on a GPU the kernels run on after this returns): part of the data wait
+            self.last_views_s = time.perf_counter() - start
             batch.update(views)
         return batch
 
