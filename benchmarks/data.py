@@ -185,6 +185,46 @@ def bench_item(
     }
 
 
+def time_views_on_device(
+    path: Path, device: str, batch: int, repeats: int = 5, local_views: int = 1, seed: int = 0
+) -> dict[str, float]:
+    """Seconds per clip of ``XKDBatchViews.apply`` on ``device`` for a collated batch of ``batch`` clips.
+
+    What ``augment_on: batch`` costs on the training device: the uint8 clips (one decoded clip of
+    ``path``, rolled per item so that the items differ) and their parameters are moved there first,
+    then ``apply`` runs ``repeats`` times after one warm-up, each timed to the device's completion
+    (``torch.cuda.synchronize``). ``resize``/``jitter`` ``auto``: the batched matmul resize and colour
+    map off the CPU, the per-clip loops on it.
+    """
+    torch.manual_seed(seed)
+    views = XKDBatchViews(
+        num_frames=NUM_FRAMES,
+        size=SIZE,
+        local_frames=LOCAL_FRAMES,
+        local_size=LOCAL_SIZE,
+        num_local_views=local_views,
+    )
+    clip = read_clip(path, 0.0, NUM_FRAMES, FPS, threads=False)
+    items = default_collate([views.sample(clip.roll(i, dims=2)) for i in range(batch)])
+    dev = torch.device(device)
+    clips = items[RAW_VIDEO_KEY].to(dev)
+    params = {k: v.to(dev) for k, v in items[AUGMENT_KEY].items()}
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    times = []
+    for i in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        views.apply(clips, params, probe=False)
+        sync()
+        if i > 0:  # the first call allocates the scratch buffers (and, on a GPU, warms the kernels)
+            times.append(time.perf_counter() - t0)
+    return {"s_per_clip_median": statistics.median(times) / batch, "s_per_clip_min": min(times) / batch}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-utilisation", type=float, default=DEFAULT_UTILISATION)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument(
+        "--views-device",
+        default=None,
+        help="also time the batched views on this device (e.g. cuda), per clip, against the step's share",
+    )
+    parser.add_argument("--views-batch", type=int, default=32, help="clips per batch for --views-device")
     args = parser.parse_args(argv)
     if args.items < args.batch:
         parser.error("--items must be at least --batch")
@@ -211,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         encode_s = time.perf_counter() - t0
         size_kb = path.stat().st_size / 1024
         res = bench_item(path, args.items, args.batch, args.local_views, args.seed)
+        if args.views_device:
+            res["views_on_device"] = {
+                "device": args.views_device,
+                "batch": args.views_batch,
+                **time_views_on_device(
+                    path, args.views_device, args.views_batch, local_views=args.local_views
+                ),
+            }
     res.update(
         clip={"seconds": 10.0, "height": 340, "fps": 30, "kbytes": size_kb, "encode_s": encode_s},
         items=args.items,
@@ -248,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{key:<18} {res['clips_per_s_per_core'][key]:>13.2f} {nbytes / 1e6:>15.1f} "
             f"{res['cores_per_gpu'][key]:>14.0f}"
+        )
+    if "views_on_device" in res:
+        on_dev = res["views_on_device"]
+        per_clip = on_dev["s_per_clip_median"]
+        print(
+            f"views on {on_dev['device']} (batch {on_dev['batch']}): {1000 * per_clip:.2f} ms per clip, "
+            f"{per_clip * gpu_rate:.1%} of the assumed step's time per clip"
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 #   1. the ViT-B XKD step at the recipe's per-device batch (32), bf16 autocast, eager and
 #      torch.compile: clips/s, MFU against the card's data-sheet bf16 peak, utilisation against the
 #      same run's measured 8192^3 bf16 matmul peak, peak GPU memory (benchmarks/xkd_throughput.py);
-#   2. the data loader's clips/s with the recipe's workers per GPU, against what that step consumes
-#      (benchmarks/data.py).
+#   2. the data loader's clips/s with the recipe's workers per GPU, against what that step consumes,
+#      and the batched views' time on the GPU (augment_on: batch) per clip (benchmarks/data.py).
 # Runs with the machine's python3 (PyTorch, Lightning, einops are in its image); packages it lacks
 # (PyAV for decoding) travel as wheels in .whl/ (see the device tool's README), installed here
 # into /tmp/site. Results: $OUT (the device tool's return folder) or runs/bench.
@@ -33,7 +33,8 @@ timeout 420 $PY benchmarks/xkd_throughput.py --workloads base-b32 --modes eager-
 # The item pipeline's clips/s per CPU core (benchmarks/data.py, Kinetics-like clip), then the
 # recipe's loader estimate: per-core rate x the recipe's workers (num_workers 10 per GPU, capped by
 # this machine's cores) against the GPU step's measured clips/s from the step above.
-timeout 150 $PY benchmarks/data.py --items 16 --json "$DEST/gpu_data.json" || status=$?
+# --views-device cuda: the batched views (augment_on: batch) at the per-device batch, timed on the GPU
+timeout 150 $PY benchmarks/data.py --items 16 --views-device cuda --json "$DEST/gpu_data.json" || status=$?
 $PY - "$DEST/gpu_xkd.json" "$DEST/gpu_data.json" <<'PYEOF' || status=$?
 import json, os, sys
 step, data = (json.load(open(p)) for p in sys.argv[1:3])

@@ -48,3 +48,9 @@ def test_item_stages_on_a_short_kinetics_like_clip(tmp_path: Path) -> None:
     # uint8 clips of 96 x 170 travel for the batch path, float views for the per-clip one
     assert res["bytes_to_gpu_per_item"]["batched"] > 32 * 96 * 170 * 3
     assert res["bytes_to_gpu_per_item"]["per_clip"] > 4 * 3 * (32 * 112 * 112 + 8 * 96 * 96)
+
+
+def test_batched_views_timed_on_a_device(tmp_path: Path) -> None:
+    path = bench.write_kinetics_like(tmp_path / "clip.mp4", seconds=5.0, height=96, fps=10)
+    res = bench.time_views_on_device(path, "cpu", batch=2, repeats=2)
+    assert 0 < res["s_per_clip_min"] <= res["s_per_clip_median"]
