@@ -120,19 +120,24 @@ def _audio_views(mel: LogMelSpectrogram, wave: torch.Tensor) -> torch.Tensor:
     return spectrogram_local_views(spec, 1, AUDIO_LOCAL_FRAMES)
 
 
-def bench_item(
-    path: Path, items: int, batch: int, local_views: int = 1, seed: int = 0, clip_seconds: float = 10.0
-) -> dict[str, Any]:
-    """Median seconds per item of each stage, interleaved item by item on one thread."""
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    kwargs = dict(
+def recipe_view_sizes(local_views: int = 1) -> dict[str, int]:
+    """The ViT-B recipe's video view sizes, as ``XKDVideoViews`` / ``XKDBatchViews`` take them."""
+    return dict(
         num_frames=NUM_FRAMES,
         size=SIZE,
         local_frames=LOCAL_FRAMES,
         local_size=LOCAL_SIZE,
         num_local_views=local_views,
     )
+
+
+def bench_item(
+    path: Path, items: int, batch: int, local_views: int = 1, seed: int = 0, clip_seconds: float = 10.0
+) -> dict[str, Any]:
+    """Median seconds per item of each stage, interleaved item by item on one thread."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    kwargs = recipe_view_sizes(local_views)
     per_clip, batched = XKDVideoViews(**kwargs), XKDBatchViews(**kwargs)
     mel = LogMelSpectrogram()
     times: dict[str, list[float]] = {}
@@ -197,13 +202,7 @@ def time_views_on_device(
     map off the CPU, the per-clip loops on it.
     """
     torch.manual_seed(seed)
-    views = XKDBatchViews(
-        num_frames=NUM_FRAMES,
-        size=SIZE,
-        local_frames=LOCAL_FRAMES,
-        local_size=LOCAL_SIZE,
-        num_local_views=local_views,
-    )
+    views = XKDBatchViews(**recipe_view_sizes(local_views))
     clip = read_clip(path, 0.0, NUM_FRAMES, FPS, threads=False)
     items = default_collate([views.sample(clip.roll(i, dims=2)) for i in range(batch)])
     dev = torch.device(device)

@@ -857,6 +857,7 @@ class TrimmedVideoDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment_on: batch``: the views of the batch's uint8 clips, made on the training device."""
+        self.last_views_s = None  # this batch's figure only
         if isinstance(batch, dict) and RAW_VIDEO_KEY in batch:
             # a shard stream keeps its decoding (and transform) in ``clips``
             transform = getattr(getattr(self.train_set, "clips", self.train_set), "transform", None)
