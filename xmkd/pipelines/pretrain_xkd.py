@@ -320,8 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"torch threads of the training process (default {RECIPE_THREADS}, the recipe's: the "
         "figures depend on the thread count, which orders the float reductions, so it is fixed rather than "
         "one per core; 0 = torch's default). The tiny recipe decodes its clips once into memory "
-        "(decode_cache_mb) and one DataLoader worker cuts and augments them while the step runs, so the "
-        "step can have every core; with DataLoader workers that decode every epoch on few cores, pass 1",
+        "(decode_cache_mb) and cuts and augments them in the training process between steps, so the step "
+        "has every core; with DataLoader workers that decode every epoch on few cores, pass 1",
     )
     parser.add_argument(
         "--override",
