@@ -1,4 +1,5 @@
 import copy
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import torch
@@ -110,12 +111,13 @@ def test_shared_teacher_tensor_per_pair_is_the_release_double_update() -> None:
         for mod in ("video", "audio"):
             for t, s in zip(expected[mod].parameters(), student[mod].parameters()):
                 t.mul_(m).add_((1 - m) * s)
-    callback = EMATeacherCallback(m, 1.0)  # shared_updates="per_pair" is the default
+    callback = EMATeacherCallback(m, m)  # constant momentum; shared_updates="per_pair" is the default
     pairs = [(student[mod], teacher[mod]) for mod in ("video", "audio")]
     groups = callback.tensor_groups(pairs)
     assert sorted(groups) == [1, 2] and len(groups[2][0]) == 2  # the shared weight and bias
-    for k, (t, s) in groups.items():
-        ema_update_tensors_(t, s, m**k)
+    # the callback's own step: one optimiser step done (global_step 0 -> 1)
+    module = SimpleNamespace(ema_pairs=lambda: pairs, log=lambda *args, **kwargs: None)
+    callback.on_train_batch_end(SimpleNamespace(global_step=1), module, None, None, 0)
     for (name, t), e in zip(teacher.named_parameters(), expected.parameters()):
         torch.testing.assert_close(t, e, rtol=0, atol=1e-7, msg=name)
 

@@ -19,12 +19,15 @@ def test_keep_indices_mask_and_restore_agree() -> None:
     for b in range(4):
         visible = set(m.keep_indices[b].tolist())
         assert visible == set(torch.nonzero(~m.mask[b]).flatten().tolist())
+    # the visible tokens lead the shuffle that restore_indices undoes: restore[keep[j]] == j
+    kept = m.keep_indices.shape[1]
+    assert torch.equal(m.restore_indices.gather(1, m.keep_indices), torch.arange(kept).expand(4, kept))
+    # what the MAE decoder does: the encoded visible tokens, then mask tokens, put back in place
     x = torch.randn(4, 20, 3)
-    shuffled = gather_tokens(x, torch.cat([m.keep_indices, torch.nonzero(m.mask)[:, 1].view(4, -1)], 1))
-    # restoring a (visible + masked) shuffle in the same noise order gives the original back
-    full_order = torch.argsort(m.restore_indices, dim=1)
-    assert torch.equal(gather_tokens(gather_tokens(x, full_order), m.restore_indices), x)
-    assert shuffled.shape == x.shape
+    decoder_in = torch.cat([gather_tokens(x, m.keep_indices), torch.zeros(4, 20 - kept, 3)], 1)
+    restored = gather_tokens(decoder_in, m.restore_indices)
+    assert torch.equal(restored[~m.mask], x[~m.mask])
+    assert (restored[m.mask] == 0).all()
 
 
 def test_samples_are_masked_independently() -> None:

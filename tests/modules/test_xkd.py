@@ -152,8 +152,11 @@ def test_reconstruction_grid_layout() -> None:
     mask[:4] = True
     img = reconstruction_grid(video, mask, torch.randn(8, 3 * 2 * 16 * 16), "video", (2, 16, 16))
     assert img.dtype.name == "uint8" and img.shape == (3 * 32, 2 * 32, 3)
-    # visible patches: the reconstruction row equals the input row
-    assert (img[64:, 16:32] == img[:32, 16:32]).all() or mask[1]
+    # patches 0-3 (the first tubelet, columns 0:32) are masked, 4-7 (columns 32:64) visible: the
+    # reconstruction row shows the input where visible and the prediction where masked
+    assert (img[64:, 32:64] == img[:32, 32:64]).all()
+    assert not (img[64:, :32] == img[:32, :32]).all()
+    assert (img[32:64, :32] == img[32:64, :32].min()).all()  # the masked input row is blanked there
     spec = torch.randn(1, 80, 32)
     smask = torch.zeros(40, dtype=torch.bool)
     simg = reconstruction_grid(spec, smask, torch.randn(40, 64), "audio", (4, 16))

@@ -252,7 +252,10 @@ def test_datamodule_synthetic_and_charades_csv(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"]["rgb"].shape == (4, 16, 64) and batch["labels"].shape == (4, 16, 5)
     val = next(iter(dm.val_dataloader()))
-    assert val["mask"].sum(1).tolist() == [int(n) for n in val["mask"].sum(1)]
+    # evaluation keeps whole videos: each mask covers its video's feature steps, padding after
+    steps = [len(np.load(root / "rgb" / f"{v}.npy")) for v in val["video_id"]]
+    assert val["mask"].sum(1).tolist() == steps and val["mask"].shape[1] == max(steps)
+    assert all(bool(row[:n].all()) for row, n in zip(val["mask"], steps))
     assert val["features"]["flow"].shape[1] == val["mask"].sum(1).max()
     # the same world through its Charades CSVs gives the same labels
     csv_dm = UntrimmedVideoDataModule(

@@ -140,8 +140,9 @@ def test_written_world_reads_back_and_keeps_the_exact_annotations(tmp_path):
     )
     exact = json.loads((root / "annotations_exact.json").read_text())
     by_csv = {v.video_id: v for v in csv_ann.videos}
+    assert len(videos) == len(json_ann.videos) == len(csv_ann.videos) == 10
     for v, j in zip(videos, json_ann.videos):
-        assert v.segments == j.segments == by_csv[v.video_id].segments
+        assert v.video_id == j.video_id and v.segments == j.segments == by_csv[v.video_id].segments
         assert [list(a) for a in exact[v.video_id]["actions"]] == [
             [s.label, s.start_s, s.end_s] for s in v.true_segments
         ]

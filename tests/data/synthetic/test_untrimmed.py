@@ -58,6 +58,7 @@ def test_written_files_read_back_identically(tmp_path):
     )
     json_ann = read_pdan_json(root / "annotations.json", num_classes=4)
     by_csv = {v.video_id: v for v in csv_ann.videos}
+    assert len(videos) == len(json_ann.videos) == len(csv_ann.videos) == params["videos"]
     for v, j in zip(videos, json_ann.videos):
         assert v.video_id == j.video_id and v.segments == j.segments == by_csv[v.video_id].segments
         assert v.subset == j.subset == by_csv[v.video_id].subset

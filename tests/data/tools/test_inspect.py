@@ -10,8 +10,6 @@ import sys
 import types
 from pathlib import Path
 
-import pytest
-
 from tests.data.media import (
     write_elementary_stream,
     write_garbage,
@@ -260,6 +258,5 @@ def test_synth_reads_the_generated_set(tmp_path: Path, capsys) -> None:
 
 
 def test_untrimmed_subcommands_dispatch(realdata, capsys) -> None:
-    pytest.importorskip("xmkd.data.tools.inspect_untrimmed")
     rc, result, _ = run_tool(["charades", "--annotations", str(realdata("charades/charades.json"))], capsys)
     assert rc == 0 and result["dataset"] == "charades"
