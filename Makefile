@@ -51,10 +51,10 @@ test-fast: lint
 
 # --- data ---------------------------------------------------------------------------------------
 synth-av: install
-	$(XMKD) data synth-av --out data/synth-av
+	$(XMKD) data synth-av --out data/synth-av $(ARGS)
 
 synth-untrimmed: install
-	$(XMKD) data synth-untrimmed --out data/synth-untrimmed
+	$(XMKD) data synth-untrimmed --out data/synth-untrimmed $(ARGS)
 
 # --- the two methods ------------------------------------------------------------------------------
 pretrain-xkd: install

@@ -3,9 +3,10 @@
     xmkd pipeline finetune --recipe ucf101                 # synthetic set, make pretrain-xkd's encoder
     xmkd pipeline finetune --recipe hmdb51 --dataset hmdb51 --data hmdb51/ --splits splits/ --ckpt enc.pt
 
-``--recipe`` picks the hyper-parameters (UCF101: layer decay 0.45, mixup 0.6 / cutmix 0.5, lr 5e-4;
-HMDB51: 0.75, 1 / 1, 1e-4): ``experiments/eval/finetune_tiny_synthetic_<recipe>.yaml`` on the
-synthetic set, ``experiments/eval/finetune_vitb_<recipe>.yaml`` on real data (or ``--config``). Each
+``--recipe`` picks the hyper-parameters: ``experiments/eval/finetune_vitb_<recipe>.yaml`` on real
+data (the paper's: UCF101 layer decay 0.45, mixup 0.6 / cutmix 0.5, lr 5e-4; HMDB51 0.75, 1 / 1,
+1e-4; RandAugment, random erasing), ``experiments/eval/finetune_tiny_synthetic_<recipe>.yaml`` on the
+synthetic set (crop and flip only; see its header), or ``--config``. Each
 fold is one ``xmkd fit`` run in ``<out>/fold<k>/version_<n>``; the fold's score is the LAST epoch's
 test (= validation) metrics, never the best checkpoint's, since picking the best epoch on the test
 split would be selection on test. Writes ``<out>/results.json`` (default ``runs/finetune-<recipe>``).

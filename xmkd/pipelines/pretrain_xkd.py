@@ -3,12 +3,13 @@
 1. Pretrains XKD with ``experiments/xkd/xkd_tiny_synthetic.yaml`` (or ``--config``) through
    :func:`xmkd.runner.run_lightning_cli` (run folder ``runs/pretrain-xkd/version_N``); the synthetic
    audio-visual set is generated on first use by the datamodule.
-2. Alongside, in the same run, the same online linear probe (same initial weights, same lr and
-   schedule, same batches, same number of steps) is trained on a FROZEN copy of the encoders as they
-   were initialised: :class:`xmkd.modules.xkd_control.XKDWithRandomInitProbe`. Sharing the batches makes the control exact and
-   costs one no-grad encoder pass per step (over the visible tokens only, with ``probe_view:
-   masked``) instead of a second run with its own data loading.
-3. Scores both probes on the validation split (the online probe: a monitor, see below).
+2. Keeps a FROZEN copy of the encoders as they were initialised
+   (:class:`xmkd.modules.xkd_control.XKDWithRandomInitProbe`), the random-init control. With
+   ``--online-probe`` the same online linear probe (same initial weights, same lr and schedule, same
+   batches, same number of steps) is also trained on that copy, in the same run: sharing the batches
+   makes the control exact and costs one no-grad encoder pass per step (over the visible tokens
+   only, with ``probe_view: masked``) instead of a second run with its own data loading.
+3. With ``--online-probe``, scores both online probes on the validation split (a monitor, see below).
 4. Scores both encoders, frozen as they are at the end, under the linear (SVM) protocol
    (:func:`frozen_svm_probe`): mean patch tokens of ``--svm-train-views`` augmented linear-evaluation
    views of each training clip (the data module's own cached clips) -> LinearSVC with C chosen by

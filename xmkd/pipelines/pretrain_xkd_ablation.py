@@ -17,7 +17,7 @@ does DINO's soft-target KD beat feature regression and relational KD here? Each 
 encoders and their random-init copies, frozen, under the SVM protocol on the validation clips
 (:func:`xmkd.pipelines.pretrain_xkd.frozen_svm_probe`; ``--online-probe`` also trains the online
 probes); the table and ``runs/xkd-ablation/results.json`` give every figure. With (a) no teacher is
-ever run, so its steps are cheaper. ``--epochs`` / ``--max-steps`` shorten all three runs alike.
+ever run, so its steps are cheaper. ``--epochs`` / ``--max-steps`` shorten every run alike.
 """
 
 from __future__ import annotations

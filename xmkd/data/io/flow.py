@@ -6,8 +6,8 @@ Method. OpenCV's DIS (Kroeger et al. 2016) with the ``fast`` preset is the defau
 alternative (``method``). Measured here (2 cores, one thread, 128x170 grey frames, a textured
 image translated by a known sub-pixel shift, end-point error in the interior; see
 ``benchmarks/extract.py``): DIS-fast 1.8-2.0 ms/frame, EPE 0.05-0.14 px; DIS-medium 8-9 ms, EPE
-0.03-0.07; Farneback (pyr 0.5, 3 levels, win 15) 18-20 ms, EPE 0.01-0.05. DIS-fast is ~10x faster
-than Farneback and its error is below the storage quantisation step (2 * 20 / 255 = 0.16 px), so
+0.03-0.07; Farneback (pyr 0.5, 3 levels, win 15) 18-20 ms, EPE 0.01-0.05. DIS-fast is 6-10x faster
+than Farneback (a later series: 0.76 vs 4.9 ms) and its error is below the storage quantisation step (2 * 20 / 255 = 0.16 px), so
 extra accuracy would be thrown away on disk. TV-L1 (what I3D used) is not in the headless wheel.
 
 Frames. The video is decoded once in presentation order (:func:`xmkd.data.io.video_io.decode_video`)
