@@ -320,6 +320,18 @@ def run_log_dir(trainer: Any) -> Path:
     return Path(trainer.default_root_dir)
 
 
+def figure_tag(stage: str, epoch: int, step: int) -> str:
+    """The name a figure carries: ``epoch007`` during ``fit``; ``validate_epoch007_step000123`` when
+    ``xmkd validate|test`` evaluates the weights of that epoch and step, so that an evaluation written
+    into the run that trained the checkpoint leaves that run's own figures as they were."""
+    return f"epoch{epoch:03d}" if stage == "fit" else f"{stage}_epoch{epoch:03d}_step{step:06d}"
+
+
+def trainer_stage(trainer: Any) -> str:
+    """``fit``, ``validate``, ``test`` or ``predict``: what the Trainer is running."""
+    return str(getattr(trainer.state.fn, "value", trainer.state.fn))
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> np.ndarray:
     """Write the figure as a PNG and return its pixels (the figure is closed); a figure that cannot
     be written (full disk, read-only folder) is a warning: a plot must never end a training run."""

@@ -226,10 +226,16 @@ def test_validation_and_test_write_a_named_confusion_matrix(tmp_path: Path, monk
     )  # fmt: skip
     data = _NamedClips()
     trainer.fit(model, datamodule=data)
+    fit_png = tmp_path / "figures" / "confusion_val.png"
+    assert fit_png.is_file() and fit_png.stat().st_size > 1000
+    fit_bytes = fit_png.read_bytes()
+    trainer.validate(model, datamodule=data)  # evaluated into the same run: the fit's figure stays
     trainer.test(model, datamodule=data)
-    assert len(matrices) == 2  # validation and test; the sanity check writes nothing
-    for stage in ("val", "test"):
-        png = tmp_path / "figures" / f"confusion_{stage}.png"
+    assert len(matrices) == 3  # validation during fit, validate, test; the sanity check writes nothing
+    assert fit_png.read_bytes() == fit_bytes
+    step = trainer.global_step
+    for stage, name in (("validate", "val"), ("test", "test")):
+        png = tmp_path / "figures" / f"{stage}_epoch001_step{step:06d}_confusion_{name}.png"
         assert png.is_file() and png.stat().st_size > 1000
     assert matrices[-1].sum() == 6 and matrices[-1].sum(1).tolist() == [2, 2, 2]  # one row per true class
     top1 = trainer.callback_metrics["test/video_top1"].item()

@@ -42,7 +42,15 @@ from xmkd.models.vit import EncoderConfig, ViTEncoder, build_encoder, interpolat
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.modules.xkd import XKDPretrainer
 from xmkd.optim import build_adamw, param_groups_weight_decay, warmup_cosine_lambda
-from xmkd.viz import confusion_figure, confusion_matrix, log_images, run_log_dir, save_figure
+from xmkd.viz import (
+    confusion_figure,
+    confusion_matrix,
+    figure_tag,
+    log_images,
+    run_log_dir,
+    save_figure,
+    trainer_stage,
+)
 
 __all__ = ["VideoClassifier", "load_encoder_for_eval", "resize_encoder_input"]
 
@@ -148,7 +156,8 @@ class VideoClassifier(pl.LightningModule):
         aggregate: how views are combined per video: ``softmax`` (mean probability) or ``scores``.
         audio_frames: audio encoders: spectrogram frames kept (``None``: the encoder's input size).
         plot_confusion: at the end of each validation / test epoch, write the video-level confusion
-            matrix to ``<run>/figures/confusion_<stage>.png`` (overwritten: the last epoch's stays),
+            matrix to ``<run>/figures/confusion_<stage>.png`` during fit (the last epoch's stays; an
+            evaluation writes ``<stage>_epochE_stepS_confusion_<stage>.png`` beside it),
             class names from the datamodule, and log it to W&B where a W&B logger is present.
     """
 
@@ -301,11 +310,22 @@ class VideoClassifier(pl.LightningModule):
         metric.reset()
         return {k: float(v) for k, v in values.items()}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # where the weights come from, for the figures of `xmkd validate|test --ckpt_path`
+        self._checkpoint_position = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+
     def _save_confusion(self, stage: str, predictions: Tensor, labels: Tensor) -> None:
-        """``confusion_<stage>.png`` in the run's ``figures`` folder (rank zero, not in the sanity check)."""
+        """``confusion_<stage>.png`` in the run's ``figures`` folder during fit (the last epoch's stays);
+        ``<figure_tag>_confusion_<stage>.png`` when evaluating, so that ``xmkd validate --ckpt_path``
+        into the trained run leaves its training figures alone (rank zero, not in the sanity check)."""
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
+        run_stage = trainer_stage(trainer)
+        name = f"confusion_{stage}.png"
+        if run_stage != "fit":
+            position = getattr(self, "_checkpoint_position", (self.current_epoch, self.global_step))
+            name = f"{figure_tag(run_stage, *position)}_{name}"
 
         k = self.hparams.num_classes
         names = data_attribute(trainer.datamodule, "class_names")
@@ -313,7 +333,7 @@ class VideoClassifier(pl.LightningModule):
         matrix = confusion_matrix(predictions.numpy(), labels.numpy(), k)
         fig = confusion_figure(matrix, names, title=f"{stage} confusion, epoch {self.current_epoch}")
         root = run_log_dir(trainer) / "figures"
-        image = save_figure(fig, root / f"confusion_{stage}.png")
+        image = save_figure(fig, root / name)
         log_images(self.loggers, {f"{stage}/confusion": image}, step=self.global_step)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

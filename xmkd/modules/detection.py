@@ -34,11 +34,13 @@ from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_b
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.viz import (
     detection_figures,
+    figure_tag,
     figure_to_array,
     log_images,
     per_class_ap_figure,
     run_log_dir,
     timeline_figure,
+    trainer_stage,
 )
 
 # the figure builders moved to xmkd.viz; kept importable from here
@@ -285,12 +287,12 @@ class DetectionModule(L.LightningModule):
         self._checkpoint_position = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
 
     def figure_tag(self) -> str:
-        """``epoch007`` during fit; ``validate_epoch007_step000123`` for a checkpoint's evaluation."""
-        stage = str(getattr(self.trainer.state.fn, "value", self.trainer.state.fn))
-        if stage == "fit":
-            return f"epoch{self.current_epoch:03d}"
-        epoch, step = getattr(self, "_checkpoint_position", (self.current_epoch, self.global_step))
-        return f"{stage}_epoch{epoch:03d}_step{step:06d}"
+        """:func:`xmkd.viz.figure_tag` of this stage (a checkpoint's epoch and step when evaluating one)."""
+        stage = trainer_stage(self.trainer)
+        position = (self.current_epoch, self.global_step)
+        if stage != "fit":
+            position = getattr(self, "_checkpoint_position", position)
+        return figure_tag(stage, *position)
 
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
