@@ -21,6 +21,26 @@ def test_help_is_plain_text_and_lists_export(capsys) -> None:
     assert "xmkd export --ckpt CKPT --out DIR" in out and "Checkpoint tools: export" in out
 
 
+def test_the_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``xmkd``: the message that names the file, exit status 2, no traceback (XMKD_TRACEBACK=1: raised)."""
+    from xmkd.cli import console_main
+
+    missing = tmp_path / "missing.ckpt"
+    monkeypatch.setattr("sys.argv", ["xmkd", "export", "--ckpt", str(missing), "--out", str(tmp_path / "o")])
+    monkeypatch.delenv("XMKD_TRACEBACK", raising=False)
+    assert console_main() == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"xmkd export: error: config key 'ckpt': {missing}: checkpoint not found"
+    monkeypatch.setattr("sys.argv", ["xmkd", "data", "inspect", "ucf101", "--root", str(tmp_path / "nope"),
+                                     "--splits", str(tmp_path)])  # fmt: skip
+    assert console_main() == 2
+    assert f"{tmp_path / 'nope'} is not a folder" in capsys.readouterr().err
+    monkeypatch.setenv("XMKD_TRACEBACK", "1")
+    monkeypatch.setattr("sys.argv", ["xmkd", "export", "--ckpt", str(missing), "--out", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        console_main()
+
+
 def test_version(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"xmkd {xmkd.__version__}"

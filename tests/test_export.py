@@ -112,6 +112,14 @@ def test_export_refuses_a_teacher_naming_it(detection_ckpts, tmp_path: Path) -> 
         main(["export", "--ckpt", str(detection_ckpts["teacher"]), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="not found"):
         main(["export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)])
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(detection_ckpts["student"].read_bytes()[:2000])
+    with pytest.raises(ConfigError, match=r"truncated\.ckpt is not a readable checkpoint"):
+        main(["export", "--ckpt", str(truncated), "--out", str(tmp_path / "out")])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match=r"a_file exists and is not a folder"):
+        main(["export", "--ckpt", str(detection_ckpts["student"]), "--out", str(tmp_path / "a_file")])
+    assert not (tmp_path / "out").exists()  # nothing written for a refused checkpoint
 
 
 # --- `--format onnx | torchscript`: the RGB student as a graph -------------------------------------

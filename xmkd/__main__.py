@@ -2,6 +2,6 @@
 
 import sys
 
-from xmkd.cli import main
+from xmkd.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -124,8 +124,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("ckpt", f"{path}: checkpoint not found")
-    # weights_only=False: Lightning checkpoints carry hyper-parameters and loop state (trusted: our runs)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # weights_only=False: Lightning checkpoints carry hyper-parameters and loop state (trusted: our runs)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: name it (the loader's own message follows)
+        raise ConfigError("ckpt", f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise ConfigError("ckpt", f"{path}: not a Lightning checkpoint (no state_dict)")
     return dict(checkpoint)

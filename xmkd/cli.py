@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 
 from xmkd import __version__
-from xmkd.errors import ConfigError
+from xmkd.errors import ConfigError, XmkdError
 
 # Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help). The pipelines
 # have their own registry (xmkd.pipelines.registry).
@@ -203,5 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     return _lightning_main(argv)
 
 
+def console_main() -> int:
+    """The ``xmkd`` command: :func:`main`, where a bad file or setting (an :class:`~xmkd.errors.XmkdError`,
+    whose message names the file or key) ends the command with that message on one line and exit
+    status 2 rather than a traceback. ``XMKD_TRACEBACK=1`` shows the traceback as well."""
+    try:
+        return main()
+    except XmkdError as e:
+        if os.environ.get("XMKD_TRACEBACK"):
+            raise
+        words = sys.argv[1:3] if sys.argv[1:2] in (["data"], ["pipeline"]) else sys.argv[1:2]
+        print(" ".join(["xmkd", *words]) + f": error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":  # `python -m xmkd.cli`
-    sys.exit(main())
+    sys.exit(console_main())

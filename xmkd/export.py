@@ -252,6 +252,8 @@ def export_checkpoint(
             f"{ckpt} is a {kind or 'checkpoint of an unknown module'}; --format {fmt} takes an "
             "AugmentedRGBStudent or an RGB SingleStreamDetector",
         )
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     if found is not None:
         name, detector = found

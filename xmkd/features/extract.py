@@ -216,7 +216,12 @@ def list_inputs(videos: str | os.PathLike, modality: Modality) -> dict[str, Path
         root = Path(videos)
         if not root.is_dir():
             raise ConfigError("videos", f"{root} is not a folder (for flow: the compute-flow output)")
-        return {p.stem: p for p in sorted(root.glob(f"*{FLOW_SUFFIX}")) if not p.name.startswith(".")}
+        found = {p.stem: p for p in sorted(root.glob(f"*{FLOW_SUFFIX}")) if not p.name.startswith(".")}
+        if not found:
+            raise ConfigError(
+                "videos", f"{root} holds no {FLOW_SUFFIX} flow files (write them with compute-flow)"
+            )
+        return found
     raise ConfigError("modality", f"expected 'rgb' or 'flow', got {modality!r}")
 
 

@@ -202,6 +202,20 @@ def test_list_videos_rejects_duplicate_ids(tmp_path):
         list_videos(tmp_path)
 
 
+def test_folders_that_hold_nothing_to_do_are_refused(tmp_path):
+    """A mistyped or wrong folder is an error naming it, not a run that writes nothing and succeeds."""
+    from xmkd.data.io.flow import check_settings
+    from xmkd.features.extract import list_inputs
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=rf"{tmp_path} holds no video files"):
+        list_videos(tmp_path)
+    with pytest.raises(ConfigError, match=r"holds no \.npz flow files \(write them with compute-flow\)"):
+        list_inputs(tmp_path, "flow")
+    with pytest.raises(ConfigError, match=r"notes\.txt exists and is not a folder"):
+        check_settings(tmp_path / "notes.txt", "flow.json", {"fps": 8})
+
+
 @pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
 def test_elementary_stream_is_decoded_at_its_timestamps_rate(tmp_path, codec):
     """A raw 29.97 fps stream named .mp4 (FFmpeg says 25 fps): flow must see every frame once, at

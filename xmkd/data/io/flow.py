@@ -192,6 +192,8 @@ def list_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTEN
             if p.stem in found:
                 raise ConfigError("videos", f"two videos share the id {p.stem!r}: {found[p.stem]} and {p}")
             found[p.stem] = p
+    if not found:  # a mistyped folder would otherwise "succeed" with nothing written
+        raise ConfigError("videos", f"{root} holds no video files ({', '.join(sorted(exts))})")
     return found
 
 
@@ -209,8 +211,15 @@ def check_settings(out: Path, name: str, settings: dict, overwrite: bool = False
                 f"{out} was made with other settings {diff} (have, wanted); use another --out or --overwrite",
             )
         return
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps(settings, indent=2))
+
+
+def check_out_folder(out: Path) -> None:
+    """A :class:`ConfigError` where ``--out`` names something that is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
 
 
 def remove_stale_temporaries(out: Path) -> None:

@@ -43,12 +43,13 @@ import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from xmkd.data.io.video_io import probe, read_audio, read_clip  # PyAV import only when decoding
 from xmkd.data.readers.trimmed import ClipRecord, TrimmedAnnotations, find_existing
 from xmkd.data.registry import TRIMMED_DATASETS, TrimmedDataset, TrimmedSource, read_trimmed
-from xmkd.errors import BadInputError, Failure, MediaError, XmkdError
+from xmkd.errors import BadInputError, ConfigError, Failure, MediaError, XmkdError
 
 DEFAULT_DECODE_FRAMES = 16
 MISSING_EXAMPLES = 3
@@ -167,6 +168,8 @@ def inspect_annotations(ann: TrimmedAnnotations, dataset: str, decode: int, fram
 def inspect_registered(args: argparse.Namespace) -> dict[str, Any]:
     """The JSON object of the registered trimmed dataset ``args.registered``, read from the options
     its entry takes (:mod:`xmkd.data.registry`)."""
+    if not Path(args.root).is_dir():  # else every listed video would just count as missing
+        raise ConfigError("root", f"{args.root} is not a folder")
     source = TrimmedSource(
         args.root,
         getattr(args, "splits", None),
