@@ -144,6 +144,21 @@ def test_csv_wrong_field_count_names_file_and_line(tmp_path: Path) -> None:
     assert f"{csv}:3" in str(info.value)
 
 
+def test_csv_empty_label_names_file_and_line(tmp_path: Path) -> None:
+    csv = tmp_path / "train.csv"
+    csv.write_text("path,label\na.mp4,jump\nb.mp4,\n")
+    with pytest.raises(AnnotationError, match=r"train\.csv:3: empty label"):
+        read_csv_annotations(csv, tmp_path)
+
+
+@pytest.mark.parametrize("header", ["video,class", "Filename,Category", "path,label"])
+def test_csv_header_spellings_are_headers_not_videos(tmp_path: Path, header: str) -> None:
+    csv = tmp_path / "train.csv"
+    csv.write_text(f"{header}\na.mp4,jump\nb.mp4,walk\n")
+    ann = read_csv_annotations(csv, tmp_path)
+    assert ann.class_names == ["jump", "walk"] and [r.video_id for r in ann.records] == ["a", "b"]
+
+
 def test_csv_out_of_range_label_names_file_and_line(tmp_path: Path) -> None:
     csv = tmp_path / "train.csv"
     csv.write_text("a.mp4,0\nb.mp4,7\n")

@@ -483,13 +483,19 @@ def _numbered_raw_lines(path: Path) -> Iterator[tuple[int, str]]:
 # generic CSV
 
 
+#: Header names of the generic CSV's columns: ``path,label`` and the usual other spellings.
+_CSV_PATH_HEADERS = frozenset({"path", "video", "file", "filename", "video_path", "clip"})
+_CSV_LABEL_HEADERS = frozenset({"label", "class", "class_name", "category", "label_name"})
+
+
 def read_csv_annotations(
     csv_path: str | Path,
     root: str | Path,
     class_names: Sequence[str] | None = None,
     split: str = "",
 ) -> TrimmedAnnotations:
-    """Read a generic CSV ``path,label[,start_s,end_s]`` (header line optional).
+    """Read a generic CSV ``path,label[,start_s,end_s]`` (header line optional; ``video``, ``file`` or
+    ``filename`` for ``path`` and ``class`` or ``category`` for ``label`` are read as a header too).
 
     ``path`` is relative to ``root`` (or absolute). ``label`` is either a class index (when every
     label in the file is an integer) or a class name. With ``class_names`` given, indices must be in
@@ -509,10 +515,11 @@ def read_csv_annotations(
         if not line.strip():
             continue
         row = [cell.strip() for cell in next(csv.reader([line]))]
-        if first and [c.lower() for c in row[:2]] == ["path", "label"]:
+        names = [c.lower() for c in row]
+        if first and len(names) >= 2 and names[0] in _CSV_PATH_HEADERS and names[1] in _CSV_LABEL_HEADERS:
             first, labelled_header = False, True
             continue  # header
-        if first and [c.lower() for c in row] == ["path"]:
+        if first and len(names) == 1 and names[0] in _CSV_PATH_HEADERS:
             first = False
             continue  # header of an unlabelled file
         first = False
@@ -525,6 +532,8 @@ def read_csv_annotations(
             )
         if not row[0]:
             raise AnnotationError(csv_path, "empty path", line=number)
+        if len(row) >= 2 and not row[1]:
+            raise AnnotationError(csv_path, "empty label", line=number)
         rows.append((number, row))
     if not rows:
         raise AnnotationError(csv_path, "no rows")
