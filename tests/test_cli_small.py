@@ -41,6 +41,29 @@ def test_the_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatch, 
         console_main()
 
 
+def test_a_refusal_reported_through_another_error_is_still_one_line(monkeypatch, capsys) -> None:
+    """A config parser reports a class's ConfigError as its own error, raised from it; a plain bug
+    keeps its traceback."""
+    from xmkd import cli
+
+    def parser_error(argv=None):
+        try:
+            raise ConfigError("encoder_path", "enc.pt: exported encoder weights not found")
+        except ConfigError as e:
+            raise ValueError("Does not validate against any of the Union subtypes") from e
+
+    monkeypatch.delenv("XMKD_TRACEBACK", raising=False)
+    monkeypatch.setattr("sys.argv", ["xmkd", "fit", "--config", "x.yaml"])
+    monkeypatch.setattr(cli, "main", parser_error)
+    assert cli.console_main() == 2
+    assert capsys.readouterr().err.strip() == (
+        "xmkd fit: error: config key 'encoder_path': enc.pt: exported encoder weights not found"
+    )
+    monkeypatch.setattr(cli, "main", lambda argv=None: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.console_main()
+
+
 def test_version(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"xmkd {xmkd.__version__}"

@@ -188,3 +188,14 @@ def test_exported_encoders_load_with_weights_only(tmp_path: Path) -> None:
         load_exported_encoder(evil)
     with pytest.raises(pickle.UnpicklingError):
         load_encoder_for_eval(evil)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    from xmkd.runner import config_files, run_lightning_cli
+
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("trainer:\n  max_epochs: [1\n")
+    assert config_files(["fit", "--config", "a.yaml", "--config=b.yaml"]) == ["a.yaml", "b.yaml"]
+    with pytest.raises(ConfigError, match=r"config key 'config': .*broken\.yaml:3: not valid YAML"):
+        run_lightning_cli(["fit", "--config", str(bad), "--runs_dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()

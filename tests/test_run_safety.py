@@ -187,6 +187,19 @@ def test_a_run_folder_has_one_writer(project: Path) -> None:
     assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == 2  # untouched
 
 
+def test_a_bad_data_path_is_one_line_and_leaves_no_run_folder(project: Path) -> None:
+    config = str(DETECTION / "rgb_pdan_charades.yaml")  # real data: nothing is generated at a missing root
+    for _ in range(2):  # a retry does not add a version either
+        result = xmkd(["fit", "--config", config, "--data.init_args.feature_root=no/such/features"], project)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            "xmkd fit: error: config key 'feature_root': no/such/features is not an existing folder "
+            "(expected <feature_root>/<modality>/)"
+        )
+    assert not (project / "runs").exists() or not any((project / "runs").rglob("version_*"))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_unwritable_checkpoint_folder_fails_before_training(project: Path) -> None:

@@ -1,3 +1,4 @@
+import contextlib
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import torch
 
 from xmkd.errors import ConfigError
 from xmkd.runs import (
+    discard_if_failed_empty,
     experiment_name,
     list_versions,
     new_run_dir,
@@ -85,3 +87,42 @@ def test_results_merge_and_json_safe(tmp_path: Path):
     merged = update_results(path, {"b": [torch.tensor(1.0)], "path": Path("x")})
     assert merged == {"a": 0.5, "nan": None, "b": [1.0], "path": "x"}
     assert json.loads(path.read_text()) == merged
+
+
+def _failed_start(run_dir: Path) -> Path:
+    """A run folder as a fit leaves it when it fails before its first step."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "wandb" / "offline-run-1" / "files").mkdir(parents=True)
+    (run_dir / ".lock").write_text("pid 1\n")
+    (run_dir / "wandb_id.txt").write_text("abc\n")
+    (run_dir / "config.yaml").write_text("seed_everything: 0\n")
+    (run_dir / "metrics.csv").write_text("epoch,step,train/loss\n")
+    return run_dir
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path: Path, capsys):
+    run_dir = _failed_start(tmp_path / "runs" / "exp" / "version_0")
+    with pytest.raises(ConfigError, match="feature_root"), discard_if_failed_empty(run_dir):
+        raise ConfigError("feature_root", "not a folder")
+    assert not (tmp_path / "runs" / "exp").exists()  # the experiment's only run: its folder goes too
+    assert f"removed {run_dir}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("work", ["checkpoint", "metrics row", "figure", "trained", "succeeded", "exit 0"])
+def test_a_run_folder_with_work_in_it_is_kept(tmp_path: Path, work: str):
+    run_dir = _failed_start(tmp_path / "exp" / "version_3")
+    if work == "checkpoint":
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    if work == "metrics row":
+        (run_dir / "metrics.csv").write_text("epoch,step,train/loss\n0,4,1.5\n")
+    if work == "figure":
+        (run_dir / "figures").mkdir()
+        (run_dir / "figures" / "loss_curves.png").write_bytes(b"x")
+    failure = None if work == "succeeded" else SystemExit(0) if work == "exit 0" else RuntimeError("boom")
+    with (
+        contextlib.suppress(RuntimeError, SystemExit),
+        discard_if_failed_empty(run_dir, lambda: work == "trained"),
+    ):
+        if failure is not None:
+            raise failure
+    assert (run_dir / "metrics.csv").is_file()

@@ -203,17 +203,31 @@ def main(argv: list[str] | None = None) -> int:
     return _lightning_main(argv)
 
 
+def _user_error(e: BaseException) -> XmkdError | None:
+    """The :class:`~xmkd.errors.XmkdError` behind ``e``: itself, or one it was raised from (a config
+    parser reports a class's refusal as its own error, raised from the original)."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, XmkdError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def console_main() -> int:
     """The ``xmkd`` command: :func:`main`, where a bad file or setting (an :class:`~xmkd.errors.XmkdError`,
     whose message names the file or key) ends the command with that message on one line and exit
     status 2 rather than a traceback. ``XMKD_TRACEBACK=1`` shows the traceback as well."""
     try:
         return main()
-    except XmkdError as e:
-        if os.environ.get("XMKD_TRACEBACK"):
+    except Exception as e:
+        error = _user_error(e)
+        if error is None or os.environ.get("XMKD_TRACEBACK"):
             raise
         words = sys.argv[1:3] if sys.argv[1:2] in (["data"], ["pipeline"]) else sys.argv[1:2]
-        print(" ".join(["xmkd", *words]) + f": error: {e}", file=sys.stderr)
+        print(" ".join(["xmkd", *words]) + f": error: {error}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ and reads their results without subprocesses and without importing the ``xmkd`` 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -36,6 +37,7 @@ from xmkd.predict import PredictionWriter
 from xmkd.runs import (
     RUN_DIR_ENV,
     check_writable,
+    discard_if_failed_empty,
     experiment_name,
     hold_run_dir,
     resolve_run_dir,
@@ -43,6 +45,7 @@ from xmkd.runs import (
     run_dir_of_checkpoint,
     wandb_run_id,
 )
+from xmkd.typed_config import read_yaml
 
 __all__ = ["XmkdCLI", "run_lightning_cli"]
 
@@ -114,6 +117,8 @@ class XmkdCLI(LightningCLI):
                 self.run_dir, resume_ckpt, self.experiment = attach, None, attach.parent.name
             else:
                 self.run_dir, resume_ckpt = resolve_run_dir(Path(config.runs_dir), self.experiment, resume)
+            if attach is None and resume_ckpt is None:  # a version folder made for this job
+                self.run_lock.enter_context(discard_if_failed_empty(self.run_dir, self._trained))
             if resume_ckpt is not None:
                 check_checkpoint_matches(resume_ckpt, *_model_spec(config), what="resume")
             self.run_lock.enter_context(hold_run_dir(self.run_dir, self.subcommand))
@@ -134,6 +139,10 @@ class XmkdCLI(LightningCLI):
             "config_filename": f"config_{self.subcommand}.yaml" if attached else "config.yaml",
         }
         print(f"xmkd: run folder {self.run_dir}" + (f" (resuming {resume_ckpt})" if resume_ckpt else ""))
+
+    def _trained(self) -> bool:
+        """Whether this job's Trainer has taken an optimiser step."""
+        return getattr(getattr(self, "trainer", None), "global_step", 0) > 0
 
     def _loggers(self) -> list[Any]:
         metrics_file = "metrics.csv" if self.subcommand == "fit" else f"metrics_{self.subcommand}.csv"
@@ -209,6 +218,12 @@ class XmkdCLI(LightningCLI):
         return super().instantiate_trainer(**extra, **kwargs)
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The files given with ``--config`` in ``argv`` (``--config F`` or ``--config=F``)."""
+    files = [b for a, b in itertools.pairwise(argv) if a == "--config"]
+    return files + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
 def run_lightning_cli(argv: list[str]) -> XmkdCLI:
     """Run one LightningCLI job in this process and return the CLI object (``.trainer``, ``.model``,
     ``.datamodule``, ``.run_dir``, ``.experiment``), so pipelines can chain runs without subprocesses.
@@ -218,22 +233,25 @@ def run_lightning_cli(argv: list[str]) -> XmkdCLI:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     quiet_harmless_messages()
     inherited_run_dir = os.environ.get(RUN_DIR_ENV)
+    for path in config_files(argv):  # a YAML syntax error named by its file and line, not "<string>"
+        if Path(path).is_file():
+            read_yaml(path)
     try:
-        return XmkdCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=SaveResolvedConfig,
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=42,
-            args=argv,
-            auto_configure_optimizers=False,
-            parser_kwargs={"default_env": False},
-            run_lock=held,
-        )
+        with held:  # an exception reaches the run folder's handlers (discard_if_failed_empty)
+            return XmkdCLI(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_callback=SaveResolvedConfig,
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=42,
+                args=argv,
+                auto_configure_optimizers=False,
+                parser_kwargs={"default_env": False},
+                run_lock=held,
+            )
     finally:
-        held.close()
         # The run folder is handed to DDP workers through the environment; a pipeline that runs
         # several jobs in one process must not inherit the previous job's folder.
         if inherited_run_dir is None:

@@ -23,8 +23,10 @@ import netrc
 import os
 import re
 import secrets
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,51 @@ def hold_run_dir(run_dir: Path, job: str = "fit") -> Iterator[Path]:
         yield run_dir
     finally:
         lock.__exit__(None, None, None)
+
+
+def holds_run_work(run_dir: Path) -> bool:
+    """Whether a run folder holds anything a run made: a checkpoint, a metrics row, a figure or a
+    result (a folder with only its lock, W&B id, the W&B run's start-up files and its config does not)."""
+    if any(run_dir.rglob("*.ckpt")) or any((run_dir / "figures").glob("*")):
+        return True
+    if any(run_dir.glob("results*.json")) or any(run_dir.glob("*.png")):
+        return True
+    for metrics in run_dir.glob("metrics*.csv"):
+        with metrics.open() as f:
+            if sum(1 for line in f if line.strip()) > 1:  # a row below the header
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def discard_if_failed_empty(
+    run_dir: Path, made_progress: Callable[[], bool] = lambda: False
+) -> Iterator[Path]:
+    """Remove the new ``run_dir`` when the ``with`` block fails before the run made anything: no
+    training step (``made_progress``) and nothing on disk (:func:`holds_run_work`). A bad config or
+    data path must not leave a ``version_N`` per retry; a run that trained keeps its folder (its W&B
+    files hold its logs)."""
+    try:
+        yield run_dir
+    except BaseException as e:
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            raise
+        if run_dir.is_dir() and not made_progress() and not holds_run_work(run_dir):
+            _finish_wandb_run_in(run_dir)  # else its process writes the folder again at exit
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()  # the experiment's folder, if this was its only run
+            print(f"xmkd: removed {run_dir}: the run failed before it wrote anything")
+        raise
+
+
+def _finish_wandb_run_in(run_dir: Path) -> None:
+    """End this process's W&B run if it writes into ``run_dir`` (W&B is only looked at if imported)."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is not None and Path(run.dir).resolve().is_relative_to(run_dir.resolve()):
+        with contextlib.suppress(Exception):  # a W&B that cannot finish must not hide the run's own error
+            wandb.finish(exit_code=1)
 
 
 def wandb_run_id(run_dir: Path) -> str:

@@ -53,13 +53,24 @@ def _describe(annotation: Any) -> str:
     return text.removeprefix("<class '").removesuffix("'>")
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path``; a syntax error names the file and the line."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError("config", f"{where}: not valid YAML ({problem})") from None
+
+
 def load_options(path: str | Path, schema: type) -> dict[str, Any]:
     """The options in YAML file ``path``, each key a field of dataclass ``schema`` with a value of
     the field's type (keys may use ``-`` for ``_``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config", f"{path} not found")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = read_yaml(path) or {}
     if not isinstance(loaded, Mapping):
         raise ConfigError("config", f"{path} must hold a mapping of options, got {type(loaded).__name__}")
     hints = typing.get_type_hints(schema)

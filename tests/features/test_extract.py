@@ -176,5 +176,23 @@ def test_r3d_18_from_a_local_weights_file(tmp_path):
     assert np.load(tmp_path / "f" / "rgb" / "c.npy").shape == (3, 512)
     bad = tmp_path / "bad.pth"
     torch.save({"x": torch.zeros(1)}, bad)
-    with pytest.raises(ConfigError, match="r3d_18"):
+    with pytest.raises(ConfigError, match="r3d_18") as info:
         load_encoder(bad)
+    assert len(str(info.value)) < 500  # the mismatch summarised, not every key listed
+
+
+def test_files_that_are_not_encoders_are_named_as_such(tmp_path):
+    lightning_ckpt = tmp_path / "det.pt"
+    torch.save(
+        {"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}, "pytorch-lightning_version": "2"},
+        lightning_ckpt,
+    )
+    with pytest.raises(ConfigError, match=r"det\.pt is a Lightning checkpoint, not an encoder: `xmkd export"):
+        load_encoder(lightning_ckpt)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x07" * 64)
+    with pytest.raises(ConfigError, match=r"garbage\.pt: not a loadable weights file") as info:
+        load_encoder(garbage)
+    assert "weights_only=False" not in str(info.value)  # no advice to unpickle an unknown file
+    with pytest.raises(ConfigError, match=r"no garbage\.json beside it, so not an exported XKD encoder"):
+        load_encoder(garbage, kind="xkd")

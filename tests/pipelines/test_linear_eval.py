@@ -42,3 +42,17 @@ def test_a_bad_key_or_value_names_the_key(tmp_path: Path) -> None:
     bad.write_text("dataset: ucf\n")
     with pytest.raises(ConfigError, match="'dataset': must be one of"):
         le.apply_config(args, vars(le._defaults()))
+    bad.write_text("dataset: ucf101\nc_grid: [0.1, 1\n")
+    with pytest.raises(ConfigError, match=r"'config': .*svm_bad\.yaml:\d+: not valid YAML"):
+        le.apply_config(args, vars(le._defaults()))
+
+
+def test_a_missing_encoder_is_named_by_the_option_given(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    le.add_arguments(parser)
+    args = parser.parse_args(["--ckpt", str(tmp_path / "enc.pt"), "--out", str(tmp_path / "out")])
+    with pytest.raises(
+        ConfigError, match=rf"config key 'ckpt': {tmp_path / 'enc.pt'}: exported encoder not found"
+    ):
+        le.run(args)
+    assert not (tmp_path / "out").exists()

@@ -90,6 +90,10 @@ def load_encoder(
     if kind == "auto":
         kind = "xkd" if p.with_suffix(".json").is_file() else "r3d_18"
     if kind == "xkd":
+        if not p.with_suffix(".json").is_file():
+            raise ConfigError(
+                "encoder", f"{p}: no {p.with_suffix('.json').name} beside it, so not an exported XKD encoder"
+            )
         enc = load_exported_encoder(p)
         cfg = enc.config
         if cfg.modality != "video":
@@ -106,15 +110,24 @@ def load_encoder(
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for a file that is not a state dict
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ConfigError(
-                "encoder", f"{p}: not a loadable weights file ({type(e).__name__}: {e})"
+                "encoder", f"{p}: not a loadable weights file ({type(e).__name__}: {first_line})"
             ) from None
+        if isinstance(state, dict) and ("pytorch-lightning_version" in state or "hyper_parameters" in state):
+            raise ConfigError(
+                "encoder",
+                f"{p} is a Lightning checkpoint, not an encoder: `xmkd export --ckpt {p} --out DIR` writes the "
+                "encoders of an XKD run; --encoder-kind r3d_18 takes a torchvision r3d_18 state dict",
+            )
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as e:
-            raise ConfigError("encoder", f"{p}: does not match torchvision r3d_18 ({e})") from None
+            summary = " ".join(str(e).split())
+            summary = summary if len(summary) <= 300 else summary[:300] + " ..."
+            raise ConfigError("encoder", f"{p}: does not match torchvision r3d_18 ({summary})") from None
         model.fc = nn.Identity()
         return ClipEncoder(
             model.eval(), "r3d_18", 3, frames, (size, size), 512, KINETICS_MEAN, KINETICS_STD, str(p)

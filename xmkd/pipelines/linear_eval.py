@@ -344,6 +344,8 @@ def run(args: argparse.Namespace) -> int:
     args = resolve_defaults(apply_config(args, defaults))
     modality = args.modality or ("video" if trimmed_dataset(args.dataset).video else "audio")
     encoder_path = Path(args.ckpt) if args.ckpt else default_encoder(modality)
+    if not encoder_path.is_file():  # named by the option the user typed
+        raise ConfigError("ckpt", f"{encoder_path}: exported encoder not found")
     start = time.perf_counter()
     out = Path(args.out)
     results = evaluate_encoder(args, encoder_path, figure_dir=out)

@@ -299,7 +299,7 @@ def test_missing_feature_files_are_dropped_up_front_or_named(tmp_path, caplog):
     ann = write_pdan_world(tmp_path)
     (tmp_path / "rgb" / "t1.npy").unlink()
     with pytest.raises(
-        FeatureError, match=r"rgb/t1\.npy: 1 feature file\(s\) of 1 of 6 videos .*missing: skip"
+        FeatureError, match=r"rgb/t1\.npy: 1 feature file\(s\) missing, for 1 of the 6 videos .*missing: skip"
     ):
         untrimmed_module(tmp_path, ann).setup("validate")
     dm = untrimmed_module(tmp_path, ann, missing="skip")
@@ -313,6 +313,9 @@ def test_missing_feature_files_are_dropped_up_front_or_named(tmp_path, caplog):
         (tmp_path / "rgb" / f"{vid}.npy").unlink()
     with pytest.raises(ConfigError, match=r"subset 'training' is empty: the feature files of all 2"):
         untrimmed_module(tmp_path, ann, missing="skip").setup("fit")
+    # a modality without its folder is named as such, whatever the policy
+    with pytest.raises(ConfigError, match=rf"config key 'modalities': no folder {tmp_path / 'pose'} for"):
+        untrimmed_module(tmp_path, ann, modalities=["rgb", "pose"], missing="skip").setup("validate")
 
 
 def test_evaluation_drops_bad_videos_instead_of_repeating_the_next(tmp_path):

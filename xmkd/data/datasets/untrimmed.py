@@ -241,6 +241,9 @@ class UntrimmedFeatureDataset(Dataset):
         subset: str | None,
     ) -> list[UntrimmedVideo]:
         """The videos whose feature files all exist (one directory listing per modality)."""
+        for m in modalities:
+            if not (root / m).is_dir():  # a whole modality absent: say so, not "N files missing"
+                raise ConfigError("modalities", f"no folder {root / m} for the modality {m!r}")
         listings = {m: _npy_names(root / m) for m in modalities}
         kept: list[UntrimmedVideo] = []
         for video in videos:
@@ -256,8 +259,8 @@ class UntrimmedFeatureDataset(Dataset):
         if policy == "error":
             raise FeatureError(
                 self.missing_paths[0],
-                f"{len(self.missing_paths)} feature file(s) of {dropped} of {len(videos)} videos "
-                f"(subset {subset!r}) are missing; first: {first} (set missing: skip to drop them)",
+                f"{len(self.missing_paths)} feature file(s) missing, for {dropped} of the {len(videos)} videos "
+                f"of subset {subset!r}; first: {first} (set missing: skip to drop them)",
             )
         if not kept:
             raise ConfigError(
