@@ -56,3 +56,28 @@ def test_a_missing_encoder_is_named_by_the_option_given(tmp_path: Path) -> None:
     ):
         le.run(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_videos_are_named_or_left_out_of_every_fold(tmp_path: Path, capsys) -> None:
+    from xmkd.data.readers.trimmed import ClipRecord
+
+    def rec(name: str) -> ClipRecord:
+        return ClipRecord(path=str(tmp_path / f"{name}.avi"), label=0, video_id=name)
+
+    for name in ("a", "b", "d"):
+        (tmp_path / f"{name}.avi").write_bytes(b"x")
+    per_fold = {1: ([rec("a"), rec("c")], [rec("b")]), 2: ([rec("b")], [rec("a"), rec("d"), rec("c")])}
+    assert le.drop_missing_videos(per_fold, "error") == (per_fold, 0)
+    kept, dropped = le.drop_missing_videos(per_fold, "skip")
+    assert dropped == 1 and {
+        k: ([r.video_id for r in tr], [r.video_id for r in te]) for k, (tr, te) in kept.items()
+    } == {
+        1: (["a"], ["b"]),
+        2: (["b"], ["a", "d"]),
+    }
+    assert (
+        f"1 of 4 listed videos are missing on disk and left out of every fold; first: {tmp_path / 'c.avi'}"
+        in (capsys.readouterr().out)
+    )
+    with pytest.raises(ConfigError, match="'missing': none of the 1 listed videos is on disk"):
+        le.drop_missing_videos({1: ([rec("z")], [])}, "skip")

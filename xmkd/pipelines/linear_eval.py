@@ -29,6 +29,7 @@ from xmkd.data.datasets import transforms as T
 from xmkd.data.datasets.audio_clips import AudioClipDataset
 from xmkd.data.datasets.samplers import RandomClipSampler, UniformClipSampler
 from xmkd.data.datasets.trimmed import TrimmedVideoDataset, read_trimmed_annotations
+from xmkd.data.readers.trimmed import find_existing
 from xmkd.data.registry import trimmed_dataset, trimmed_names
 from xmkd.errors import ConfigError
 from xmkd.eval.knn import knn_top1
@@ -77,6 +78,7 @@ class LinearEvalOptions:
     c_grid: list[float] | None = None
     cv_folds: int = 3
     normalize: Literal["standard", "l2", "none"] = "standard"
+    missing: Literal["error", "skip"] = "error"
     batch_size: int = 32
     num_workers: int = 2
     device: str | None = None
@@ -110,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--c-grid", type=float, nargs="+", default=d.c_grid)
     parser.add_argument("--cv-folds", type=int, default=d.cv_folds)
     parser.add_argument("--normalize", choices=("standard", "l2", "none"), default=d.normalize)
+    parser.add_argument(
+        "--missing",
+        choices=("error", "skip"),
+        default=d.missing,
+        help="listed videos absent on disk: stop naming them (default), or leave them out of every fold",
+    )
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--num-workers", type=int, default=d.num_workers)
     parser.add_argument("--device", default=d.device, help="default: cuda if available")
@@ -163,6 +171,31 @@ def fold_splits(dataset: str, root: str, splits: str | None, folds: list[int]) -
         names, train, test = read_trimmed_annotations(dataset, root, splits, fold=k)
         out[k] = (train, test)
     return names, out
+
+
+def drop_missing_videos(per_fold: dict, missing: str) -> tuple[dict, int]:
+    """(every fold's lists without the videos absent on disk, how many) for ``missing: skip``; with
+    ``error`` the lists as they are (the dataset then names the first absent file)."""
+    if missing != "skip":
+        return per_fold, 0
+    paths = [r.path for r in union_records(per_fold)]
+    present = dict(zip(paths, find_existing(paths)))
+    absent = [p for p, ok in present.items() if not ok]
+    if absent and len(absent) == len(paths):
+        raise ConfigError(
+            "missing", f"none of the {len(paths)} listed videos is on disk (first: {absent[0]})"
+        )
+    if absent:
+        print(
+            f"linear-eval: {len(absent)} of {len(paths)} listed videos are missing on disk and left out of "
+            f"every fold; first: {', '.join(absent[:3])}",
+            flush=True,
+        )
+    kept = {
+        k: ([r for r in tr if present[r.path]], [r for r in te if present[r.path]])
+        for k, (tr, te) in per_fold.items()
+    }
+    return kept, len(absent)
 
 
 def union_records(per_fold: dict) -> list:
@@ -254,6 +287,7 @@ def evaluate_encoder(
         )
     folds = args.folds or list(trimmed_dataset(args.dataset).folds)
     names, per_fold = fold_splits(args.dataset, args.data, args.splits, folds)
+    per_fold, missing_videos = drop_missing_videos(per_fold, args.missing)
     records = union_records(per_fold)
     train_set, test_set, crops = build_datasets(args, records, encoder.config, modality)
     feature_fn = feature_function(encoder, modality)
@@ -298,6 +332,7 @@ def evaluate_encoder(
         "dataset": args.dataset,
         "encoder": str(encoder_path),
         "modality": modality,
+        "missing_videos_left_out": missing_videos,
         "protocol": {
             "train_clips_per_video": args.train_clips,
             "test_clips": args.test_clips,
