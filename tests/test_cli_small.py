@@ -64,6 +64,29 @@ def test_a_refusal_reported_through_another_error_is_still_one_line(monkeypatch,
         cli.console_main()
 
 
+def test_a_bad_file_met_in_a_dataloader_worker_is_one_line(monkeypatch, capsys) -> None:
+    """A worker's MediaError reaches the main process as a RuntimeError holding its traceback as text."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from xmkd import cli
+    from xmkd.errors import MediaError
+
+    class Truncated(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            raise MediaError("/data/v_Archery_g01_c01.avi", "truncated: data ends at 1.00 s of 3.00 s")
+
+    monkeypatch.delenv("XMKD_TRACEBACK", raising=False)
+    monkeypatch.setattr("sys.argv", ["xmkd", "pipeline", "linear-eval"])
+    monkeypatch.setattr(cli, "main", lambda argv=None: next(iter(DataLoader(Truncated(), num_workers=1))))
+    assert cli.console_main() == 2
+    assert capsys.readouterr().err.strip() == (
+        "xmkd pipeline linear-eval: error: /data/v_Archery_g01_c01.avi: truncated: data ends at 1.00 s of 3.00 s"
+    )
+
+
 def test_version(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"xmkd {xmkd.__version__}"

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
-from xmkd import __version__
+from xmkd import __version__, errors
 from xmkd.errors import ConfigError, XmkdError
 
 # Tools are imported only when used, so `xmkd --help` stays fast: name -> (module, help). The pipelines
@@ -203,16 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     return _lightning_main(argv)
 
 
-def _user_error(e: BaseException) -> XmkdError | None:
-    """The :class:`~xmkd.errors.XmkdError` behind ``e``: itself, or one it was raised from (a config
-    parser reports a class's refusal as its own error, raised from the original)."""
+def _user_error(e: BaseException) -> str | None:
+    """The message of the :class:`~xmkd.errors.XmkdError` behind ``e``: itself, one it was raised from
+    (a config parser reports a class's refusal as its own error, raised from the original), or one a
+    DataLoader worker raised (the main process gets a RuntimeError carrying its traceback as text)."""
     seen: set[int] = set()
     current: BaseException | None = e
     while current is not None and id(current) not in seen:
         if isinstance(current, XmkdError):
-            return current
+            return str(current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
+    last = str(e).strip().splitlines()[-1] if isinstance(e, RuntimeError) and str(e).strip() else ""
+    if str(e).startswith("Caught ") and last.startswith("xmkd.errors."):
+        name, _, message = last.removeprefix("xmkd.errors.").partition(": ")
+        if isinstance(getattr(errors, name, None), type) and issubclass(getattr(errors, name), XmkdError):
+            return message
     return None
 
 
