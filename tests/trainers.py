@@ -5,6 +5,8 @@ Import as ``from tests.trainers import quiet_trainer`` and pass what a test vari
 
 from __future__ import annotations
 
+import tempfile
+
 import lightning.pytorch as pl
 
 QUIET = dict(
@@ -17,5 +19,6 @@ QUIET = dict(
 
 
 def quiet_trainer(**kw) -> pl.Trainer:
-    """``pl.Trainer(**QUIET, **kw)`` (``kw`` overrides)."""
-    return pl.Trainer(**{**QUIET, **kw})
+    """``pl.Trainer(**QUIET, **kw)`` (``kw`` overrides). Without a ``default_root_dir`` the run writes
+    (figures, say) into a fresh temporary folder, never into the checkout the tests run from."""
+    return pl.Trainer(**{**QUIET, "default_root_dir": tempfile.mkdtemp(prefix="xmkd-test-"), **kw})

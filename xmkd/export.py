@@ -47,6 +47,7 @@ from xmkd.checkpoint_check import (
 from xmkd.errors import ConfigError
 from xmkd.modules.detection import DetectionModule, SingleStreamDetector
 from xmkd.modules.xkd import XKDPretrainer
+from xmkd.runs import check_writable
 
 __all__ = [
     "DetectionScores",
@@ -252,9 +253,7 @@ def export_checkpoint(
             f"{ckpt} is a {kind or 'checkpoint of an unknown module'}; --format {fmt} takes an "
             "AugmentedRGBStudent or an RGB SingleStreamDetector",
         )
-    if out.exists() and not out.is_dir():
-        raise ConfigError("out", f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "out")
     if found is not None:
         name, detector = found
         if fmt == "ckpt":

@@ -124,6 +124,8 @@ def check_writable(directory: Path, key: str = "runs_dir") -> None:
 
     A read-only or full checkpoint folder otherwise fails at the first checkpoint, after an epoch.
     """
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(key, f"{directory} exists and is not a folder")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".xmkd-write-check.")

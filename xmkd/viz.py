@@ -332,6 +332,17 @@ def trainer_stage(trainer: Any) -> str:
     return str(getattr(trainer.state.fn, "value", trainer.state.fn))
 
 
+def module_figure_tag(module: Any) -> str:
+    """:func:`figure_tag` of a LightningModule's current stage: its own epoch and step during fit,
+    when evaluating the epoch and step of the checkpoint it loaded (``_checkpoint_position``, which
+    the module sets in ``on_load_checkpoint``)."""
+    stage = trainer_stage(module.trainer)
+    position = (module.current_epoch, module.global_step)
+    if stage != "fit":
+        position = getattr(module, "_checkpoint_position", position)
+    return figure_tag(stage, *position)
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> np.ndarray:
     """Write the figure as a PNG and return its pixels (the figure is closed); a figure that cannot
     be written (full disk, read-only folder) is a warning: a plot must never end a training run."""

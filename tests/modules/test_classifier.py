@@ -181,7 +181,7 @@ def test_finetune_learns_a_separable_task_on_held_out_clips(tmp_path: Path) -> N
     trainer = pl.Trainer(
         max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        check_val_every_n_epoch=8,
+        check_val_every_n_epoch=8, default_root_dir=tmp_path,  # its confusion figures go there
     )  # fmt: skip
     train = DataLoader(_colour_clips(48, seed=1), batch_size=8, shuffle=True)
     held_out = DataLoader(_colour_clips(24, seed=2), batch_size=8)

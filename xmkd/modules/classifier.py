@@ -45,8 +45,8 @@ from xmkd.optim import build_adamw, param_groups_weight_decay, warmup_cosine_lam
 from xmkd.viz import (
     confusion_figure,
     confusion_matrix,
-    figure_tag,
     log_images,
+    module_figure_tag,
     run_log_dir,
     save_figure,
     trainer_stage,
@@ -321,11 +321,9 @@ class VideoClassifier(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        run_stage = trainer_stage(trainer)
         name = f"confusion_{stage}.png"
-        if run_stage != "fit":
-            position = getattr(self, "_checkpoint_position", (self.current_epoch, self.global_step))
-            name = f"{figure_tag(run_stage, *position)}_{name}"
+        if trainer_stage(trainer) != "fit":
+            name = f"{module_figure_tag(self)}_{name}"
 
         k = self.hparams.num_classes
         names = data_attribute(trainer.datamodule, "class_names")

@@ -34,13 +34,12 @@ from xmkd.models.temporal import HeadKind, StageActivation, build_head, masked_b
 from xmkd.modules.data_checks import check_against_data, data_attribute
 from xmkd.viz import (
     detection_figures,
-    figure_tag,
     figure_to_array,
     log_images,
+    module_figure_tag,
     per_class_ap_figure,
     run_log_dir,
     timeline_figure,
-    trainer_stage,
 )
 
 # the figure builders moved to xmkd.viz; kept importable from here
@@ -287,12 +286,8 @@ class DetectionModule(L.LightningModule):
         self._checkpoint_position = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
 
     def figure_tag(self) -> str:
-        """:func:`xmkd.viz.figure_tag` of this stage (a checkpoint's epoch and step when evaluating one)."""
-        stage = trainer_stage(self.trainer)
-        position = (self.current_epoch, self.global_step)
-        if stage != "fit":
-            position = getattr(self, "_checkpoint_position", position)
-        return figure_tag(stage, *position)
+        """:func:`xmkd.viz.module_figure_tag` (a checkpoint's epoch and step when evaluating one)."""
+        return module_figure_tag(self)
 
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None

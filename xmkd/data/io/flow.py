@@ -7,8 +7,8 @@ alternative (``method``). Measured here (2 cores, one thread, 128x170 grey frame
 image translated by a known sub-pixel shift, end-point error in the interior; see
 ``benchmarks/extract.py``): DIS-fast 1.8-2.0 ms/frame, EPE 0.05-0.14 px; DIS-medium 8-9 ms, EPE
 0.03-0.07; Farneback (pyr 0.5, 3 levels, win 15) 18-20 ms, EPE 0.01-0.05. DIS-fast is 6-10x faster
-than Farneback (a later series: 0.76 vs 4.9 ms) and its error is below the storage quantisation step (2 * 20 / 255 = 0.16 px), so
-extra accuracy would be thrown away on disk. TV-L1 (what I3D used) is not in the headless wheel.
+than Farneback (a later series: 0.76 vs 4.9 ms) and its error is below the storage quantisation
+step (2 * 20 / 255 = 0.16 px), so extra accuracy would be thrown away on disk. TV-L1 (what I3D used) is not in the headless wheel.
 
 Frames. The video is decoded once in presentation order (:func:`xmkd.data.io.video_io.decode_video`)
 and resampled to ``fps`` (the frame whose presentation interval covers ``i / fps``), resized so
@@ -51,6 +51,7 @@ from xmkd.atomic import atomic_path
 from xmkd.data.io.video_io import WholeVideo, decode_video, output_size, resampled_frame_count
 from xmkd.errors import ConfigError, Failure, FeatureError, MediaError
 from xmkd.parallel import process_pool
+from xmkd.runs import check_writable
 
 FlowMethod = Literal["dis", "farneback"]
 DEFAULT_BOUND = 20.0
@@ -211,15 +212,8 @@ def check_settings(out: Path, name: str, settings: dict, overwrite: bool = False
                 f"{out} was made with other settings {diff} (have, wanted); use another --out or --overwrite",
             )
         return
-    check_out_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "out")
     meta.write_text(json.dumps(settings, indent=2))
-
-
-def check_out_folder(out: Path) -> None:
-    """A :class:`ConfigError` where ``--out`` names something that is not a folder."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError("out", f"{out} exists and is not a folder")
 
 
 def remove_stale_temporaries(out: Path) -> None:
